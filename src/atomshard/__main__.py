@@ -1,0 +1,5 @@
+import sys
+
+from atomshard.cli import main
+
+sys.exit(main())

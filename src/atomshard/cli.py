@@ -1,0 +1,61 @@
+"""The ``atomshard`` command: one program, small lazily imported subcommand modules.
+
+Each subcommand lives in ``atomshard.commands.<name>`` and defines
+``add_arguments(parser)`` and ``run(args) -> int``. This module only parses argv; the
+command modules turn the namespace into library calls (library code never sees it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: subcommand -> (module, one-line help). Modules are imported only when chosen.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "md": ("atomshard.commands.md", "run molecular dynamics (NVE, Langevin, Nosé-Hoover)"),
+    "eval": ("atomshard.commands.eval", "energy, forces, stress for every frame of a file"),
+    "convert": ("atomshard.commands.convert", "convert a foreign checkpoint (SevenNet)"),
+    "info": ("atomshard.commands.info", "describe an atomshard checkpoint"),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="atomshard",
+        description="Message-passing neural-network models of atoms, serial or graph-parallel.",
+    )
+    from atomshard import __version__
+
+    parser.add_argument("--version", action="version", version=f"atomshard {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:  # only the chosen command's module is imported
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from atomshard.errors import AtomshardError
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except AtomshardError as exc:
+        print(f"atomshard {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"atomshard {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

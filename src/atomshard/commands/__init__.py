@@ -1,0 +1,1 @@
+"""Subcommands of the ``atomshard`` program (see :mod:`atomshard.cli`)."""

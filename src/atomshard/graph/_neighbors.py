@@ -1,0 +1,112 @@
+"""Neighbour lists, computed by vesin (full lists, any periodicity, any cutoff).
+
+Convention (see ``atomshard.glossary``): vesin returns pairs ``(i, j, S)`` with vector
+``pos[j] - pos[i] + S @ cell``; we store them as edges ``src = j -> dst = i`` with
+``shift = S``, so ``r = pos[src] + shift @ cell - pos[dst]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import vesin
+
+from atomshard.errors import InputError
+
+
+def raw_pairs(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, *, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All directed pairs closer than ``cutoff``.
+
+    Returns:
+        ``(dst, src, shifts, distances)``: ``[n_edges]`` int64, ``[n_edges]`` int64,
+        ``[n_edges, 3]`` int64, ``[n_edges]`` float64 Å. Unsorted.
+    """
+    if not cutoff > 0:
+        raise InputError(f"cutoff must be positive, got {cutoff}")
+    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
+    pbc = np.asarray(pbc, dtype=bool)
+    # vesin reads the box of non-periodic axes only to place points; a zero row is fine.
+    box = np.where(pbc[:, None], cell, 0.0) if pbc.any() else np.zeros((3, 3))
+    i, j, shifts, d = calculator.compute(
+        np.ascontiguousarray(positions, dtype=np.float64),
+        np.ascontiguousarray(box, dtype=np.float64),
+        [bool(p) for p in pbc],
+        "ijSd",
+    )
+    return (
+        i.astype(np.int64, copy=False),
+        j.astype(np.int64, copy=False),
+        shifts.astype(np.int64, copy=False),
+        d.astype(np.float64, copy=False),
+    )
+
+
+def neighbor_list(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, *, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edges closer than ``cutoff``, sorted by ``(dst, src, shift)`` for determinism.
+
+    Shapes:
+        positions: ``[n_atoms, 3]`` float64, Å; cell: ``[3, 3]`` float64, Å; pbc: ``[3]`` bool
+
+    Returns:
+        ``(src, dst, shifts)``: ``[n_edges]`` int64, ``[n_edges]`` int64,
+        ``[n_edges, 3]`` int64.
+    """
+    dst, src, shifts, _ = raw_pairs(positions, cell, pbc, cutoff=cutoff)
+    order = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], src, dst))
+    return src[order], dst[order], shifts[order]
+
+
+class NeighborList:
+    """A Verlet list with a skin: built at ``cutoff + skin``, rebuilt only when needed.
+
+    :meth:`edges` returns the edges within ``cutoff`` for the current positions. The full
+    list is rebuilt when any atom moved more than ``skin / 2`` since the last build, or
+    when the cell changed; ``n_builds`` counts the builds.
+    """
+
+    def __init__(self, cutoff: float, skin: float = 0.0) -> None:
+        if not cutoff > 0:
+            raise InputError(f"cutoff must be positive, got {cutoff}")
+        if skin < 0:
+            raise InputError(f"neighbour-list skin must be >= 0, got {skin}")
+        self.cutoff = float(cutoff)
+        self.skin = float(skin)
+        self.n_builds = 0
+        self._ref_positions: np.ndarray | None = None
+        self._ref_cell: np.ndarray | None = None
+        self._pbc: np.ndarray | None = None
+        self._lists: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def needs_rebuild(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> bool:
+        if self._lists is None or self._ref_positions is None or self._ref_cell is None:
+            return True
+        if positions.shape != self._ref_positions.shape:
+            return True
+        if not np.array_equal(cell, self._ref_cell) or not np.array_equal(pbc, self._pbc):
+            return True
+        if self.skin == 0.0:
+            return not np.array_equal(positions, self._ref_positions)
+        moved = np.einsum("ij,ij->i", positions - self._ref_positions,
+                          positions - self._ref_positions)
+        return bool(moved.max(initial=0.0) > (0.5 * self.skin) ** 2)
+
+    def edges(
+        self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(src, dst, shifts)`` of all pairs within ``cutoff`` at these positions."""
+        if self.needs_rebuild(positions, cell, pbc):
+            self._lists = neighbor_list(positions, cell, pbc, cutoff=self.cutoff + self.skin)
+            self._ref_positions = positions.copy()
+            self._ref_cell = cell.copy()
+            self._pbc = np.asarray(pbc, dtype=bool).copy()
+            self.n_builds += 1
+        assert self._lists is not None
+        src, dst, shifts = self._lists
+        if self.skin == 0.0:
+            return src, dst, shifts
+        vec = positions[src] + shifts @ cell - positions[dst]
+        keep = np.einsum("ij,ij->i", vec, vec) < self.cutoff**2
+        return src[keep], dst[keep], shifts[keep]

@@ -1,0 +1,155 @@
+"""The model <-> engine contract shared by every interatomic potential.
+
+A potential maps a graph and its edge vectors to per-atom energies. Everything else —
+total energy, forces, stress — is derived once, here, by autograd, so serial,
+distributed and every model type share one code path.
+
+Between message-passing layers a model calls ``exchange(x)`` on its per-atom features;
+serially that is the identity, in the graph-parallel runtime it refreshes halo rows from
+their owners (and its backward sends halo gradients home). Models never ask whether
+they are distributed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from atomshard.graph import AtomicGraph, edge_vectors
+
+#: ``exchange(x: [n_local, ...]) -> [n_local, ...]`` refreshes halo rows; identity serially.
+Exchange = Callable[[torch.Tensor], torch.Tensor]
+
+
+def identity_exchange(x: torch.Tensor) -> torch.Tensor:
+    """The serial exchange: there are no halo rows to refresh."""
+    return x
+
+
+class Potential(nn.Module):
+    """Base class of interatomic potentials.
+
+    Subclasses set :attr:`cutoff` (Å) and :attr:`atomic_numbers` (the elements they know)
+    and implement :meth:`atomic_energies`. :attr:`needs_feature_exchange` is False for
+    strictly local models (one position exchange per step is all they need).
+    """
+
+    cutoff: float
+    atomic_numbers: tuple[int, ...]
+    needs_feature_exchange: bool = True
+
+    def atomic_energies(
+        self, graph: AtomicGraph, edge_vec: torch.Tensor, exchange: Exchange
+    ) -> torch.Tensor:
+        """Per-atom energies.
+
+        Shapes:
+            edge_vec: ``[n_edges, 3]`` float64 Å (``graph.edge_vectors()`` or a strained copy)
+            returns: ``[n_atoms]`` float64, eV
+        """
+        raise NotImplementedError  # abstract: every concrete potential overrides it
+
+    def check_species(self, species: torch.Tensor, *, name: str = "structure") -> None:
+        """Raise :class:`~atomshard.errors.InputError` naming an atom of an unknown element."""
+        from ase.data import chemical_symbols
+
+        from atomshard.errors import InputError
+
+        known = torch.tensor(self.atomic_numbers, dtype=species.dtype, device=species.device)
+        bad = ~torch.isin(species, known)
+        if bool(bad.any()):
+            i = int(torch.nonzero(bad)[0])
+            z = int(species[i])
+            raise InputError(
+                f"{name}: atom {i} is {chemical_symbols[z]} (Z={z}), which this model does not "
+                f"know; it knows {', '.join(chemical_symbols[k] for k in self.atomic_numbers)}"
+            )
+
+
+@dataclass
+class Properties:
+    """Results of one evaluation, all float64.
+
+    Shapes:
+        energy: ``[]`` eV (sum over owned atoms)
+        energies: ``[n_owned]`` eV
+        forces: ``[n_owned, 3]`` eV/Å, or None
+        stress: ``[3, 3]`` eV/Å³ (ASE sign convention), or None (non-periodic systems)
+        virial: ``[3, 3]`` eV, ``-V * stress``, or None
+    """
+
+    energy: torch.Tensor
+    energies: torch.Tensor
+    forces: torch.Tensor | None = None
+    stress: torch.Tensor | None = None
+    virial: torch.Tensor | None = None
+
+
+def compute_properties(
+    model: Potential,
+    graph: AtomicGraph,
+    *,
+    forces: bool = True,
+    stress: bool = True,
+    exchange: Exchange = identity_exchange,
+    n_owned: int | None = None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    create_graph: bool = False,
+) -> Properties:
+    """Energy, per-atom energies, forces and stress of ``graph`` by autograd.
+
+    Stress is the derivative with respect to a symmetric strain ``ε`` applied to
+    positions and cell (``x -> x (1 + ε)``), divided by the volume. Only the first
+    ``n_owned`` atoms (all by default) count towards the energy; ``reduce`` (a sum over
+    ranks in the runtime) turns the local energy and virial into global ones.
+    """
+    n_owned = graph.n_atoms if n_owned is None else n_owned
+    need_grad = forces or stress
+    positions = graph.positions.detach().requires_grad_(forces)
+    cell = graph.cell.detach()
+    strain = None
+    if stress:
+        strain = torch.zeros(3, 3, dtype=cell.dtype, device=cell.device, requires_grad=True)
+        sym = 0.5 * (strain + strain.transpose(0, 1))
+        deform = torch.eye(3, dtype=cell.dtype, device=cell.device) + sym
+        positions_used = positions @ deform
+        cell_used = cell @ deform
+    else:
+        positions_used, cell_used = positions, cell
+    vec = edge_vectors(positions_used, cell_used, graph.src, graph.dst, graph.shifts)
+    with torch.set_grad_enabled(need_grad or torch.is_grad_enabled()):
+        energies = model.atomic_energies(graph, vec, exchange).to(torch.float64)
+    owned = energies[:n_owned]
+    energy = owned.sum()
+    out = Properties(energy=energy, energies=owned)
+    if need_grad:
+        inputs = [t for t in (positions if forces else None, strain) if t is not None]
+        grads = torch.autograd.grad(
+            energy, inputs, create_graph=create_graph, allow_unused=True
+        )
+        g = list(grads)
+        if forces:
+            gp = g.pop(0)
+            f = -gp if gp is not None else torch.zeros_like(positions)
+            out.forces = f[:n_owned]
+        if stress:
+            gs = g.pop(0)
+            virial = -(gs if gs is not None else torch.zeros_like(cell))
+            out.virial = virial
+    if reduce is not None:
+        out.energy = reduce(out.energy)
+        if out.virial is not None:
+            out.virial = reduce(out.virial)
+    if stress and out.virial is not None:
+        volume = torch.abs(torch.linalg.det(cell))
+        if bool(graph.pbc.all()) and float(volume) > 0:
+            out.stress = -out.virial / volume
+        else:
+            out.stress = None
+    if not create_graph:
+        out.energy = out.energy.detach()
+        out.energies = out.energies.detach()
+    return out

@@ -1,0 +1,1 @@
+"""Small helpers used across layers (atomic file writes, config dataclasses)."""
