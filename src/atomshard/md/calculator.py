@@ -1,0 +1,74 @@
+"""ASE calculator for any atomshard potential."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+
+from atomshard.graph import AtomicGraph, NeighborList, Structure
+from atomshard.models.base import Potential, compute_properties
+
+
+class AtomshardCalculator(Calculator):
+    """ASE calculator: energy, free_energy, per-atom energies, forces, stress.
+
+    Args:
+        model: a :class:`~atomshard.models.base.Potential`, or a ``--model`` string
+            (checkpoint path, ``sevennet-0``, ``n2p2:FOLDER``).
+        device: torch device to evaluate on.
+        dtype: optional network body dtype override (``torch.float32``/``torch.float64``).
+        skin: neighbour-list skin in Å; with a skin, successive calls on slowly moving
+            atoms (MD, relaxations) reuse the list.
+
+    Stress is only available for systems periodic in all three directions.
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(
+        self,
+        model: Potential | str,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        skin: float = 0.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(model, str):
+            from atomshard.models.resolve import resolve_model
+
+            model = resolve_model(model, dtype=dtype)  # type: ignore[assignment]
+        assert isinstance(model, Potential)
+        self.model = model.to(device)
+        self.device = torch.device(device)
+        self.neighbors = NeighborList(self.model.cutoff, skin=skin)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        assert self.atoms is not None
+        structure = Structure.from_ase(self.atoms)
+        self.model.check_species(torch.as_tensor(structure.species))
+        periodic = bool(structure.pbc.all())
+        if "stress" in properties and not periodic:
+            raise PropertyNotImplementedError(
+                "stress needs a cell periodic in all three directions"
+            )
+        edges = self.neighbors.edges(structure.positions, structure.cell, structure.pbc)
+        graph = AtomicGraph.from_structure(structure, self.model.cutoff, device=self.device,
+                                           edges=edges)
+        out = compute_properties(self.model, graph, forces=True, stress=periodic)
+        energy = float(out.energy)
+        assert out.forces is not None
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": out.energies.detach().cpu().numpy().astype(np.float64),
+            "forces": out.forces.detach().cpu().numpy().astype(np.float64),
+        }
+        if out.stress is not None:
+            s = out.stress.detach().cpu().numpy().astype(np.float64)
+            # Voigt order xx, yy, zz, yz, xz, xy, as ASE expects
+            self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2],
+                                               s[0, 1]])
