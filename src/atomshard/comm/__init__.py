@@ -1,0 +1,40 @@
+"""Communication: process groups, the halo exchange, local launch. The only package that
+imports ``torch.distributed``.
+
+- :func:`init_communicator` joins a gloo/NCCL group from torchrun/srun variables (or
+  arguments) and returns a communicator; :class:`NullCommunicator` is the serial one.
+- :class:`HaloExchange` is the differentiable per-layer exchange of one rank's halo plan.
+- :class:`LocalGroup` / :func:`launch` start N ranks on this machine (``--ranks N``).
+"""
+
+from atomshard.comm._exchange import AUTO_TRANSPORT, TRANSPORTS, HaloExchange
+from atomshard.comm._group import (
+    DEFAULT_TIMEOUT_S,
+    CommError,
+    Communicator,
+    NullCommunicator,
+    TorchCommunicator,
+    env_world,
+    init_communicator,
+)
+from atomshard.comm._launch import LocalGroup, RankFailure, free_port, launch
+from atomshard.comm._profile import ExchangeProfiler, ExchangeRecord
+
+__all__ = [
+    "AUTO_TRANSPORT",
+    "DEFAULT_TIMEOUT_S",
+    "TRANSPORTS",
+    "CommError",
+    "Communicator",
+    "ExchangeProfiler",
+    "ExchangeRecord",
+    "HaloExchange",
+    "LocalGroup",
+    "NullCommunicator",
+    "RankFailure",
+    "TorchCommunicator",
+    "env_world",
+    "free_port",
+    "init_communicator",
+    "launch",
+]

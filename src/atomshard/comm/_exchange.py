@@ -1,0 +1,274 @@
+"""The halo exchange: an autograd function that refreshes halo rows from their owners.
+
+Forward: pack ``x[send[peer]]`` for every peer, post every send and receive at once,
+land the received rows in the halo rows. Backward: the adjoint — halo gradients travel
+back to their owners and are added into the rows they came from (``index_add_``). The
+backward is itself an autograd function whose backward is the forward, so forces inside
+a training loss (double backward) are exact too.
+
+Memory: the forward receives straight into the halo rows of its (fresh) output, which is
+contiguous, so unpacking costs nothing; the send buffer and the backward's receive
+buffers are allocated once per plan, dtype and feature width and then reused.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from atomshard.comm._group import Communicator
+from atomshard.comm._profile import ExchangeProfiler
+from atomshard.errors import InputError
+
+#: Transports: ``"p2p"`` (batch_isend_irecv to neighbours only), ``"all_to_all"`` (one
+#: all_to_all_single over every rank), ``"auto"`` (the faster one measured per backend).
+TRANSPORTS = ("auto", "p2p", "all_to_all")
+
+#: What ``"auto"`` picks, per backend (benchmarks/bench_exchange.py; see docs/runtime.md).
+AUTO_TRANSPORT = {"gloo": "p2p", "nccl": "p2p", "none": "p2p"}
+
+
+class PlanLike(Protocol):
+    """The fields of :class:`atomshard.partition.plan.HaloPlan` the exchange reads."""
+
+    rank: int
+    n_owned: int
+
+    @property
+    def n_local(self) -> int: ...
+
+    send: Mapping[int, Any]
+    recv: Mapping[int, Any]
+
+
+@dataclass
+class _Routes:
+    """Index tensors of one plan on one device, ordered by peer."""
+
+    n_owned: int
+    n_local: int
+    peers: list[int]
+    send_idx: dict[int, torch.Tensor]
+    recv_range: dict[int, tuple[int, int]]
+    send_all: torch.Tensor  # concatenation of send_idx in peer order
+    buffers: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+
+
+def _as_index(rows: Any, device: torch.device) -> torch.Tensor:
+    if isinstance(rows, range):
+        return torch.arange(rows.start, rows.stop, rows.step, dtype=torch.int64, device=device)
+    return torch.as_tensor(rows, dtype=torch.int64, device=device).reshape(-1)
+
+
+def _routes(plan: PlanLike, world_size: int, device: torch.device) -> _Routes:
+    n_owned, n_local = int(plan.n_owned), int(plan.n_local)
+    peers = sorted(set(plan.send) | set(plan.recv))
+    send_idx: dict[int, torch.Tensor] = {}
+    recv_range: dict[int, tuple[int, int]] = {}
+    next_row = n_owned
+    for peer in peers:
+        if not 0 <= peer < world_size or peer == plan.rank:
+            raise InputError(f"halo plan of rank {plan.rank} names invalid peer {peer}")
+        idx = _as_index(plan.send.get(peer, []), device)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n_owned):
+            raise InputError(f"halo plan of rank {plan.rank}: send rows to {peer} not owned")
+        send_idx[peer] = idx
+        rows = _as_index(plan.recv.get(peer, []), device)
+        start = int(rows[0]) if rows.numel() else next_row
+        stop = start + int(rows.numel())
+        expected = torch.arange(start, stop, dtype=torch.int64, device=device)
+        if start != next_row or not torch.equal(rows, expected):
+            raise InputError(
+                f"halo plan of rank {plan.rank}: rows received from {peer} must be the "
+                f"contiguous range starting at {next_row} (halo grouped by peer, ascending)"
+            )
+        recv_range[peer] = (start, stop)
+        next_row = stop
+    if next_row != n_local:
+        raise InputError(
+            f"halo plan of rank {plan.rank}: halo rows {n_owned}..{next_row} do not fill "
+            f"the {n_local} local rows"
+        )
+    send_all = (
+        torch.cat([send_idx[p] for p in peers])
+        if peers
+        else torch.zeros(0, dtype=torch.int64, device=device)
+    )
+    return _Routes(n_owned, n_local, peers, send_idx, recv_range, send_all)
+
+
+class HaloExchange:
+    """``exchange(x)`` for one rank's halo plan: differentiable, buffers reused.
+
+    Args:
+        plan: this rank's halo plan (owned rows first, then halo rows grouped by peer).
+        comm: the communicator (a :class:`NullCommunicator` when serial).
+        transport: ``"p2p"``, ``"all_to_all"`` or ``"auto"`` (see :data:`AUTO_TRANSPORT`).
+        profiler: records pack / send-recv / unpack times per call when given.
+
+    Shapes:
+        x: ``[n_local, ...]`` any float dtype; returns the same shape with halo rows
+        replaced by their owners' rows.
+    """
+
+    def __init__(
+        self,
+        plan: PlanLike,
+        comm: Communicator,
+        *,
+        transport: str = "auto",
+        profiler: ExchangeProfiler | None = None,
+    ) -> None:
+        if transport not in TRANSPORTS:
+            raise InputError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+        if transport == "auto":
+            transport = AUTO_TRANSPORT.get(comm.backend, "p2p")
+        self.transport = transport
+        self.comm = comm
+        self.profiler = profiler
+        self.rank = int(plan.rank)
+        self.routes = _routes(plan, comm.world_size, comm.device)
+        self._splits_send = [0] * comm.world_size
+        self._splits_recv = [0] * comm.world_size
+        for peer in self.routes.peers:
+            self._splits_send[peer] = int(self.routes.send_idx[peer].numel())
+            start, stop = self.routes.recv_range[peer]
+            self._splits_recv[peer] = stop - start
+
+    @property
+    def n_owned(self) -> int:
+        return self.routes.n_owned
+
+    @property
+    def n_local(self) -> int:
+        return self.routes.n_local
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.comm.world_size == 1:
+            return x
+        out = _HaloForward.apply(x, self)
+        assert isinstance(out, torch.Tensor)
+        return out
+
+    # -- buffers ------------------------------------------------------------------------
+    def _buffer(self, key: tuple[Any, ...], shape: Sequence[int], dtype: torch.dtype) -> Any:
+        buf = self.routes.buffers.get(key)
+        if buf is None:
+            buf = torch.empty(tuple(shape), dtype=dtype, device=self.comm.device)
+            self.routes.buffers[key] = buf
+        return buf
+
+    def _check(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        if x.shape[0] != self.n_local:
+            raise InputError(
+                f"exchange on rank {self.rank}: tensor has {x.shape[0]} rows, the halo plan "
+                f"has {self.n_local} local rows ({self.n_owned} owned)"
+            )
+        width = math.prod(x.shape[1:])
+        return x.reshape(self.n_local, width), width
+
+    # -- the two linear maps ------------------------------------------------------------
+    def forward_exchange(self, x: torch.Tensor) -> torch.Tensor:
+        """Halo rows of a copy of ``x`` overwritten by their owners' rows (no autograd)."""
+        flat, width = self._check(x)
+        r = self.routes
+        t0 = time.perf_counter()
+        out = torch.empty((r.n_local, width), dtype=flat.dtype, device=flat.device)
+        out[: r.n_owned] = flat[: r.n_owned]
+        send = self._buffer(("send", flat.dtype, width), (r.send_all.numel(), width), flat.dtype)
+        torch.index_select(flat, 0, r.send_all, out=send)
+        self._sync()
+        t1 = time.perf_counter()
+        if self.transport == "all_to_all":
+            # halo rows are grouped by peer in rank order: receive straight into them
+            self.comm.all_to_all(
+                out[r.n_owned :], send, self._splits_recv, self._splits_send, what="halo exchange"
+            )
+        else:
+            sends, recvs, offset = {}, {}, 0
+            for peer in r.peers:
+                n = self._splits_send[peer]
+                if n:
+                    sends[peer] = send[offset : offset + n]
+                offset += n
+                start, stop = r.recv_range[peer]
+                if stop > start:
+                    recvs[peer] = out[start:stop]
+            self.comm.exchange_p2p(sends, recvs, what="halo exchange")
+        self._sync()
+        t2 = time.perf_counter()
+        if self.profiler is not None:
+            nbytes = send.numel() * send.element_size()
+            self.profiler.record("forward", width, t1 - t0, t2 - t1, 0.0, nbytes)
+        return out.view(x.shape)
+
+    def reverse_exchange(self, grad: torch.Tensor) -> torch.Tensor:
+        """Adjoint of :meth:`forward_exchange`: halo rows sent home and added (no autograd)."""
+        flat, width = self._check(grad)
+        flat = flat.contiguous()
+        r = self.routes
+        t0 = time.perf_counter()
+        back = self._buffer(("back", flat.dtype, width), (r.send_all.numel(), width), flat.dtype)
+        self._sync()
+        t1 = time.perf_counter()
+        if self.transport == "all_to_all":
+            self.comm.all_to_all(
+                back, flat[r.n_owned :], self._splits_send, self._splits_recv, what="halo backward"
+            )
+        else:
+            sends, recvs, offset = {}, {}, 0
+            for peer in r.peers:
+                n = self._splits_send[peer]
+                if n:
+                    recvs[peer] = back[offset : offset + n]
+                offset += n
+                start, stop = r.recv_range[peer]
+                if stop > start:
+                    sends[peer] = flat[start:stop]
+            self.comm.exchange_p2p(sends, recvs, what="halo backward")
+        self._sync()
+        t2 = time.perf_counter()
+        out = torch.zeros((r.n_local, width), dtype=flat.dtype, device=flat.device)
+        out[: r.n_owned] = flat[: r.n_owned]
+        out.index_add_(0, r.send_all, back)
+        self._sync()
+        t3 = time.perf_counter()
+        if self.profiler is not None:
+            nbytes = (flat.shape[0] - r.n_owned) * width * flat.element_size()
+            self.profiler.record("backward", width, t1 - t0, t2 - t1, t3 - t2, nbytes)
+        return out.view(grad.shape)
+
+    def _sync(self) -> None:
+        if self.profiler is not None and self.comm.device.type == "cuda":
+            torch.cuda.synchronize(self.comm.device)
+
+
+class _HaloForward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, ex: HaloExchange) -> torch.Tensor:
+        ctx.ex = ex
+        return ex.forward_exchange(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        out = _HaloReverse.apply(grad, ctx.ex)
+        assert isinstance(out, torch.Tensor)
+        return out, None
+
+
+class _HaloReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, grad: torch.Tensor, ex: HaloExchange) -> torch.Tensor:
+        ctx.ex = ex
+        return ex.reverse_exchange(grad)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        out = _HaloForward.apply(grad, ctx.ex)
+        assert isinstance(out, torch.Tensor)
+        return out, None
