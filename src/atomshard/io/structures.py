@@ -7,6 +7,7 @@ from pathlib import Path
 
 from atomshard.errors import InputError
 from atomshard.graph import Structure
+from atomshard.io.amorphous import amorphous_hfo2
 
 
 def _alpha_quartz():
@@ -51,6 +52,7 @@ BUILTIN_STRUCTURES: dict[str, Callable] = {
     "si": _silicon,
     "hfo2": _hfo2,
     "water": _water,
+    "a-hfo2": amorphous_hfo2,  # 3,000-atom random-packed amorphous-like HfO2
 }
 
 
