@@ -39,7 +39,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from atomshard.errors import AtomshardError
+    from atomshard.utils.process import configure_process
 
+    configure_process()  # before torch is imported by any subcommand
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)

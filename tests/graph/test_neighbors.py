@@ -26,27 +26,34 @@ def _random_cell(rng, n_atoms, pbc, triclinic):
     if triclinic:
         cell = cell + np.triu(rng.uniform(-2.0, 2.0, size=(3, 3)), k=1)
     frac = rng.random((n_atoms, 3))
-    atoms = ase.Atoms(numbers=rng.integers(1, 30, n_atoms), scaled_positions=frac,
-                      cell=cell, pbc=pbc)
+    atoms = ase.Atoms(
+        numbers=rng.integers(1, 30, n_atoms), scaled_positions=frac, cell=cell, pbc=pbc
+    )
     return atoms
 
 
-@pytest.mark.parametrize("pbc", [(True, True, True), (True, True, False), (False, False, False),
-                                 (True, False, False)])
+@pytest.mark.parametrize(
+    "pbc", [(True, True, True), (True, True, False), (False, False, False), (True, False, False)]
+)
 @pytest.mark.parametrize("triclinic", [False, True])
 def test_matches_ase_on_random_cells(rng, pbc, triclinic):
     for _ in range(3):
         atoms = _random_cell(rng, int(rng.integers(1, 25)), pbc, triclinic)
         cutoff = float(rng.uniform(2.0, 9.0))  # often larger than half the cell
-        src, dst, shifts = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc,
-                                         cutoff=cutoff)
+        src, dst, shifts = neighbor_list(
+            atoms.positions, atoms.cell.array, atoms.pbc, cutoff=cutoff
+        )
         assert _edge_set(src, dst, shifts) == _ase_edges(atoms, cutoff)
 
 
 def test_one_atom_cell_with_long_cutoff():
     # A 1-atom cell with a 12 Å cutoff: the atom is its own neighbour through many images.
-    atoms = ase.Atoms("Si", positions=[[0.3, 0.2, 0.1]], cell=[[3.0, 0, 0], [0.5, 3.1, 0],
-                                                               [0.2, 0.4, 2.9]], pbc=True)
+    atoms = ase.Atoms(
+        "Si",
+        positions=[[0.3, 0.2, 0.1]],
+        cell=[[3.0, 0, 0], [0.5, 3.1, 0], [0.2, 0.4, 2.9]],
+        pbc=True,
+    )
     src, dst, shifts = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff=12.0)
     assert len(src) > 200
     assert (src == 0).all() and (dst == 0).all()
@@ -61,8 +68,10 @@ def test_edge_vectors_follow_convention(rng):
     vec = graph.edge_vectors().numpy()
     i, j, D = ase_neighbor_list("ijD", atoms, 5.0)
     ref = {(jj, ii, tuple(np.round(d, 8))) for ii, jj, d in zip(i, j, D)}
-    got = {(s, d, tuple(np.round(v, 8))) for s, d, v in
-           zip(graph.src.tolist(), graph.dst.tolist(), vec)}
+    got = {
+        (s, d, tuple(np.round(v, 8)))
+        for s, d, v in zip(graph.src.tolist(), graph.dst.tolist(), vec)
+    }
     assert got == ref
     assert (np.linalg.norm(vec, axis=1) < 5.0).all()
 

@@ -101,8 +101,16 @@ def test_bad_timestep_and_temperature_are_rejected():
 def test_resume_is_bit_identical(tmp_path, argon, lj, ensemble):
     structure = tmp_path / "ar.extxyz"
     argon.write(structure)
-    common = dict(structure=str(structure), model="unused", ensemble=ensemble, dt=4.0,
-                  temperature=60.0, traj_every=3, restart_every=5, skin=0.5)
+    common = dict(
+        structure=str(structure),
+        model="unused",
+        ensemble=ensemble,
+        dt=4.0,
+        temperature=60.0,
+        traj_every=3,
+        restart_every=5,
+        skin=0.5,
+    )
     straight = MDConfig(steps=16, output=str(tmp_path / "straight"), **common)
     run_md(straight, model=lj, progress=False)
 

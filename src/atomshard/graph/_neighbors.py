@@ -81,7 +81,12 @@ class NeighborList:
         self._lists: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def needs_rebuild(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> bool:
-        if self._lists is None or self._ref_positions is None or self._ref_cell is None:
+        if (
+            self._lists is None
+            or self._ref_positions is None
+            or self._ref_cell is None
+            or self._pbc is None
+        ):
             return True
         if positions.shape != self._ref_positions.shape:
             return True
@@ -89,8 +94,9 @@ class NeighborList:
             return True
         if self.skin == 0.0:
             return not np.array_equal(positions, self._ref_positions)
-        moved = np.einsum("ij,ij->i", positions - self._ref_positions,
-                          positions - self._ref_positions)
+        moved = np.einsum(
+            "ij,ij->i", positions - self._ref_positions, positions - self._ref_positions
+        )
         return bool(moved.max(initial=0.0) > (0.5 * self.skin) ** 2)
 
     def edges(

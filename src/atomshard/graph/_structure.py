@@ -65,9 +65,7 @@ def check_structure(s: Structure, *, name: str = "structure", min_distance: floa
     if pos.shape[0] == 0:
         raise InputError(f"{name}: the structure has zero atoms")
     if s.species.shape != (pos.shape[0],):
-        raise InputError(
-            f"{name}: {s.species.shape[0]} species for {pos.shape[0]} atoms"
-        )
+        raise InputError(f"{name}: {s.species.shape[0]} species for {pos.shape[0]} atoms")
     bad = ~np.isfinite(pos).all(axis=1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])

@@ -24,7 +24,13 @@ class AtomshardCalculator(Calculator):
     Stress is only available for systems periodic in all three directions.
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties = [  # noqa: RUF012 - ASE declares it as a list attribute
+        "energy",
+        "free_energy",
+        "energies",
+        "forces",
+        "stress",
+    ]
 
     def __init__(
         self,
@@ -56,8 +62,9 @@ class AtomshardCalculator(Calculator):
                 "stress needs a cell periodic in all three directions"
             )
         edges = self.neighbors.edges(structure.positions, structure.cell, structure.pbc)
-        graph = AtomicGraph.from_structure(structure, self.model.cutoff, device=self.device,
-                                           edges=edges)
+        graph = AtomicGraph.from_structure(
+            structure, self.model.cutoff, device=self.device, edges=edges
+        )
         out = compute_properties(self.model, graph, forces=True, stress=periodic)
         energy = float(out.energy)
         assert out.forces is not None
@@ -70,5 +77,6 @@ class AtomshardCalculator(Calculator):
         if out.stress is not None:
             s = out.stress.detach().cpu().numpy().astype(np.float64)
             # Voigt order xx, yy, zz, yz, xz, xy, as ASE expects
-            self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2],
-                                               s[0, 1]])
+            self.results["stress"] = np.array(
+                [s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]]
+            )

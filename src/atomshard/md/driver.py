@@ -40,8 +40,16 @@ from atomshard.utils.config import config_from_dict, config_to_dict
 from atomshard.utils.files import atomic_save_torch, atomic_write
 
 RESTART_FORMAT = "atomshard-md-restart-1"
-_STATE_TENSORS = ("positions", "velocities", "masses", "species", "atom_ids", "cell", "pbc",
-                  "forces")
+_STATE_TENSORS = (
+    "positions",
+    "velocities",
+    "masses",
+    "species",
+    "atom_ids",
+    "cell",
+    "pbc",
+    "forces",
+)
 
 
 @dataclass
@@ -98,7 +106,7 @@ def load_restart(path: Path, device: str) -> tuple[MDState, dict[str, Any], dict
 def _initial_state(config: MDConfig, device: str) -> MDState:
     from atomshard.io import read_structures
 
-    atoms = read_structures(config.structure, index=0, repeat=tuple(config.repeat))[0]
+    atoms = read_structures(config.structure, index=0, repeat=config.repeat)[0]
     state = state_from_ase(atoms, device=device)
     has_velocities = bool(state.velocities.abs().sum() > 0)
     t0 = config.init_temperature
@@ -149,8 +157,7 @@ def run_md(
 
     def conserved() -> float:
         if config.ensemble == "nose-hoover":
-            return nose_hoover_conserved(state, temperature=config.temperature,
-                                         tdamp=config.tdamp)
+            return nose_hoover_conserved(state, temperature=config.temperature, tdamp=config.tdamp)
         return state.energy + state.kinetic_energy()
 
     if config.ensemble == "nve":
@@ -158,13 +165,22 @@ def run_md(
     elif config.ensemble == "langevin":
         langevin_init(state, force_field)
     else:
-        nose_hoover_init(state, force_field, temperature=config.temperature,
-                         tdamp=config.tdamp, chain=config.chain)
+        nose_hoover_init(
+            state,
+            force_field,
+            temperature=config.temperature,
+            tdamp=config.tdamp,
+            chain=config.chain,
+        )
 
-    traj = AppendLog(out / "trajectory.extxyz",
-                     resume_at=offsets["trajectory"] if offsets else None)
-    thermo = AppendLog(out / "thermo.csv", header=",".join(THERMO_COLUMNS) + "\n",
-                       resume_at=offsets["thermo"] if offsets else None)
+    traj = AppendLog(
+        out / "trajectory.extxyz", resume_at=offsets["trajectory"] if offsets else None
+    )
+    thermo = AppendLog(
+        out / "thermo.csv",
+        header=",".join(THERMO_COLUMNS) + "\n",
+        resume_at=offsets["thermo"] if offsets else None,
+    )
 
     def record() -> None:
         if config.log_every and state.step % config.log_every == 0:
@@ -173,8 +189,9 @@ def run_md(
             traj.write(extxyz_frame(state))
 
     def checkpoint() -> None:
-        save_restart(restart_path, state, config,
-                     {"trajectory": traj.offset(), "thermo": thermo.offset()})
+        save_restart(
+            restart_path, state, config, {"trajectory": traj.offset(), "thermo": thermo.offset()}
+        )
 
     if not resume:
         record()
@@ -184,19 +201,36 @@ def run_md(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=config.steps, initial=start_step, unit="step", mininterval=1.0,
-                   desc=f"md {config.ensemble} {state.n_atoms} atoms", dynamic_ncols=True)
+        bar = tqdm(
+            total=config.steps,
+            initial=start_step,
+            unit="step",
+            mininterval=1.0,
+            desc=f"md {config.ensemble} {state.n_atoms} atoms",
+            dynamic_ncols=True,
+        )
     t_start = time.perf_counter()
     try:
         while state.step < config.steps:
             if config.ensemble == "nve":
                 nve_step(state, force_field, dt=config.dt)
             elif config.ensemble == "langevin":
-                langevin_step(state, force_field, dt=config.dt, temperature=config.temperature,
-                              friction=config.friction, seed=config.seed)
+                langevin_step(
+                    state,
+                    force_field,
+                    dt=config.dt,
+                    temperature=config.temperature,
+                    friction=config.friction,
+                    seed=config.seed,
+                )
             else:
-                nose_hoover_step(state, force_field, dt=config.dt,
-                                 temperature=config.temperature, tdamp=config.tdamp)
+                nose_hoover_step(
+                    state,
+                    force_field,
+                    dt=config.dt,
+                    temperature=config.temperature,
+                    tdamp=config.tdamp,
+                )
             record()
             if config.restart_every and state.step % config.restart_every == 0:
                 checkpoint()
@@ -205,7 +239,9 @@ def run_md(
                 rate = (state.step - start_step) / max(time.perf_counter() - t_start, 1e-9)
                 bar.set_postfix_str(
                     f"{rate:.2f} step/s, {rate * config.dt * 86400e-6:.3f} ns/day, "
-                    f"T={state.temperature():.0f} K", refresh=False)
+                    f"T={state.temperature():.0f} K",
+                    refresh=False,
+                )
     finally:
         if bar is not None:
             bar.close()
@@ -213,9 +249,12 @@ def run_md(
     checkpoint()
     traj.close()
     thermo.close()
-    plot_thermo(out / "thermo.csv", out / "thermo.png",
-                title=f"{config.structure} x{tuple(config.repeat)}, {config.model}, "
-                      f"{config.ensemble}, dt={config.dt} fs")
+    plot_thermo(
+        out / "thermo.csv",
+        out / "thermo.png",
+        title=f"{config.structure} x{tuple(config.repeat)}, {config.model}, "
+        f"{config.ensemble}, dt={config.dt} fs",
+    )
     done = state.step - start_step
     rate = done / wall if wall > 0 else 0.0
     return MDResult(

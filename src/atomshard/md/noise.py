@@ -40,8 +40,7 @@ def gaussian_noise(seed: int, step: int, atom_ids: np.ndarray) -> np.ndarray:
     ids = np.asarray(atom_ids, dtype=np.uint64)
     with np.errstate(over="ignore"):
         base = _splitmix64(
-            _splitmix64(np.array([seed], dtype=np.uint64) + np.uint64(0x5EED))
-            + np.uint64(step)
+            _splitmix64(np.array([seed], dtype=np.uint64) + np.uint64(0x5EED)) + np.uint64(step)
         )
         # six uniforms per atom -> three Box–Muller pairs, use one normal of each pair
         keys = base + ids[:, None] * np.uint64(8) + np.arange(6, dtype=np.uint64)[None, :]

@@ -31,9 +31,9 @@ class AppendLog:
         if resume_at is not None:
             with open(path, "r+b") as handle:
                 handle.truncate(resume_at)
-            self.handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self.handle = open(path, "a", encoding="utf-8")
         else:
-            self.handle = open(path, "w", encoding="utf-8")  # noqa: SIM115
+            self.handle = open(path, "w", encoding="utf-8")
             if header is not None:
                 self.handle.write(header)
         self.flush()
@@ -113,8 +113,12 @@ def plot_thermo(csv_path: str | Path, png_path: str | Path, *, title: str = "") 
     ax_e.plot(t, data["ekin_eV"], label="E_kin")
     ax_e.plot(t, data["etot_eV"] - e0, label="E_tot")
     if not np.allclose(data["conserved_eV"], data["etot_eV"]):
-        ax_e.plot(t, data["conserved_eV"] - data["conserved_eV"][0] + data["etot_eV"][0] - e0,
-                  "--", label="conserved")
+        ax_e.plot(
+            t,
+            data["conserved_eV"] - data["conserved_eV"][0] + data["etot_eV"][0] - e0,
+            "--",
+            label="conserved",
+        )
     ax_e.set_ylabel(f"energy - E_tot(0) [eV], {n} rows")
     ax_e.legend(loc="best")
     ax_t.plot(t, data["temperature_K"], color="tab:red")

@@ -98,6 +98,7 @@ def compute_properties(
     n_owned: int | None = None,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     create_graph: bool = False,
+    position_exchange: Exchange | None = None,
 ) -> Properties:
     """Energy, per-atom energies, forces and stress of ``graph`` by autograd.
 
@@ -110,15 +111,16 @@ def compute_properties(
     need_grad = forces or stress
     positions = graph.positions.detach().requires_grad_(forces)
     cell = graph.cell.detach()
+    routed = positions if position_exchange is None else position_exchange(positions)
     strain = None
     if stress:
         strain = torch.zeros(3, 3, dtype=cell.dtype, device=cell.device, requires_grad=True)
         sym = 0.5 * (strain + strain.transpose(0, 1))
         deform = torch.eye(3, dtype=cell.dtype, device=cell.device) + sym
-        positions_used = positions @ deform
+        positions_used = routed @ deform
         cell_used = cell @ deform
     else:
-        positions_used, cell_used = positions, cell
+        positions_used, cell_used = routed, cell
     vec = edge_vectors(positions_used, cell_used, graph.src, graph.dst, graph.shifts)
     with torch.set_grad_enabled(need_grad or torch.is_grad_enabled()):
         energies = model.atomic_energies(graph, vec, exchange).to(torch.float64)
@@ -127,9 +129,7 @@ def compute_properties(
     out = Properties(energy=energy, energies=owned)
     if need_grad:
         inputs = [t for t in (positions if forces else None, strain) if t is not None]
-        grads = torch.autograd.grad(
-            energy, inputs, create_graph=create_graph, allow_unused=True
-        )
+        grads = torch.autograd.grad(energy, inputs, create_graph=create_graph, allow_unused=True)
         g = list(grads)
         if forces:
             gp = g.pop(0)

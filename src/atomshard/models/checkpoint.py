@@ -23,17 +23,22 @@ FORMAT = "atomshard-checkpoint-1"
 #: model_type -> "module:Class"; the class has ``config_class`` and ``from_config(cfg)``.
 MODEL_TYPES: dict[str, str] = {
     "potential": "atomshard.models.potential:NequIPPotential",
+    "lennard-jones": "atomshard.models.pair:LennardJones",
 }
 
 
 def versions() -> dict[str, str]:
     from atomshard import __version__
 
-    out = {"atomshard": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    out = {
+        "atomshard": __version__,
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+    }
     try:
         import e3nn
 
-        out["e3nn"] = e3nn.__version__
+        out["e3nn"] = str(e3nn.__version__)
     except ImportError:  # pragma: no cover - e3nn is a hard dependency
         pass
     return out

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph
 from atomshard.models.base import Exchange, Potential
+
+
+@dataclass(frozen=True, kw_only=True)
+class LennardJonesConfig:
+    """Parameters of :class:`LennardJones` (eV, Å)."""
+
+    epsilon: float = 0.0104
+    sigma: float = 3.40
+    cutoff: float = 8.5
+    switch_on: float | None = None
+    atomic_numbers: tuple[int, ...] = (18,)
 
 
 class LennardJones(Potential):
@@ -22,6 +35,7 @@ class LennardJones(Potential):
     """
 
     needs_feature_exchange = False
+    config_class = LennardJonesConfig
 
     def __init__(
         self,
@@ -34,8 +48,10 @@ class LennardJones(Potential):
     ) -> None:
         super().__init__()
         if not (epsilon > 0 and sigma > 0 and cutoff > 0):
-            raise InputError(f"LennardJones needs positive epsilon, sigma, cutoff; got "
-                             f"{epsilon}, {sigma}, {cutoff}")
+            raise InputError(
+                f"LennardJones needs positive epsilon, sigma, cutoff; got "
+                f"{epsilon}, {sigma}, {cutoff}"
+            )
         self.epsilon = float(epsilon)
         self.sigma = float(sigma)
         self.cutoff = float(cutoff)
@@ -43,6 +59,23 @@ class LennardJones(Potential):
         if not 0 < self.switch_on < self.cutoff:
             raise InputError(f"switch_on must lie in (0, cutoff), got {self.switch_on}")
         self.atomic_numbers = tuple(int(z) for z in atomic_numbers)
+        self.config = LennardJonesConfig(
+            epsilon=self.epsilon,
+            sigma=self.sigma,
+            cutoff=self.cutoff,
+            switch_on=self.switch_on,
+            atomic_numbers=self.atomic_numbers,
+        )
+
+    @classmethod
+    def from_config(cls, config: LennardJonesConfig) -> LennardJones:
+        return cls(
+            epsilon=config.epsilon,
+            sigma=config.sigma,
+            cutoff=config.cutoff,
+            switch_on=config.switch_on,
+            atomic_numbers=config.atomic_numbers,
+        )
 
     def atomic_energies(
         self, graph: AtomicGraph, edge_vec: torch.Tensor, exchange: Exchange

@@ -1,0 +1,87 @@
+"""``atomshard md``: molecular dynamics from a YAML config and/or flags."""
+
+from __future__ import annotations
+
+import argparse
+
+from atomshard.commands._common import check_device, parse_repeat
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "config", nargs="?", default=None, help="YAML file with MDConfig fields; flags override it"
+    )
+    parser.add_argument("--structure", help="structure file or built-in name (default: quartz)")
+    parser.add_argument("--repeat", help="supercell, e.g. 2x2x2 (default: 1)")
+    parser.add_argument("--model", help="checkpoint, sevennet-0 (default) or n2p2:FOLDER")
+    parser.add_argument(
+        "--ensemble",
+        choices=["nve", "langevin", "nose-hoover", "nvt"],
+        help="default: langevin ('nvt' means langevin)",
+    )
+    parser.add_argument("--steps", type=int, help="total steps (default: 100)")
+    parser.add_argument("--dt", type=float, help="timestep in fs (default: 1.0)")
+    parser.add_argument("--temperature", type=float, help="K (default: 300)")
+    parser.add_argument(
+        "--init-temperature",
+        type=float,
+        help="initial velocity temperature, K (default: --temperature)",
+    )
+    parser.add_argument("--friction", type=float, help="Langevin friction, 1/fs (default 0.02)")
+    parser.add_argument("--tdamp", type=float, help="Nosé–Hoover damping time, fs (default 100)")
+    parser.add_argument("--seed", type=int, help="random seed (default: 0)")
+    parser.add_argument("--skin", type=float, help="neighbour-list skin, Å (default: 1.0)")
+    parser.add_argument("--traj-every", type=int, help="trajectory interval (default: 10)")
+    parser.add_argument("--log-every", type=int, help="thermo log interval (default: 1)")
+    parser.add_argument("--restart-every", type=int, help="restart interval (default: 50)")
+    parser.add_argument("--output", "-o", help="output folder (default: atomshard-md)")
+    parser.add_argument("--dtype", choices=["float32", "float64"], help="network body dtype")
+    parser.add_argument("--device", help="torch device (default: cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --output from its restart file"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from atomshard.md import MDConfig, run_md
+    from atomshard.utils.process import configure_process
+
+    configure_process(args.threads)
+    ensemble = "langevin" if args.ensemble == "nvt" else args.ensemble
+    overrides = dict(
+        structure=args.structure,
+        model=args.model,
+        ensemble=ensemble,
+        steps=args.steps,
+        dt=args.dt,
+        temperature=args.temperature,
+        init_temperature=args.init_temperature,
+        friction=args.friction,
+        tdamp=args.tdamp,
+        seed=args.seed,
+        skin=args.skin,
+        traj_every=args.traj_every,
+        log_every=args.log_every,
+        restart_every=args.restart_every,
+        output=args.output,
+        dtype=args.dtype,
+        device=args.device,
+        repeat=parse_repeat(args.repeat) if args.repeat else None,
+    )
+    if args.config:
+        config = MDConfig.from_yaml(args.config, **overrides)
+    else:
+        config = MDConfig(**{k: v for k, v in overrides.items() if v is not None})
+    check_device(config.device)
+    result = run_md(config, resume=args.resume, progress=not args.no_progress)
+    print(
+        f"{result.steps} steps of {result.n_atoms} atoms in {result.wall_seconds:.1f} s: "
+        f"{result.steps_per_second:.2f} steps/s, {result.ns_per_day:.3f} ns/day, "
+        f"{result.neighbor_builds} neighbour-list builds; final T = "
+        f"{result.final_temperature:.1f} K, E_pot = {result.final_energy:.4f} eV"
+    )
+    out = result.output
+    print(f"outputs in {out}/: trajectory.extxyz, thermo.csv, thermo.png, restart.pt, config.yaml")
+    return 0
