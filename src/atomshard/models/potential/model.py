@@ -1,0 +1,298 @@
+"""The NequIP/SevenNet-class E(3)-equivariant message-passing potential.
+
+One interaction layer (``t``) maps node features ``x`` (irreps ``X_t``) to ``X_{t+1}``::
+
+    sc  = SelfConnection(x)                      # linear, or tensor product with species
+    h   = Linear_1(x)
+    h   = exchange(h)                            # refresh halo rows (identity serially)
+    w   = RadialMLP_t(B(r) f_cut(r))             # per-edge tensor-product weights
+    m_k = TP_uvu(h[src_k], Y(r̂_k); w_k)          # one path per (x irrep, Y irrep, out irrep)
+    a   = Σ_{k: dst_k = i} m_k / sqrt(avg_num_neighbors_t)
+    x'  = Gate(Linear_2(a) + sc)
+
+followed by a scalar readout ``Linear -> Linear`` and a per-species affine map
+``E_i = scale[Z_i] * e_i + shift[Z_i]`` in float64. Geometry (edge lengths, Bessel basis,
+cutoff, spherical harmonics) is float64; the body runs in ``config.dtype``.
+
+The composition (module order, irreps ordering, normalisations) follows SevenNet's
+NequIP block so that SevenNet checkpoints convert weight for weight
+(:mod:`atomshard.models.potential.sevennet`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from e3nn import o3
+from e3nn.nn import Gate
+from torch import nn
+
+from atomshard.graph import AtomicGraph
+from atomshard.models.base import Exchange, Potential
+from atomshard.models.potential.config import NequIPConfig
+from atomshard.nn.radial import ACTIVATIONS, BesselBasis, PolynomialCutoff, RadialMLP, XPLORCutoff
+
+
+def filter_irreps(config: NequIPConfig) -> o3.Irreps:
+    """Irreps of the edge spherical harmonics: ``0e+1o+2e...`` (parity) or ``0e+1e+2e...``."""
+    return o3.Irreps.spherical_harmonics(config.l_max, p=-1 if config.parity else 1)
+
+
+def _allowed(ir: o3.Irrep, l_max: int, even_only: bool) -> bool:
+    return ir.l <= l_max and (not even_only or ir.p == 1)
+
+
+def node_irreps(config: NequIPConfig) -> list[o3.Irreps]:
+    """Node irreps after the embedding and after each layer (``n_layers + 1`` entries).
+
+    Without ``hidden_irreps``, layer ``t`` outputs every irrep reachable from its input and
+    the spherical harmonics with ``l <= l_max`` (scalars only, even only, after the last
+    layer), each with ``channels`` copies.
+    """
+    if config.hidden_irreps is not None:
+        return [o3.Irreps(s) for s in config.hidden_irreps]
+    filt = filter_irreps(config)
+    out = [o3.Irreps(f"{config.channels}x0e")]
+    for t in range(config.n_layers):
+        last = t == config.n_layers - 1
+        l_max = 0 if last else config.l_max
+        found = {
+            ir_out
+            for _, ir_x in out[-1]
+            for _, ir_f in filt
+            for ir_out in ir_x * ir_f
+            if _allowed(ir_out, l_max, last)
+        }
+        ordered = o3.Irreps([(1, ir) for ir in found]).sort().irreps
+        out.append(o3.Irreps([(config.channels, ir) for _, ir in ordered]))
+    return out
+
+
+def convolution_paths(
+    irreps_x: o3.Irreps, filt: o3.Irreps, l_max_out: int, even_only: bool
+) -> tuple[o3.Irreps, list[tuple[int, int, int, str, bool]]]:
+    """Output irreps and ``uvu`` instructions of a convolution, sorted by output irrep.
+
+    Every path ``(x irrep i) ⊗ (Y irrep j) -> ir_out`` with ``ir_out`` allowed gets its own
+    output block of multiplicity ``mul_x``; blocks are sorted by irrep (stable), and the
+    instructions by output block, which fixes the layout of the radial MLP's output.
+    """
+    mid: list[tuple[int, o3.Irrep]] = []
+    raw: list[tuple[int, int, int]] = []
+    for i, (mul, ir_x) in enumerate(irreps_x):
+        for j, (_, ir_f) in enumerate(filt):
+            for ir_out in ir_x * ir_f:
+                if _allowed(ir_out, l_max_out, even_only):
+                    raw.append((i, j, len(mid)))
+                    mid.append((mul, ir_out))
+    irreps_mid, perm, _ = o3.Irreps(mid).sort()
+    instructions = sorted(((i, j, perm[k], "uvu", True) for i, j, k in raw), key=lambda s: s[2])
+    return irreps_mid, instructions
+
+
+def _gate(irreps_out: o3.Irreps, config: NequIPConfig) -> Gate:
+    scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l == 0])
+    gated = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l > 0])
+    gate_parity = 1 if o3.Irrep("0e") in scalars else -1
+    gates = o3.Irreps([(mul, (0, gate_parity)) for mul, _ in gated])
+    act = lambda pair, p: ACTIVATIONS[pair[0] if p == 1 else pair[1]]  # noqa: E731
+    return Gate(
+        scalars,
+        [act(config.scalar_activation, ir.p) for _, ir in scalars],
+        gates,
+        [act(config.gate_activation, ir.p) for _, ir in gates],
+        gated,
+    )
+
+
+class Interaction(nn.Module):
+    """One NequIP interaction layer (see the module docstring).
+
+    Args:
+        irreps_in: node irreps ``X_t``.
+        irreps_out: node irreps ``X_{t+1}`` (gate outputs).
+        config: the model config (radial MLP, activations, self-connection).
+        layer: index ``t`` of the layer.
+    """
+
+    def __init__(
+        self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, config: NequIPConfig, layer: int
+    ) -> None:
+        super().__init__()
+        last = layer == config.n_layers - 1
+        self.irreps_in = irreps_in
+        self.irreps_out = irreps_out
+        self.gate = _gate(irreps_out, config)
+        gate_in = self.gate.irreps_in
+        self.self_connection: nn.Module | None
+        if config.self_connection == "linear":
+            self.self_connection = o3.Linear(irreps_in, gate_in)
+        elif config.self_connection == "species":
+            species_irreps = o3.Irreps(f"{len(config.species)}x0e")
+            self.self_connection = o3.FullyConnectedTensorProduct(
+                irreps_in, species_irreps, gate_in
+            )
+        else:
+            self.self_connection = None
+        self.linear_1 = o3.Linear(irreps_in, irreps_in, biases=config.linear_biases)
+        filt = filter_irreps(config)
+        irreps_mid, instructions = convolution_paths(irreps_in, filt, irreps_out.lmax, last)
+        self.tp = o3.TensorProduct(
+            irreps_in,
+            filt,
+            irreps_mid,
+            instructions,
+            shared_weights=False,
+            internal_weights=False,
+        )
+        self.radial = RadialMLP(
+            [config.n_radial, *config.radial_hidden, self.tp.weight_numel],
+            config.radial_activation,
+        )
+        self.linear_2 = o3.Linear(irreps_mid, gate_in, biases=config.linear_biases)
+        self.denominator = math.sqrt(config.avg_num_neighbors[layer])  # type: ignore[index]
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        species_one_hot: torch.Tensor,
+        edge_sh: torch.Tensor,
+        edge_radial: torch.Tensor,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        exchange: Exchange,
+    ) -> torch.Tensor:
+        """Update node features.
+
+        Shapes:
+            x: ``[n_atoms, irreps_in.dim]``
+            species_one_hot: ``[n_atoms, n_species]``
+            edge_sh: ``[n_edges, filter.dim]``
+            edge_radial: ``[n_edges, n_radial]`` (basis times cutoff)
+            src, dst: ``[n_edges]`` int64
+            returns: ``[n_atoms, irreps_out.dim]``
+        """
+        if self.self_connection is None:
+            sc = None
+        elif isinstance(self.self_connection, o3.FullyConnectedTensorProduct):
+            sc = self.self_connection(x, species_one_hot)
+        else:
+            sc = self.self_connection(x)
+        h = exchange(self.linear_1(x))
+        weights = self.radial(edge_radial)
+        messages = self.tp(h.index_select(0, src), edge_sh, weights)
+        agg = messages.new_zeros((h.shape[0], messages.shape[1])).index_add_(0, dst, messages)
+        out = self.linear_2(agg / self.denominator)
+        if sc is not None:
+            out = out + sc
+        return self.gate(out)
+
+
+class NequIPPotential(Potential):
+    """NequIP/SevenNet-class potential; build with :meth:`from_config`.
+
+    Attributes:
+        config: the :class:`NequIPConfig` it was built from.
+    """
+
+    config_class = NequIPConfig
+    z_to_index: torch.Tensor
+    energy_shift: torch.Tensor
+    energy_scale: torch.Tensor
+
+    def __init__(self, config: NequIPConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.cutoff = config.cutoff
+        self.atomic_numbers = tuple(config.species)
+        n_species = len(config.species)
+        body = config.torch_dtype
+
+        z_to_index = torch.full((119,), -1, dtype=torch.int64)
+        z_to_index[list(config.species)] = torch.arange(n_species)
+        self.register_buffer("z_to_index", z_to_index, persistent=False)
+        self.radial_basis = BesselBasis(
+            config.cutoff, config.n_radial, trainable=config.trainable_radial
+        )
+        self.envelope: nn.Module
+        if config.cutoff_kind == "xplor":
+            self.envelope = XPLORCutoff(config.cutoff, config.cutoff_on)
+        else:
+            self.envelope = PolynomialCutoff(config.cutoff, config.cutoff_p)
+        self.spherical_harmonics = o3.SphericalHarmonics(
+            filter_irreps(config),
+            normalize=config.normalize_sh,
+            normalization="component",
+            irreps_in=o3.Irreps("1x1o" if config.parity else "1x1e"),
+        )
+
+        irreps = node_irreps(config)
+        self.node_irreps = irreps
+        species_irreps = o3.Irreps(f"{n_species}x0e")
+        self.embedding = o3.Linear(species_irreps, irreps[0], biases=config.linear_biases)
+        self.layers = nn.ModuleList(
+            Interaction(irreps[t], irreps[t + 1], config, t) for t in range(config.n_layers)
+        )
+        hidden = config.readout_hidden or max(irreps[-1].dim // 2, 1)
+        self.readout_1 = o3.Linear(irreps[-1], f"{hidden}x0e", biases=config.linear_biases)
+        self.readout_2 = o3.Linear(f"{hidden}x0e", "1x0e", biases=config.linear_biases)
+        for module in (self.embedding, self.layers, self.readout_1, self.readout_2):
+            module.to(body)
+        f64 = torch.float64
+        self.register_buffer(
+            "energy_shift", torch.tensor(config.energy_shift, dtype=f64), persistent=False
+        )
+        self.register_buffer(
+            "energy_scale", torch.tensor(config.energy_scale, dtype=f64), persistent=False
+        )
+
+    @classmethod
+    def from_config(cls, config: NequIPConfig) -> NequIPPotential:
+        """Build a randomly initialised model from ``config``."""
+        return cls(config)
+
+    def interaction(self, t: int) -> Interaction:
+        """The interaction layer ``t``."""
+        layer = self.layers[t]
+        assert isinstance(layer, Interaction)
+        return layer
+
+    @property
+    def body_dtype(self) -> torch.dtype:
+        return self.readout_2.weight.dtype
+
+    def edge_features(self, edge_vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Radial embedding and spherical harmonics of the edges, computed in float64.
+
+        Shapes:
+            edge_vec: ``[n_edges, 3]`` Å
+            returns: ``[n_edges, n_radial]`` and ``[n_edges, (l_max+1)^2]``, body dtype
+        """
+        vec = edge_vec.to(torch.float64)
+        r = torch.linalg.vector_norm(vec, dim=-1)
+        radial = self.radial_basis(r) * self.envelope(r).unsqueeze(-1)
+        sh = self.spherical_harmonics(vec)
+        body = self.body_dtype
+        return radial.to(body), sh.to(body)
+
+    def atomic_energies(
+        self, graph: AtomicGraph, edge_vec: torch.Tensor, exchange: Exchange
+    ) -> torch.Tensor:
+        """Per-atom energies (eV, float64).
+
+        Shapes:
+            edge_vec: ``[n_edges, 3]`` float64 Å
+            returns: ``[n_atoms]`` float64 eV
+        """
+        self.check_species(graph.species)
+        index = self.z_to_index.index_select(0, graph.species)
+        one_hot = nn.functional.one_hot(index, len(self.atomic_numbers)).to(self.body_dtype)
+        radial, sh = self.edge_features(edge_vec)
+        x = self.embedding(one_hot)
+        for layer in self.layers:
+            x = layer(x, one_hot, sh, radial, graph.src, graph.dst, exchange)
+        e = self.readout_2(self.readout_1(x)).squeeze(-1).to(torch.float64)
+        return e * self.energy_scale.index_select(0, index) + self.energy_shift.index_select(
+            0, index
+        )
