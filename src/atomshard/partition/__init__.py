@@ -3,6 +3,22 @@
 Plain numpy data only: this layer imports ``atomshard.graph`` and nothing above it.
 """
 
+from atomshard.partition._input import (
+    PartitionInput,
+    PartitionWarning,
+    as_partition_input,
+    lattice_frame,
+)
+from atomshard.partition.api import METHODS, PARTITIONERS, compare, partition
+from atomshard.partition.grid import grid_partition, processor_grid
+from atomshard.partition.lownn import lownn_partition
+from atomshard.partition.metis import metis_partition
+from atomshard.partition.metrics import (
+    CommCostModel,
+    PartitionMetrics,
+    exchange_pairs,
+    partition_metrics,
+)
 from atomshard.partition.plan import (
     PLAN_VERSION,
     HaloPlan,
@@ -13,10 +29,26 @@ from atomshard.partition.plan import (
 )
 
 __all__ = [
+    "METHODS",
+    "PARTITIONERS",
     "PLAN_VERSION",
+    "CommCostModel",
     "HaloPlan",
+    "PartitionInput",
+    "PartitionMetrics",
+    "PartitionWarning",
     "PlanError",
+    "as_partition_input",
     "build_halo_plan",
     "build_halo_plans",
     "check_plans",
+    "compare",
+    "exchange_pairs",
+    "grid_partition",
+    "lattice_frame",
+    "lownn_partition",
+    "metis_partition",
+    "partition",
+    "partition_metrics",
+    "processor_grid",
 ]

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from atomshard.errors import AtomshardError, InputError
+from atomshard.partition._pairs import unique_pairs
 
 #: Version of :meth:`HaloPlan.to_dict` / :meth:`HaloPlan.save`; bump on any change.
 PLAN_FORMAT = "atomshard.halo_plan"
@@ -323,7 +324,7 @@ def build_halo_plans(
     # Halo entries: unique (receiver, atom) pairs over remote-source edges, ordered by
     # receiver, then owner, then atom. Receivers' recv and owners' send both come from it.
     remote = part[src] != edge_part
-    pair_key = np.unique(edge_part[remote] * n_atoms + src[remote])
+    pair_key = unique_pairs(edge_part[remote], src[remote], n_parts, n_atoms)
     h_recv, h_atom = np.divmod(pair_key, n_atoms)
     h_owner = part[h_atom]
     h_order = np.lexsort((h_atom, h_owner, h_recv))
