@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from atomshard.comm._group import Communicator
 from atomshard.comm._profile import ExchangeProfiler
 from atomshard.errors import InputError
+from atomshard.partition import HaloPlan
 
 #: Transports: ``"p2p"`` (batch_isend_irecv to neighbours only), ``"all_to_all"`` (one
 #: all_to_all_single over every rank), ``"auto"`` (the faster one measured per backend).
@@ -31,19 +32,6 @@ TRANSPORTS = ("auto", "p2p", "all_to_all")
 
 #: What ``"auto"`` picks, per backend (benchmarks/bench_exchange.py; see docs/runtime.md).
 AUTO_TRANSPORT = {"gloo": "p2p", "nccl": "p2p", "none": "p2p"}
-
-
-class PlanLike(Protocol):
-    """The fields of :class:`atomshard.partition.plan.HaloPlan` the exchange reads."""
-
-    rank: int
-    n_owned: int
-
-    @property
-    def n_local(self) -> int: ...
-
-    send: Mapping[int, Any]
-    recv: Mapping[int, Any]
 
 
 @dataclass
@@ -65,7 +53,7 @@ def _as_index(rows: Any, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(rows, dtype=torch.int64, device=device).reshape(-1)
 
 
-def _routes(plan: PlanLike, world_size: int, device: torch.device) -> _Routes:
+def _routes(plan: HaloPlan, world_size: int, device: torch.device) -> _Routes:
     n_owned, n_local = int(plan.n_owned), int(plan.n_local)
     peers = sorted(set(plan.send) | set(plan.recv))
     send_idx: dict[int, torch.Tensor] = {}
@@ -118,7 +106,7 @@ class HaloExchange:
 
     def __init__(
         self,
-        plan: PlanLike,
+        plan: HaloPlan,
         comm: Communicator,
         *,
         transport: str = "auto",

@@ -1,0 +1,41 @@
+"""The graph-parallel runtime: a potential evaluated over ranks with the serial numbers.
+
+- :func:`evaluate_distributed` spawns N local ranks (``atomshard eval --ranks N``).
+- :func:`evaluate_frames` / :class:`DistributedEvaluator` run inside an existing group
+  (torchrun, srun, or serially with a :class:`~atomshard.comm.NullCommunicator`).
+- :class:`DistributedCalculator` is the ASE calculator for torchrun scripts.
+"""
+
+from atomshard.runtime._api import (
+    evaluate_distributed,
+    format_profile,
+    load_potential,
+    write_profile,
+)
+from atomshard.runtime._calculator import DistributedCalculator
+from atomshard.runtime._evaluate import (
+    DistributedEvaluator,
+    FrameResult,
+    LocalPart,
+    as_structure,
+    evaluate_frames,
+    split_structure,
+)
+from atomshard.runtime._partition import PARTITION_NAMES, PartitionSpec, partition_atoms
+
+__all__ = [
+    "PARTITION_NAMES",
+    "DistributedCalculator",
+    "DistributedEvaluator",
+    "FrameResult",
+    "LocalPart",
+    "PartitionSpec",
+    "as_structure",
+    "evaluate_distributed",
+    "evaluate_frames",
+    "format_profile",
+    "load_potential",
+    "partition_atoms",
+    "split_structure",
+    "write_profile",
+]

@@ -1,0 +1,265 @@
+"""Distributed evaluation of a potential: one frame, every rank, the serial numbers.
+
+Rank 0 holds the structure, builds the neighbour list, the partition and every rank's
+halo plan, and scatters to each rank only its plan and the positions/species of its
+local (owned + halo) rows. Each rank then runs the unchanged model on its local graph:
+positions pass through the halo exchange (so the forces on owned atoms collect the
+contributions computed on other ranks in the exchange's backward), features pass
+through it before every message-passing layer, and the energy and virial are summed over
+ranks. Forces and per-atom energies are gathered to rank 0 in the global atom order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from atomshard.comm import Communicator, ExchangeProfiler, HaloExchange
+from atomshard.errors import InputError
+from atomshard.graph import AtomicGraph, Structure, neighbor_list
+from atomshard.models.base import Potential, Properties, compute_properties, identity_exchange
+from atomshard.partition import HaloPlan, build_halo_plans
+from atomshard.runtime._partition import PartitionSpec, partition_atoms
+
+
+@dataclass(frozen=True)
+class LocalPart:
+    """What rank 0 sends each rank for one frame: its plan and its local rows.
+
+    Shapes:
+        positions: ``[n_local, 3]`` float64, Å (owned rows, then halo rows)
+        species: ``[n_local]`` int64
+        cell: ``[3, 3]`` float64, Å; pbc: ``[3]`` bool
+    """
+
+    plan: HaloPlan
+    positions: np.ndarray
+    species: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    n_atoms: int
+    cutoff: float
+
+    def graph(self, device: torch.device | str = "cpu") -> AtomicGraph:
+        """The local :class:`AtomicGraph` (local row indices, global image shifts)."""
+        p = self.plan
+
+        def t(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
+
+        return AtomicGraph(
+            positions=t(self.positions, torch.float64),
+            species=t(self.species, torch.int64),
+            cell=t(self.cell, torch.float64),
+            pbc=t(self.pbc, torch.bool),
+            src=t(p.src, torch.int64),
+            dst=t(p.dst, torch.int64),
+            shifts=t(p.shifts.reshape(-1, 3), torch.int64),
+            cutoff=self.cutoff,
+        )
+
+
+def split_structure(
+    structure: Structure,
+    cutoff: float,
+    n_parts: int,
+    partition: PartitionSpec = "auto",
+) -> list[LocalPart]:
+    """Neighbour list, partition and halo plans of ``structure``: one part per rank."""
+    src, dst, shifts = neighbor_list(
+        structure.positions, structure.cell, structure.pbc, cutoff=cutoff
+    )
+    n = structure.n_atoms
+    part = partition_atoms(partition, structure, src, dst, shifts, n_parts)
+    plans = build_halo_plans(src, dst, shifts, n, part, n_parts)
+    return [
+        LocalPart(
+            plan=p,
+            positions=structure.positions[p.local_to_global],
+            species=structure.species[p.local_to_global],
+            cell=structure.cell,
+            pbc=structure.pbc,
+            n_atoms=n,
+            cutoff=float(cutoff),
+        )
+        for p in plans
+    ]
+
+
+@dataclass
+class FrameResult:
+    """Global results of one frame (rank 0; ``energy`` and ``stress`` on every rank).
+
+    Shapes:
+        energies: ``[n_atoms]`` float64 eV; forces: ``[n_atoms, 3]`` float64 eV/Å
+        stress: ``[3, 3]`` float64 eV/Å³ or None; virial: ``[3, 3]`` eV or None
+    """
+
+    energy: float
+    energies: np.ndarray | None
+    forces: np.ndarray | None
+    stress: np.ndarray | None
+    virial: np.ndarray | None
+
+
+class DistributedEvaluator:
+    """Evaluates a potential over the ranks of ``comm`` (serially with a null communicator).
+
+    Args:
+        model: the potential (the same weights on every rank).
+        comm: the communicator.
+        partition: ``"lownn"``, ``"metis"``, ``"grid"``, ``"auto"``, a part vector or a
+            callable (see :func:`atomshard.runtime.partition_atoms`); used on rank 0.
+        transport: halo-exchange transport (``"auto"``, ``"p2p"``, ``"all_to_all"``).
+        profiler: collects exchange and step timings on this rank when given.
+    """
+
+    def __init__(
+        self,
+        model: Potential,
+        comm: Communicator,
+        *,
+        partition: PartitionSpec = "auto",
+        transport: str = "auto",
+        profiler: ExchangeProfiler | None = None,
+    ) -> None:
+        self.model = model
+        self.comm = comm
+        self.partition = partition
+        self.transport = transport
+        self.profiler = profiler
+
+    def scatter(self, structure: Structure | None) -> LocalPart:
+        """Rank 0 splits ``structure`` (ignored elsewhere); every rank gets its part.
+
+        A failure on rank 0 (unknown element, bad partition) is sent to every rank and
+        raised everywhere, so nobody waits for a timeout.
+        """
+        parts: list[Any] | None = None
+        if self.comm.rank == 0:
+            try:
+                if structure is None:
+                    raise InputError("rank 0 must hold the structure to evaluate")
+                self.model.check_species(torch.as_tensor(structure.species))
+                parts = split_structure(
+                    structure, float(self.model.cutoff), self.comm.world_size, self.partition
+                )
+            except Exception as exc:
+                if self.comm.world_size == 1:
+                    raise
+                parts = [exc] * self.comm.world_size
+        mine = parts[0] if self.comm.world_size == 1 and parts else None
+        if self.comm.world_size > 1:
+            mine = self.comm.scatter_objects(parts)
+        if isinstance(mine, Exception):
+            raise mine
+        assert isinstance(mine, LocalPart)
+        return mine
+
+    def evaluate_local(
+        self, local: LocalPart, *, forces: bool = True, stress: bool = True
+    ) -> Properties:
+        """Energy (global), virial/stress (global), owned energies and forces (local)."""
+        graph = local.graph(self.comm.device)
+        ex = HaloExchange(local.plan, self.comm, transport=self.transport, profiler=self.profiler)
+        feature_exchange = ex if self.model.needs_feature_exchange else identity_exchange
+        if self.profiler is not None:
+            self.profiler.start_step()
+        props = compute_properties(
+            self.model,
+            graph,
+            forces=forces,
+            stress=stress and bool(local.pbc.all()),
+            exchange=feature_exchange,
+            position_exchange=ex,
+            n_owned=local.plan.n_owned,
+            reduce=lambda t: self.comm.all_reduce_sum(t, what="energy/virial sum"),
+        )
+        if self.profiler is not None:
+            self.profiler.end_step()
+        return props
+
+    def evaluate(
+        self, structure: Structure | None, *, forces: bool = True, stress: bool = True
+    ) -> FrameResult:
+        """Evaluate one frame; per-atom arrays are assembled on rank 0 only."""
+        local = self.scatter(structure)
+        props = self.evaluate_local(local, forces=forces, stress=stress)
+        plan = local.plan
+        owned = plan.local_to_global[: plan.n_owned]
+        mine = (
+            owned,
+            props.energies.detach().cpu().numpy(),
+            None if props.forces is None else props.forces.detach().cpu().numpy(),
+        )
+        gathered = self.comm.gather_objects(mine) if self.comm.world_size > 1 else [mine]
+        energies = force_arr = None
+        if gathered is not None:
+            energies = np.zeros(local.n_atoms)
+            force_arr = np.zeros((local.n_atoms, 3)) if forces else None
+            for idx, e, f in gathered:
+                energies[idx] = e
+                if force_arr is not None and f is not None:
+                    force_arr[idx] = f
+        return FrameResult(
+            energy=float(props.energy),
+            energies=energies,
+            forces=force_arr,
+            stress=None if props.stress is None else props.stress.detach().cpu().numpy(),
+            virial=None if props.virial is None else props.virial.detach().cpu().numpy(),
+        )
+
+
+def as_structure(atoms: Any, *, name: str = "structure") -> Structure:
+    """An :class:`ase.Atoms` or a :class:`Structure` as a validated :class:`Structure`."""
+    if isinstance(atoms, Structure):
+        return atoms
+    return Structure.from_ase(atoms, name=name)
+
+
+def evaluate_frames(
+    comm: Communicator,
+    model: Potential,
+    frames: list[Any] | None,
+    *,
+    partition: PartitionSpec = "auto",
+    transport: str = "auto",
+    forces: bool = True,
+    stress: bool = True,
+    profile: bool = False,
+    on_frame: Callable[[int, FrameResult], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate every frame (held by rank 0) across the ranks of ``comm``.
+
+    Returns:
+        ``{"frames": [FrameResult, ...] (rank 0; empty elsewhere), "profile": per-rank
+        summaries (rank 0, when ``profile``), "seconds": wall time}``.
+    """
+    n_frames = comm.broadcast_object(len(frames) if frames is not None else 0)
+    profiler = ExchangeProfiler() if profile else None
+    ev = DistributedEvaluator(
+        model, comm, partition=partition, transport=transport, profiler=profiler
+    )
+    results = []
+    t0 = time.perf_counter()
+    for i in range(n_frames):
+        structure = None
+        if comm.rank == 0:
+            assert frames is not None
+            structure = as_structure(frames[i], name=f"frame {i}")
+        res = ev.evaluate(structure, forces=forces, stress=stress)
+        if comm.rank == 0:
+            results.append(res)
+            if on_frame is not None:
+                on_frame(i, res)
+    seconds = time.perf_counter() - t0
+    out: dict[str, Any] = {"frames": results, "seconds": seconds}
+    if profiler is not None:
+        mine = {"rank": comm.rank, **profiler.summary()}
+        out["profile"] = comm.gather_objects(mine) if comm.world_size > 1 else [mine]
+    return out
