@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from atomshard.errors import AtomshardError, InputError
-from atomshard.partition._pairs import unique_pairs
+from atomshard.partition._pairs import DENSE_LIMIT, unique_pairs
 
 #: Version of :meth:`HaloPlan.to_dict` / :meth:`HaloPlan.save`; bump on any change.
 PLAN_FORMAT = "atomshard.halo_plan"
@@ -285,6 +285,11 @@ def _check_inputs(
     return src, dst, shifts, part
 
 
+def _small_int(values: np.ndarray, bound: int) -> np.ndarray:
+    """``values`` (all < ``bound``) as int16 if they fit: a stable sort is then a radix sort."""
+    return values.astype(np.int16) if bound <= np.iinfo(np.int16).max else values
+
+
 def build_halo_plans(
     src: np.ndarray,
     dst: np.ndarray,
@@ -309,7 +314,7 @@ def build_halo_plans(
     src, dst, shifts, part = _check_inputs(src, dst, shifts, n_atoms, part, n_parts)
 
     # Owned atoms: a stable sort by part keeps ascending global ids within each part.
-    atom_order = np.argsort(part, kind="stable")
+    atom_order = np.argsort(_small_int(part, n_parts), kind="stable")
     atom_offsets = np.concatenate([[0], np.cumsum(np.bincount(part, minlength=n_parts))])
     owned_local = np.empty(n_atoms, np.int64)
     owned_local[atom_order] = np.arange(n_atoms) - np.repeat(
@@ -318,7 +323,7 @@ def build_halo_plans(
 
     # Edges go to the part of their dst; the stable sort keeps global edge order.
     edge_part = part[dst]
-    edge_order = np.argsort(edge_part, kind="stable")
+    edge_order = np.argsort(_small_int(edge_part, n_parts), kind="stable")
     edge_offsets = np.concatenate([[0], np.cumsum(np.bincount(edge_part, minlength=n_parts))])
 
     # Halo entries: unique (receiver, atom) pairs over remote-source edges, ordered by
@@ -336,10 +341,15 @@ def build_halo_plans(
     # Local src row of every edge: owned row, or the halo row of (edge part, src).
     local_src = owned_local[src]
     if remote.any():
-        pos_sorted = np.searchsorted(pair_key, edge_part[remote] * n_atoms + src[remote])
         row_of_pair = np.empty(len(pair_key), np.int64)
         row_of_pair[h_order] = h_local
-        local_src[remote] = row_of_pair[pos_sorted]
+        query = edge_part[remote] * n_atoms + src[remote]
+        if n_parts * n_atoms <= DENSE_LIMIT:  # a lookup table beats a binary search
+            table = np.empty(n_parts * n_atoms, np.int64)
+            table[pair_key] = row_of_pair
+            local_src[remote] = table[query]
+        else:
+            local_src[remote] = row_of_pair[np.searchsorted(pair_key, query)]
     local_dst = owned_local[dst]
 
     # (receiver, owner) groups: one recv range and one send list each.
