@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "md": ("atomshard.commands.md", "run molecular dynamics (NVE, Langevin, Nosé-Hoover)"),
     "eval": ("atomshard.commands.eval", "energy, forces, stress for every frame of a file"),
     "convert": ("atomshard.commands.convert", "convert a foreign checkpoint (SevenNet)"),
+    "data": ("atomshard.commands.data", "make Hamiltonian training data (data pyscf ...)"),
     "info": ("atomshard.commands.info", "describe an atomshard checkpoint"),
 }
 
