@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("atomshard.commands.convert", "convert a foreign checkpoint (SevenNet)"),
     "data": ("atomshard.commands.data", "make Hamiltonian training data (data pyscf ...)"),
     "info": ("atomshard.commands.info", "describe an atomshard checkpoint"),
+    "partition": ("atomshard.commands.partition", "partition a graph; compare Low-NN, METIS, grid"),
 }
 
 
