@@ -26,6 +26,12 @@ def _spread(rng, n, box, min_dist=1.2):
 
 
 @pytest.fixture(scope="session")
+def make_graph():
+    """``make_graph(positions, cell, pbc, cutoff) -> PartitionInput`` (vesin edges)."""
+    return make_input
+
+
+@pytest.fixture(scope="session")
 def structures() -> dict[str, PartitionInput]:
     rng = np.random.default_rng(11)
     bulk_cell = np.diag([16.0, 14.0, 12.0])

@@ -64,12 +64,10 @@ def test_lownn_cuts_slabs_first_and_uses_vacuum(structures):
     assert abs(np.median(z[part == 0]) - np.median(z[part == 1])) < 1.0
 
 
-def test_lownn_long_cell_is_cut_along_its_long_axis():
-    from tests.partition.conftest import make_input
-
+def test_lownn_long_cell_is_cut_along_its_long_axis(make_graph):
     rng = np.random.default_rng(3)
     cell = np.diag([60.0, 8.0, 8.0])
-    g = make_input(rng.uniform(0, 1, (900, 3)) @ cell, cell, [True] * 3, 3.0)
+    g = make_graph(rng.uniform(0, 1, (900, 3)) @ cell, cell, [True] * 3, 3.0)
     part = lownn_partition(g, 4)
     x = g.positions[:, 0]
     spans = [np.ptp(g.positions[part == p, 1]) for p in range(4)]
@@ -77,10 +75,8 @@ def test_lownn_long_cell_is_cut_along_its_long_axis():
     assert len({int(np.median(x[part == p]) // 15) for p in range(4)}) == 4
 
 
-def test_more_parts_than_atoms_warns_and_leaves_parts_empty():
-    from tests.partition.conftest import make_input
-
-    g = make_input([[0, 0, 0], [2.0, 0, 0], [4.0, 0, 0]], np.eye(3) * 10, [True] * 3, 2.5)
+def test_more_parts_than_atoms_warns_and_leaves_parts_empty(make_graph):
+    g = make_graph([[0, 0, 0], [2.0, 0, 0], [4.0, 0, 0]], np.eye(3) * 10, [True] * 3, 2.5)
     for method in ("lownn", "metis", "grid"):
         with pytest.warns(PartitionWarning, match="empty"):
             part = partition(g, 5, method=method)
@@ -146,3 +142,36 @@ def test_bad_input(structures):
         as_partition_input({**g.__dict__, "src": g.src + g.n_atoms})
     with pytest.raises(InputError, match="cannot partition"):
         partition(object(), 2)
+
+
+def test_amorphous_hfo2_goals(make_graph):
+    """3,000-atom a-HfO2 at 6 Å into 16 parts: Low-NN balanced, contiguous, few neighbours."""
+    from atomshard.io.structures import read_structures
+
+    (atoms,) = read_structures("a-hfo2")
+    g = make_graph(atoms.positions, atoms.cell[:], atoms.pbc, 6.0)
+    results = compare(g, 16, methods=("lownn", "metis"))
+    low, metis = results["lownn"][1], results["metis"][1]
+    assert low.edge_imbalance <= 1.01
+    assert low.n_disconnected == 0
+    assert low.n_neighbours.max() <= metis.n_neighbours.max()
+
+
+def test_partition_layer_imports_nothing_above_graph():
+    import ast
+    from pathlib import Path
+
+    import atomshard.partition
+
+    allowed = ("atomshard.graph", "atomshard.errors", "atomshard.utils", "atomshard.partition")
+    for path in Path(atomshard.partition.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert not name.startswith("torch"), (path.name, name)
+                if name.startswith("atomshard"):
+                    assert name.startswith(allowed), (path.name, name)
