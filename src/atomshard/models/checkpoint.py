@@ -23,6 +23,7 @@ FORMAT = "atomshard-checkpoint-1"
 #: model_type -> "module:Class"; the class has ``config_class`` and ``from_config(cfg)``.
 MODEL_TYPES: dict[str, str] = {
     "potential": "atomshard.models.potential:NequIPPotential",
+    "hamiltonian": "atomshard.models.hamiltonian:HamiltonianModel",
     "lennard-jones": "atomshard.models.pair:LennardJones",
 }
 

@@ -1,0 +1,6 @@
+"""The SO(2) equivariant Hamiltonian model (node and edge embeddings -> H blocks)."""
+
+from atomshard.models.hamiltonian.config import HamiltonianConfig
+from atomshard.models.hamiltonian.model import HamiltonianModel, HamiltonianPrediction
+
+__all__ = ["HamiltonianConfig", "HamiltonianModel", "HamiltonianPrediction"]

@@ -1,0 +1,132 @@
+"""SO(2) Hamiltonian model: equivariance, hermiticity, exchange hook, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from e3nn import o3
+
+from atomshard.errors import InputError
+from atomshard.graph import AtomicGraph
+from atomshard.models.checkpoint import load_model, save_checkpoint
+from atomshard.models.hamiltonian import HamiltonianConfig, HamiltonianModel
+from atomshard.models.hamiltonian.layers import reverse_edges
+
+BASIS = {"O": "2s1p1d", "H": "1s1p"}
+
+
+def _water_cluster() -> Atoms:
+    pos = np.array(
+        [
+            [0.0, 0.0, 0.12],
+            [0.0, 0.76, -0.47],
+            [0.0, -0.76, -0.47],
+            [2.9, 0.1, 0.2],
+            [3.3, 0.8, -0.3],
+            [3.4, -0.7, 0.1],
+        ]
+    )
+    return Atoms("OH2OH2", positions=pos)
+
+
+def _model(dtype: str = "float64", **kw: object) -> HamiltonianModel:
+    torch.manual_seed(0)
+    settings: dict[str, object] = {"cutoff": 4.0, "channels": 4, "hidden": 6, "n_layers": 2}
+    settings.update(kw)
+    cfg = HamiltonianConfig(basis=BASIS, dtype=dtype, **settings)  # type: ignore[arg-type]
+    return HamiltonianModel(cfg)
+
+
+def _blocks(model: HamiltonianModel, atoms: Atoms) -> dict[tuple[int, ...], np.ndarray]:
+    graph = AtomicGraph.from_ase(atoms, model.cutoff)
+    bs = model(graph).to_blockset(graph)
+    return {tuple(r): b for r, b in zip(bs.atom_pairs.tolist(), bs.blocks, strict=True)}
+
+
+def test_config_validation() -> None:
+    cfg = HamiltonianConfig(basis=BASIS)
+    assert cfg.l_max == 4 and cfg.basis == {"H": "1s1p", "O": "2s1p1d"}
+    with pytest.raises(InputError, match="l_max = 2 is too small"):
+        HamiltonianConfig(basis=BASIS, l_max=2)
+    with pytest.raises(InputError, match="dtype"):
+        HamiltonianConfig(basis=BASIS, dtype="float16")
+
+
+def test_equivariance_and_hermiticity() -> None:
+    model = _model()
+    atoms = _water_cluster()
+    ref = _blocks(model, atoms)
+    rot = o3.rand_matrix(dtype=torch.float64).numpy()
+    rotated = atoms.copy()
+    rotated.positions = atoms.positions @ rot.T + np.array([0.3, -1.0, 2.0])
+    out = _blocks(model, rotated)
+    basis = model.basis
+    d = {z: basis.wigner(z, rot) for z in (1, 8)}
+    assert set(out) == set(ref)
+    worst = 0.0
+    for key, b in ref.items():
+        _, _, _, i, j = key
+        zi, zj = int(atoms.numbers[i]), int(atoms.numbers[j])
+        worst = max(worst, float(np.abs(out[key] - d[zi] @ b @ d[zj].T).max()))
+        partner = ref[(-key[0], -key[1], -key[2], j, i)]
+        assert np.array_equal(b, partner.T)  # exact
+    assert worst <= 1e-10
+    assert max(np.abs(b).max() for b in ref.values()) > 1e-3  # not trivially zero
+
+
+def test_periodic_images_and_exchange_hook() -> None:
+    model = _model(n_layers=3)
+    atoms = Atoms(
+        "OH2",
+        positions=[[0, 0, 0.1], [0, 0.76, -0.47], [0, -0.76, -0.47]],
+        cell=np.diag([3.0, 3.2, 3.4]),
+        pbc=True,
+    )
+    graph = AtomicGraph.from_ase(atoms, model.cutoff)
+    calls: list[int] = []
+
+    def exchange(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape[0])
+        return x
+
+    pred = model(graph, exchange)
+    assert calls == [3, 3, 3]
+    bs = pred.to_blockset(graph)
+    assert bs.n_blocks == 3 + graph.n_edges and bs.max_hermiticity_error() == 0.0
+
+
+def test_float32_close_to_float64_and_bfloat16_runs() -> None:
+    atoms = _water_cluster()
+    b64 = _blocks(_model("float64"), atoms)
+    m32 = _model("float32")
+    b32 = _blocks(m32, atoms)
+    scale = max(np.abs(b).max() for b in b64.values())
+    assert max(np.abs(b32[k] - b64[k]).max() for k in b64) <= 1e-4 * scale
+    bbf = _blocks(_model("bfloat16"), atoms)
+    assert max(np.abs(bbf[k] - b64[k]).max() for k in b64) <= 5e-2 * scale
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    model = _model()
+    head = model.node_heads["8_8"]
+    head.shift[0] = -20.0  # statistics travel with the weights
+    save_checkpoint(tmp_path / "h.pt", model, model_type="hamiltonian", config=model.config)
+    loaded = load_model(tmp_path / "h.pt")
+    assert isinstance(loaded, HamiltonianModel)
+    atoms = _water_cluster()
+    a, b = _blocks(model, atoms), _blocks(loaded, atoms)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_bad_input() -> None:
+    model = _model()
+    with pytest.raises(InputError, match="atom 1 is C"):
+        model(AtomicGraph.from_ase(Atoms("OC", positions=[[0, 0, 0], [1.2, 0, 0]]), 4.0))
+    src = torch.tensor([0, 1, 1])
+    dst = torch.tensor([1, 0, 2])
+    with pytest.raises(InputError, match="not symmetric"):
+        reverse_edges(src, dst, torch.zeros(3, 3, dtype=torch.int64))
