@@ -74,6 +74,7 @@ def rel(a, b) -> float:
 
 def run_cases(comm, model, *, cases, transport="auto"):
     """Rank side: evaluate each ``(name, atoms, part)`` case; energies from every rank."""
+    model = build_model(model)
     n_cases = comm.broadcast_object(len(cases) if cases is not None else 0)
     out = []
     for i in range(n_cases):
@@ -112,3 +113,36 @@ def fail_on(comm, bad_rank: int, how: str):
     comm.barrier(what="waiting for the failed rank")
     comm.all_reduce_sum(torch.ones(3))
     return comm.rank
+
+
+_MODELS: dict = {}
+
+
+def build_model(kind):
+    """A potential on the rank side: ``"nequip"`` (small, random, float64), ``"sevennet-0"``
+    (converted weights, float64), or a ready :class:`Potential` passed through.
+
+    Built once per process (e3nn compiles its tensor products on construction)."""
+    if not isinstance(kind, str):
+        return kind
+    if kind not in _MODELS:
+        _MODELS[kind] = _build(kind)
+    return _MODELS[kind]
+
+
+def _build(kind: str):
+    if kind == "nequip":
+        from atomshard.models.potential import NequIPConfig, NequIPPotential
+
+        torch.manual_seed(0)
+        config = NequIPConfig(
+            species=(8, 14), channels=8, l_max=2, n_layers=3, cutoff=3.5, dtype="float64"
+        )
+        model = NequIPPotential(config)
+        with torch.no_grad():  # random, non-trivial readout and scales
+            for p in model.parameters():
+                p.add_(0.1 * torch.randn(p.shape, dtype=p.dtype))
+        return model
+    from atomshard.models.resolve import resolve_model
+
+    return resolve_model(kind, dtype=torch.float64)

@@ -40,7 +40,9 @@ def _context() -> Any:
     be running), so each rank starts in milliseconds instead of re-importing torch.
     """
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "atomshard.comm", "atomshard.runtime"])
+    # names only: warming the server with the heavy imports of any rank's work (e3nn,
+    # the models) does not make this layer depend on them
+    ctx.set_forkserver_preload(["torch", "e3nn", "atomshard.models", "atomshard.runtime"])
     return ctx
 
 

@@ -75,7 +75,7 @@ def split_structure(
         structure.positions, structure.cell, structure.pbc, cutoff=cutoff
     )
     n = structure.n_atoms
-    part = partition_atoms(partition, structure, src, dst, shifts, n_parts)
+    part = partition_atoms(partition, structure, src, dst, shifts, n_parts, cutoff=cutoff)
     plans = build_halo_plans(src, dst, shifts, n, part, n_parts)
     return [
         LocalPart(

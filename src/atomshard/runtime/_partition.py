@@ -7,7 +7,7 @@ callable ``(structure, src, dst, shifts, n_parts) -> part``.
 
 from __future__ import annotations
 
-import importlib
+import warnings
 from collections.abc import Callable
 from typing import Union
 
@@ -15,6 +15,7 @@ import numpy as np
 
 from atomshard.errors import InputError
 from atomshard.graph import Structure
+from atomshard.partition import PartitionWarning
 
 PartitionFn = Callable[[Structure, np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
 PartitionSpec = Union[str, np.ndarray, PartitionFn]  # noqa: UP007 (runtime alias, py3.10)
@@ -23,33 +24,31 @@ PartitionSpec = Union[str, np.ndarray, PartitionFn]  # noqa: UP007 (runtime alia
 PARTITION_NAMES = ("auto", "lownn", "metis", "grid")
 
 
-def _named(name: str) -> PartitionFn:
-    """The partitioner called ``name`` from :mod:`atomshard.partition`."""
-    try:
-        module = importlib.import_module("atomshard.partition")
-        partition_graph = module.partition_graph
-    except (ImportError, AttributeError) as exc:
-        raise InputError(
-            f"partitioner {name!r} is not available in this installation ({exc})"
-        ) from exc
+def _named(
+    name: str,
+    structure: Structure,
+    src: np.ndarray,
+    dst: np.ndarray,
+    shifts: np.ndarray,
+    n_parts: int,
+    cutoff: float,
+) -> np.ndarray:
+    """The part vector of :func:`atomshard.partition.partition` with method ``name``."""
+    from atomshard.partition import partition
 
-    def run(
-        structure: Structure, src: np.ndarray, dst: np.ndarray, shifts: np.ndarray, n_parts: int
-    ) -> np.ndarray:
-        return np.asarray(
-            partition_graph(
-                name,
-                positions=structure.positions,
-                cell=structure.cell,
-                pbc=structure.pbc,
-                src=src,
-                dst=dst,
-                shifts=shifts,
-                n_parts=n_parts,
-            )
-        )
-
-    return run
+    graph = {
+        "positions": structure.positions,
+        "cell": structure.cell,
+        "pbc": structure.pbc,
+        "src": src,
+        "dst": dst,
+        "shifts": shifts,
+        "cutoff": cutoff,
+    }
+    with warnings.catch_warnings():
+        # more ranks than atoms is allowed here: those ranks simply own nothing
+        warnings.simplefilter("ignore", PartitionWarning)
+        return np.asarray(partition(graph, n_parts, method=name))
 
 
 def partition_atoms(
@@ -59,6 +58,8 @@ def partition_atoms(
     dst: np.ndarray,
     shifts: np.ndarray,
     n_parts: int,
+    *,
+    cutoff: float,
 ) -> np.ndarray:
     """The owner of every atom, ``[n_atoms]`` int64 in ``[0, n_parts)``.
 
@@ -73,7 +74,7 @@ def partition_atoms(
             raise InputError(
                 f"--partition must be one of {', '.join(PARTITION_NAMES)}, got {spec!r}"
             )
-        part = _named(name)(structure, src, dst, shifts, n_parts)
+        part = _named(name, structure, src, dst, shifts, n_parts, cutoff)
     elif callable(spec):
         part = np.asarray(spec(structure, src, dst, shifts, n_parts))
     else:

@@ -1,0 +1,95 @@
+"""Distributed == serial for the NequIP-class potential: random weights and SevenNet-0.
+
+Float64 throughout; partitions from the real partitioners (Low-NN, METIS, grid) and one
+with an empty rank; one process group per world size, reused for every case.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cases import build_model, partitions, quartz, rel, run_cases, serial, slab, tiny_triclinic
+
+from atomshard.comm import LocalGroup
+
+pytestmark = pytest.mark.distributed
+TOL = 1e-10
+
+
+@pytest.fixture(scope="module")
+def groups():
+    opened: dict[int, LocalGroup] = {}
+
+    def get(n: int) -> LocalGroup:
+        if n not in opened:
+            opened[n] = LocalGroup(n, timeout_s=120, threads_per_rank=1)
+        return opened[n]
+
+    yield get
+    for g in opened.values():
+        g.close()
+
+
+def _structures():
+    small_slab = quartz((1, 1, 1), seed=2)
+    small_slab.center(vacuum=5.0, axis=2)
+    return {"quartz": quartz((2, 1, 1)), "triclinic": tiny_triclinic(), "slab": small_slab}
+
+
+def _cases(n_ranks: int, methods=("lownn", "metis", "grid")):
+    cases = []
+    for sname, atoms in _structures().items():
+        for method in methods:
+            cases.append((f"{sname}/{method}/{n_ranks}", atoms, method))
+        cases.append((f"{sname}/empty/{n_ranks}", atoms, partitions(atoms, n_ranks)["empty"]))
+    return cases
+
+
+def _check(kind, cases, results):
+    model = build_model(kind)
+    refs: dict[int, dict] = {}  # one serial evaluation per structure object
+    for c, (name, atoms, _) in enumerate(cases):
+        if id(atoms) not in refs:
+            refs[id(atoms)] = serial(model, atoms)
+        ref = refs[id(atoms)]
+        assert np.abs(ref["forces"]).max() > 1e-3, "a test with zero forces cannot fail"
+        energy, stress, energies, forces = results[0][c]
+        assert all(per_rank[c][0] == energy for per_rank in results), name
+        assert rel(energy, ref["energy"]) <= TOL, name
+        assert rel(energies, ref["energies"]) <= TOL, name
+        assert rel(forces, ref["forces"]) <= TOL, name
+        assert rel(stress, ref["stress"]) <= TOL, name
+
+
+@pytest.mark.parametrize("n_ranks", [2, 3, 4])
+def test_nequip_random_weights(groups, n_ranks):
+    cases = _cases(n_ranks)
+    _check("nequip", cases, groups(n_ranks).run(run_cases, "nequip", root_only={"cases": cases}))
+
+
+@pytest.mark.parametrize("n_ranks", [2, 3])
+def test_sevennet0(groups, n_ranks):
+    pytest.importorskip("sevenn")
+    build_model("sevennet-0")  # convert once in this process before the ranks load it
+    s = _structures()
+    if n_ranks == 2:
+        cases = [
+            ("quartz/lownn", s["quartz"], "lownn"),
+            ("quartz/metis", s["quartz"], "metis"),
+            ("triclinic/lownn", s["triclinic"], "lownn"),
+            ("slab/grid", s["slab"], "grid"),
+        ]
+    else:
+        cases = [
+            ("quartz/grid", s["quartz"], "grid"),
+            ("quartz/empty", s["quartz"], partitions(s["quartz"], 3)["empty"]),
+            ("triclinic/metis", s["triclinic"], "metis"),
+        ]
+    results = groups(n_ranks).run(run_cases, "sevennet-0", root_only={"cases": cases})
+    _check("sevennet-0", cases, results)
+
+
+def test_slab_partition_auto(groups):
+    """``auto`` picks a partitioner by the cost model; the answer must not depend on it."""
+    cases = [("slab/auto", slab(), "auto")]
+    _check("nequip", cases, groups(2).run(run_cases, "nequip", root_only={"cases": cases}))
