@@ -15,9 +15,11 @@ def _alpha_quartz():
 
     # alpha-quartz, P3_221 (No. 154); lattice and Wyckoff positions from experiment
     # (a = 4.916 Å, c = 5.405 Å): 9 atoms per cell, so 2x2x2 = 72 and 8x8x8 = 4,608.
+    # The tabulated positions (Si x,0,0; O x,y,z) use an origin shifted by c/3 from ASE's
+    # setting of No. 154, where Si sits on the two-fold axis at z = 2/3.
     return crystal(
         ["Si", "O"],
-        basis=[(0.4697, 0.0, 0.0), (0.4135, 0.2669, 0.1191)],
+        basis=[(0.4697, 0.0, 2.0 / 3.0), (0.4135, 0.2669, 0.1191 + 2.0 / 3.0)],
         spacegroup=154,
         cellpar=[4.916, 4.916, 5.405, 90, 90, 120],
     )
