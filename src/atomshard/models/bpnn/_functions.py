@@ -47,7 +47,8 @@ def cutoff_function(
     if cutoff_type == 0:
         return inside.to(r.dtype)
     if cutoff_type in (2, 3):
-        value = torch.tanh(1.0 - r / rc) ** 3
+        t = torch.tanh(1.0 - r / rc)
+        value = t * t * t
         if cutoff_type == 3:
             value = value * _TANH_NORM
         return torch.where(inside, value, torch.zeros_like(value))
