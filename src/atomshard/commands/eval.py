@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="write results as extxyz (energy, stress in info; forces, energies arrays)",
     )
+    from atomshard.commands._parallel import add_parallel_arguments
+
+    add_parallel_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     frames = read_structures(
         args.structure, index=args.index, format=args.format, repeat=parse_repeat(args.repeat)
     )
+    from atomshard.commands._parallel import parallel_requested
+
+    if parallel_requested(args):
+        return _run_parallel(args, frames)
     from atomshard.md.calculator import AtomshardCalculator
 
     calc = AtomshardCalculator(args.model, device=args.device, dtype=dtype_of(args.dtype))
@@ -63,6 +70,30 @@ def run(args: argparse.Namespace) -> int:
         results.append((atoms, dict(calc.results), reference))
     wall = time.perf_counter() - t0
     _print_table(results, wall)
+    if args.output:
+        _write(args.output, results)
+        print(f"wrote {len(results)} frame(s) to {args.output}")
+    return 0
+
+
+def _run_parallel(args: argparse.Namespace, frames) -> int:
+    """The graph-parallel path: ``--ranks N`` local processes, or torchrun/srun ranks."""
+    from atomshard.runtime import evaluate_for_command
+
+    references = [_reference(atoms) for atoms in frames]
+    out = evaluate_for_command(
+        args.model,
+        frames,
+        n_ranks=args.ranks,
+        partition=args.partition,
+        transport=args.transport,
+        dtype=dtype_of(args.dtype),
+        profile_path=args.profile,
+    )
+    if out is None:  # not rank 0 of a torchrun job
+        return 0
+    results = list(zip(frames, out["results"], references))
+    _print_table(results, out["seconds"])
     if args.output:
         _write(args.output, results)
         print(f"wrote {len(results)} frame(s) to {args.output}")

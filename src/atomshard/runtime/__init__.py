@@ -13,6 +13,7 @@ from atomshard.runtime._api import (
     write_profile,
 )
 from atomshard.runtime._calculator import DistributedCalculator
+from atomshard.runtime._command import evaluate_for_command, frame_result_dict
 from atomshard.runtime._evaluate import (
     DistributedEvaluator,
     FrameResult,
@@ -32,8 +33,10 @@ __all__ = [
     "PartitionSpec",
     "as_structure",
     "evaluate_distributed",
+    "evaluate_for_command",
     "evaluate_frames",
     "format_profile",
+    "frame_result_dict",
     "load_potential",
     "partition_atoms",
     "split_structure",
