@@ -293,12 +293,21 @@ def random_structure(
     if triclinic:
         cell = cell + rng.uniform(-0.15, 0.15, size=(3, 3)) * length
     numbers = [species[i % len(species)] for i in range(n_atoms)]
-    for _attempt in range(200):
-        atoms = Atoms(numbers=numbers, cell=cell, pbc=periodic)
-        atoms.set_scaled_positions(rng.uniform(size=(n_atoms, 3)))
-        d = atoms.get_all_distances(mic=periodic)
-        np.fill_diagonal(d, np.inf)
-        if d.min() >= min_distance:
+    for _attempt in range(20):
+        atoms = Atoms(cell=cell, pbc=periodic)
+        for z in numbers:  # random sequential insertion
+            for _try in range(2000):
+                trial = atoms + Atoms(numbers=[z], cell=cell, pbc=periodic)
+                trial.positions[-1] = rng.uniform(size=3) @ cell
+                if len(atoms) == 0:
+                    break
+                d = trial.get_distances(len(atoms), list(range(len(atoms))), mic=periodic)
+                if d.min() >= min_distance:
+                    break
+            else:
+                break
+            atoms = trial
+        if len(atoms) == n_atoms:
             if not periodic:
                 atoms.set_cell(np.zeros((3, 3)))
             return atoms
