@@ -17,3 +17,109 @@ def test_data_pyscf_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "2 written" in capsys.readouterr().out
     assert main(["data", "pyscf", "missing.xyz", "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def _write_water_set(folder: Path, n: int) -> None:
+    """Tiny synthetic H/S block files (no PySCF): H depends smoothly on geometry."""
+    import numpy as np
+    from ase.build import molecule
+
+    from atomshard.hamiltonian.basis import OrbitalBasis
+    from atomshard.hamiltonian.blocks import BlockSet
+    from atomshard.hamiltonian.files import write_block_file
+
+    basis = OrbitalBasis(shells={"O": "1s1p", "H": "1s"})
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for c in range(n):
+        atoms = molecule("H2O")
+        atoms.positions += rng.normal(scale=0.05, size=(3, 3))
+        pos = atoms.positions
+        offs = basis.offsets(atoms.numbers)
+        h = np.zeros((offs[-1], offs[-1]))
+        s = np.eye(offs[-1])
+        for i in range(3):
+            for j in range(3):
+                if i != j:
+                    r = np.linalg.norm(pos[i] - pos[j])
+                    h[offs[i], offs[j]] = -2.0 * np.exp(-r)
+                    s[offs[i], offs[j]] = 0.2 * np.exp(-r)
+        h[0, 0], h[1:4, 1:4], h[4, 4], h[5, 5] = -20.0, -5.0 * np.eye(3), -3.0, -3.0
+        mats = {k: BlockSet.from_dense(m, atoms.numbers, basis) for k, m in (("H", h), ("S", s))}
+        write_block_file(
+            folder / f"{c:05d}.h5",
+            basis=basis,
+            positions=pos,
+            cell=np.zeros((3, 3)),
+            pbc=np.zeros(3, bool),
+            matrices=mats,
+        )
+
+
+def test_train_resume_and_predict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    _write_water_set(tmp_path / "set", 3)
+    config = {
+        "model": {"kind": "hamiltonian", "cutoff": 3.0, "channels": 4, "hidden": 4, "n_layers": 1},
+        "data": {"train": str(tmp_path / "set"), "valid_fraction": 0.34},
+        "training": {"epochs": 2, "lr": 0.01},
+        "output": str(tmp_path / "run"),
+    }
+    cfg_path = tmp_path / "train.yaml"
+    cfg_path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(cfg_path), "--threads", "1"]) == 0
+    run = tmp_path / "run"
+    assert {"best.pt", "last.pt", "log.csv", "learning_curve.png"} <= {
+        p.name for p in run.iterdir()
+    }
+    assert len((run / "log.csv").read_text().splitlines()) == 3
+    config["training"]["epochs"] = 3  # type: ignore[index]
+    cfg_path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(cfg_path)]) == 0  # resumes: one more epoch
+    assert len((run / "log.csv").read_text().splitlines()) == 4
+    capsys.readouterr()
+    out = tmp_path / "pred"
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "set" / "00000.h5"),
+                "--model",
+                str(run / "best.pt"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "MAE meV" in text and "Γ eigenvalues" in text
+    assert (out / "00000.pred.h5").exists() and (out / "00000.errors.png").exists()
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "set"),
+                "--model",
+                str(run / "best.pt"),
+                "--out",
+                str(out),
+                "--format",
+                "npz",
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
+    assert len(list(out.glob("*.pred.npz"))) == 3
+
+
+def test_train_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("model: {kind: potential}\n")
+    assert main(["train", str(cfg)]) == 2
+    assert "not available yet" in capsys.readouterr().err
+    cfg.write_text("model: {kind: hamiltonian}\ndata: {train: nowhere/*.h5}\noutput: x\n")
+    assert main(["train", str(cfg)]) == 2
+    assert "no data matches" in capsys.readouterr().err

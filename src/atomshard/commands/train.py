@@ -1,0 +1,118 @@
+"""``atomshard train CONFIG.yaml``: train the model kind named in the config.
+
+The YAML has ``model`` (with ``kind``: ``hamiltonian``; the rest are the model's config
+fields, ``basis`` defaulting to the data's), ``data`` (``train``, ``valid`` or
+``valid_fraction``), ``training`` (optimiser settings) and ``output`` (a folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from atomshard.errors import InputError
+
+KINDS = ("hamiltonian", "potential")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="training configuration (YAML)")
+    parser.add_argument("--output", "-o", default=None, help="override the config's output")
+    parser.add_argument(
+        "--no-resume", action="store_true", help="start afresh even if output/last.pt exists"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+
+
+def _load_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"config {path!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    data = _load_yaml(args.config)
+    model = data.get("model")
+    if not isinstance(model, dict) or "kind" not in model:
+        raise InputError(f"{args.config}: needs a 'model' mapping with 'kind' (one of {KINDS})")
+    kind = model["kind"]
+    if kind == "potential":
+        raise InputError(
+            f"{args.config}: training interatomic potentials is not available yet; "
+            "only model kind 'hamiltonian' can be trained"
+        )
+    if kind != "hamiltonian":
+        raise InputError(f"{args.config}: unknown model kind {kind!r}; known: {KINDS}")
+    unknown = sorted(set(data) - {"model", "data", "training", "output"})
+    if unknown:
+        raise InputError(f"{args.config}: unknown top-level key(s) {unknown}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return _train_hamiltonian(args, data)
+
+
+def _train_hamiltonian(args: argparse.Namespace, data: dict[str, Any]) -> int:
+    from tqdm import tqdm
+
+    from atomshard.models.hamiltonian.config import HamiltonianConfig
+    from atomshard.models.hamiltonian.data import DataConfig, load_samples
+    from atomshard.models.hamiltonian.training import TrainingConfig, train
+    from atomshard.utils.config import config_from_dict
+
+    where = args.config
+    model_dict = {k: v for k, v in data["model"].items() if k != "kind"}
+    data_cfg = config_from_dict(DataConfig, data.get("data") or {}, where=f"{where}: data")
+    train_cfg = config_from_dict(
+        TrainingConfig, data.get("training") or {}, where=f"{where}: training"
+    )
+    output = args.output or data.get("output")
+    if not output:
+        raise InputError(f"{where}: give 'output' (a folder) or --output")
+    train_paths, val_paths = data_cfg.split()
+    cutoff = float(model_dict.get("cutoff", HamiltonianConfig.cutoff))
+    basis = None
+    if "basis" in model_dict:
+        basis = HamiltonianConfig(basis=model_dict["basis"]).orbital_basis
+    train_samples, basis = load_samples(train_paths, basis, cutoff)
+    val_samples, _ = load_samples(val_paths, basis, cutoff) if val_paths else ([], basis)
+    model_dict["basis"] = {k: list(v) for k, v in basis.shells.items()}
+    model_cfg = config_from_dict(HamiltonianConfig, model_dict, where=f"{where}: model")
+    print(
+        f"training on {len(train_samples)} structures, validating on "
+        f"{len(val_samples) or 'the training'} structures; basis {dict(model_cfg.basis)}"
+    )
+    with tqdm(total=train_cfg.epochs, desc="train", unit="epoch") as bar:
+
+        def progress(epoch: int, row: dict[str, float]) -> None:
+            bar.n = epoch
+            bar.set_postfix(val_mae_meV=f"{row['val_mae'] * 1000:.2f}", lr=f"{row['lr']:.1e}")
+            bar.refresh()
+
+        result = train(
+            model_cfg,
+            train_samples,
+            val_samples,
+            train_cfg,
+            output,
+            resume=not args.no_resume,
+            progress=progress,
+        )
+    print(
+        f"{result.epochs_run} epochs; best validation MAE {result.best_val_mae * 1000:.3f} meV; "
+        f"checkpoints in {output}/best.pt and last.pt"
+    )
+    return 0

@@ -1,0 +1,326 @@
+"""Training the Hamiltonian model: L1+L2 on matrix elements, AdamW, ReduceLROnPlateau, EMA.
+
+One optimisation step per structure (full-graph batches, as in the seed). Files written
+to ``output``: ``last.pt`` (everything needed to resume), ``best.pt`` (EMA weights with
+the lowest validation MAE; loads with :func:`atomshard.models.checkpoint.load_model`),
+``log.csv`` (one row per epoch) and ``learning_curve.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from atomshard.errors import InputError
+from atomshard.models.checkpoint import read_checkpoint, save_checkpoint
+from atomshard.models.hamiltonian.config import HamiltonianConfig
+from atomshard.models.hamiltonian.data import Sample
+from atomshard.models.hamiltonian.heads import BlockHead
+from atomshard.models.hamiltonian.model import HamiltonianModel, HamiltonianPrediction
+from atomshard.utils.config import config_to_dict
+
+__all__ = ["EMA", "TrainingConfig", "block_errors", "fit_output_statistics", "train"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingConfig:
+    """Optimisation settings.
+
+    Attributes:
+        epochs: passes over the training structures (one step per structure)
+        lr: AdamW learning rate; weight_decay: AdamW decoupled decay
+        l1_weight, l2_weight: loss = l1 * mean|ΔH| + l2 * mean(ΔH²), ΔH in eV
+        ema_decay: exponential moving average of weights (0 disables)
+        plateau_patience, plateau_factor, min_lr: ReduceLROnPlateau on validation MAE
+        seed: initialisation and shuffling
+        checkpoint_every: epochs between ``last.pt`` writes
+    """
+
+    epochs: int = 100
+    lr: float = 5e-3
+    weight_decay: float = 0.0
+    l1_weight: float = 1.0
+    l2_weight: float = 1.0
+    ema_decay: float = 0.99
+    plateau_patience: int = 10
+    plateau_factor: float = 0.5
+    min_lr: float = 1e-5
+    seed: int = 0
+    checkpoint_every: int = 1
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1,
+            "lr": self.lr > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "l1_weight": self.l1_weight >= 0,
+            "l2_weight": self.l2_weight >= 0 and self.l1_weight + self.l2_weight > 0,
+            "ema_decay": 0 <= self.ema_decay < 1,
+            "plateau_patience": self.plateau_patience >= 0,
+            "plateau_factor": 0 < self.plateau_factor < 1,
+            "min_lr": self.min_lr >= 0,
+            "checkpoint_every": self.checkpoint_every >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise InputError(f"training.{name} has an invalid value {getattr(self, name)!r}")
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point parameters and buffers."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        # warm-up: early averages must not be dominated by the random initial weights
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                self.shadow[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+            else:
+                self.shadow[k].copy_(v)
+
+    def swap(self, model: torch.nn.Module) -> None:
+        """Exchange the model's weights with the averaged ones (call twice to undo)."""
+        current = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.shadow)
+        self.shadow = current
+
+
+def fit_output_statistics(model: HamiltonianModel, samples: list[Sample]) -> None:
+    """Set every head's ``shift`` (mean of its ``L = 0`` entries) and ``scale`` (RMS of the
+    rest) from the training targets in the coupled basis."""
+    heads = [("node", model.node_heads), ("edge", model.edge_heads)]
+    for kind, table in heads:
+        for key, module in table.items():
+            head = module
+            assert isinstance(head, BlockHead)
+            a, b = (int(v) for v in key.split("_"))
+            blocks = [getattr(s, kind)[(a, b)][1] for s in samples if (a, b) in getattr(s, kind)]
+            if not blocks:
+                continue
+            c = torch.cat(blocks).to(torch.float64)
+            coupled = np.asarray(head.coupling.to_coupled(c.numpy()))
+            shift = np.zeros(coupled.shape[1])
+            n0 = len(head.scalar_positions())
+            shift[:n0] = coupled[:, :n0].mean(axis=0)
+            rms = float(np.sqrt(np.mean((coupled - shift) ** 2)))
+            head.shift.copy_(torch.as_tensor(shift))
+            head.scale.fill_(max(rms, 1e-4))
+
+
+def _pairs(pred: HamiltonianPrediction, sample: Sample):  # type: ignore[no-untyped-def]
+    for kind in ("node", "edge"):
+        got, want = getattr(pred, kind), getattr(sample, kind)
+        for key, (_, target) in want.items():
+            yield kind, key, got[key][1], target
+
+
+def block_loss(pred: HamiltonianPrediction, sample: Sample, cfg: TrainingConfig) -> torch.Tensor:
+    """``l1 * mean|ΔH| + l2 * mean ΔH²`` over every predicted matrix element (eV)."""
+    abs_sum = sq_sum = torch.zeros((), dtype=torch.float64)
+    count = 0
+    for _, _, p, t in _pairs(pred, sample):
+        d = p - t.to(p.device)
+        abs_sum = abs_sum + d.abs().sum()
+        sq_sum = sq_sum + d.pow(2).sum()
+        count += d.numel()
+    return (cfg.l1_weight * abs_sum + cfg.l2_weight * sq_sum) / max(count, 1)
+
+
+def block_errors(pred: HamiltonianPrediction, sample: Sample) -> dict[str, float]:
+    """Mean and max absolute errors (eV) of node and edge blocks, and both together."""
+    sums = {"node": 0.0, "edge": 0.0}
+    counts = {"node": 0, "edge": 0}
+    worst = {"node": 0.0, "edge": 0.0}
+    for kind, _, p, t in _pairs(pred, sample):
+        d = (p.detach().cpu() - t).abs()
+        sums[kind] += float(d.sum())
+        counts[kind] += d.numel()
+        worst[kind] = max(worst[kind], float(d.max()) if d.numel() else 0.0)
+    out = {f"mae_{k}": sums[k] / max(counts[k], 1) for k in sums}
+    out.update({f"max_{k}": worst[k] for k in worst})
+    out["mae"] = sum(sums.values()) / max(sum(counts.values()), 1)
+    out["n_elements"] = float(sum(counts.values()))
+    return out
+
+
+def evaluate(model: HamiltonianModel, samples: list[Sample]) -> dict[str, float]:
+    """Element-weighted errors over several structures (eV)."""
+    totals: dict[str, float] = {}
+    with torch.no_grad():
+        for s in samples:
+            e = block_errors(model(s.graph), s)
+            n = e["n_elements"]
+            for k, v in e.items():
+                if k.startswith("max"):
+                    totals[k] = max(totals.get(k, 0.0), v)
+                elif k != "n_elements":
+                    totals[k] = totals.get(k, 0.0) + v * n
+            totals["n_elements"] = totals.get("n_elements", 0.0) + n
+    n = max(totals.get("n_elements", 1.0), 1.0)
+    return {
+        k: (v if k.startswith("max") or k == "n_elements" else v / n) for k, v in totals.items()
+    }
+
+
+@dataclass
+class TrainResult:
+    epochs_run: int
+    best_val_mae: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _write_curve(path: Path, history: list[dict[str, float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.semilogy(ep, [h["train_mae"] * 1000 for h in history], label="train MAE")
+    ax.semilogy(ep, [h["val_mae"] * 1000 for h in history], label="validation MAE (EMA)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MAE (meV)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def train(
+    model_config: HamiltonianConfig,
+    train_samples: list[Sample],
+    val_samples: list[Sample],
+    cfg: TrainingConfig,
+    output: str | Path,
+    *,
+    resume: bool = True,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train (or resume from ``output/last.pt``) and write checkpoints, CSV and curve."""
+    if not train_samples:
+        raise InputError("no training structures")
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model = HamiltonianModel(model_config)
+    fit_output_statistics(model, train_samples)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
+    )
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    start, best, history = 0, math.inf, []
+    last = out / "last.pt"
+    if resume and last.exists():
+        data = read_checkpoint(last)
+        state: dict[str, Any] = data["training"]
+        if data["config"] != config_to_dict(model_config):
+            raise InputError(
+                f"{last} was trained with another model config; use another "
+                "output folder or the same config to resume"
+            )
+        model.load_state_dict(data["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.shadow, ema.updates = state["ema"], int(state["ema_updates"])
+        start, best, history = int(state["epoch"]), float(state["best"]), list(state["history"])
+    rng = np.random.default_rng([cfg.seed, start])
+    log_path = out / "log.csv"
+    fields = [
+        "epoch",
+        "lr",
+        "train_loss",
+        "train_mae",
+        "val_mae",
+        "val_mae_node",
+        "val_mae_edge",
+        "seconds",
+    ]
+    if start == 0 or not log_path.exists():
+        with log_path.open("w", newline="") as f:
+            csv.writer(f).writerow(fields)
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        losses, maes = [], []
+        for i in rng.permutation(len(train_samples)):
+            s = train_samples[int(i)]
+            pred = model(s.graph)
+            loss = block_loss(pred, s, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if ema is not None:
+                ema.update(model)
+            losses.append(float(loss.detach()))
+            maes.append(block_errors(pred, s)["mae"])
+        model.eval()
+        if ema is not None:
+            ema.swap(model)
+        val = evaluate(model, val_samples or train_samples)
+        row = {
+            "epoch": epoch + 1,
+            "lr": opt.param_groups[0]["lr"],
+            "train_loss": float(np.mean(losses)),
+            "train_mae": float(np.mean(maes)),
+            "val_mae": val["mae"],
+            "val_mae_node": val["mae_node"],
+            "val_mae_edge": val["mae_edge"],
+            "seconds": time.perf_counter() - t0,
+        }
+        improved = val["mae"] < best
+        if improved:
+            best = val["mae"]
+            save_checkpoint(
+                out / "best.pt",
+                model,
+                model_type="hamiltonian",
+                config=model_config,
+                metadata={"epoch": epoch + 1, **val},
+            )
+        if ema is not None:
+            ema.swap(model)
+        sched.step(val["mae"])
+        history.append(row)
+        with log_path.open("a", newline="") as f:
+            csv.writer(f).writerow([row[k] for k in fields])
+        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+            save_checkpoint(
+                last,
+                model,
+                model_type="hamiltonian",
+                config=model_config,
+                extra={
+                    "training": {
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "ema": ema.shadow if ema is not None else None,
+                        "ema_updates": ema.updates if ema is not None else 0,
+                        "epoch": epoch + 1,
+                        "best": best,
+                        "history": history,
+                    }
+                },
+            )
+        if progress is not None:
+            progress(epoch + 1, row)
+    if history:
+        _write_curve(out / "learning_curve.png", history)
+    return TrainResult(epochs_run=cfg.epochs - start, best_val_mae=best, history=history)
