@@ -30,8 +30,12 @@ from atomshard.partition import HaloPlan
 #: all_to_all_single over every rank), ``"auto"`` (the faster one measured per backend).
 TRANSPORTS = ("auto", "p2p", "all_to_all")
 
-#: What ``"auto"`` picks, per backend (benchmarks/bench_exchange.py; see docs/runtime.md).
-AUTO_TRANSPORT = {"gloo": "p2p", "nccl": "p2p", "none": "p2p"}
+#: What ``"auto"`` picks, per backend. On gloo one all_to_all_single beat
+#: batch_isend_irecv at every width and world size measured (benchmarks/bench_exchange.py,
+#: docs/runtime.md): gloo runs each isend/irecv as a separate task, all_to_all as one.
+#: NCCL groups point-to-point calls into one launch and only talks to neighbours, so it
+#: keeps p2p until measured otherwise.
+AUTO_TRANSPORT = {"gloo": "all_to_all", "nccl": "p2p", "none": "p2p"}
 
 
 @dataclass

@@ -1,0 +1,141 @@
+"""Rank-side timing loops used by ``benchmarks/bench_exchange.py`` and ``bench_scaling.py``.
+
+They live in the package (not the scripts) so that spawned ranks can import them.
+Every timed region starts after a barrier; a rank's time is its own wall time, and the
+benchmarks report the slowest rank (the one everybody waits for).
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+
+import torch
+
+from atomshard.comm import Communicator, ExchangeProfiler, HaloExchange
+from atomshard.graph import Structure
+from atomshard.runtime._api import ModelSpec, load_potential
+from atomshard.runtime._evaluate import DistributedEvaluator, LocalPart
+from atomshard.runtime._partition import PartitionSpec
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024.0 / (1024.0 if sys.platform == "darwin" else 1.0)
+
+
+def _scatter(
+    comm: Communicator, structure: Structure | None, cutoff: float, partition: PartitionSpec
+) -> LocalPart:
+    from atomshard.runtime._evaluate import split_structure
+
+    parts = None
+    if comm.rank == 0:
+        assert structure is not None
+        parts = split_structure(structure, cutoff, comm.world_size, partition)
+    if comm.world_size == 1:
+        assert parts is not None
+        return parts[0]
+    return comm.scatter_objects(parts)
+
+
+def time_exchange(
+    comm: Communicator,
+    *,
+    structure: Structure | None,
+    cutoff: float,
+    partition: PartitionSpec,
+    widths: list[int],
+    transports: list[str],
+    dtype: str = "float32",
+    repeats: int = 20,
+) -> dict[str, Any]:
+    """Median forward and backward exchange times per (transport, width) on this rank.
+
+    Shapes:
+        features: ``[n_local, width]`` of ``dtype``; ``width`` counts scalars per atom.
+    """
+    local = _scatter(comm, structure, cutoff, partition)
+    torch_dtype = getattr(torch, dtype)
+    out: dict[str, Any] = {
+        "rank": comm.rank,
+        "n_owned": local.plan.n_owned,
+        "n_halo": local.plan.n_halo,
+        "n_peers": len(local.plan.peers),
+        "rows_sent": int(sum(len(v) for v in local.plan.send.values())),
+        "runs": [],
+    }
+    for transport in transports:
+        ex = HaloExchange(local.plan, comm, transport=transport)
+        for width in widths:
+            x = torch.randn(local.plan.n_local, width, dtype=torch_dtype, device=comm.device)
+            fwd, bwd = [], []
+            for i in range(repeats + 2):  # two warm-up rounds (buffers, connections)
+                comm.barrier()
+                t0 = time.perf_counter()
+                ex.forward_exchange(x)
+                t1 = time.perf_counter()
+                ex.reverse_exchange(x)
+                t2 = time.perf_counter()
+                if i >= 2:
+                    fwd.append(t1 - t0)
+                    bwd.append(t2 - t1)
+            out["runs"].append(
+                {
+                    "transport": ex.transport,
+                    "width": width,
+                    "forward_s": statistics.median(fwd),
+                    "backward_s": statistics.median(bwd),
+                    "forward_min_s": min(fwd),
+                    "forward_max_s": max(fwd),
+                }
+            )
+    return out
+
+
+def time_evaluation(
+    comm: Communicator,
+    model: ModelSpec,
+    *,
+    structure: Structure | None,
+    partition: PartitionSpec,
+    transport: str = "auto",
+    steps: int = 3,
+    dtype: torch.dtype | None = None,
+) -> dict[str, Any]:
+    """Energy + forces + stress ``steps + 1`` times (the first is warm-up) on this rank.
+
+    The plan is built once (as in MD between neighbour-list rebuilds); each step is a full
+    evaluation with the per-layer exchanges.
+    """
+    potential = load_potential(model, dtype=dtype).to(comm.device)
+    rss_model = peak_rss_mib()
+    local = _scatter(comm, structure, float(potential.cutoff), partition)
+    profiler = ExchangeProfiler()
+    ev = DistributedEvaluator(potential, comm, transport=transport, profiler=profiler)
+    times = []
+    for _ in range(steps + 1):
+        comm.barrier()
+        t0 = time.perf_counter()
+        ev.evaluate_local(local)
+        times.append(time.perf_counter() - t0)
+    summary = profiler.summary(skip=1)
+    return {
+        "rank": comm.rank,
+        "world_size": comm.world_size,
+        "threads": torch.get_num_threads(),
+        "n_owned": local.plan.n_owned,
+        "n_halo": local.plan.n_halo,
+        "n_local_edges": local.plan.n_local_edges,
+        "warmup_s": times[0],
+        "step_s": statistics.median(times[1:]),
+        "step_min_s": min(times[1:]),
+        "step_max_s": max(times[1:]),
+        "profile": summary,
+        "peak_rss_mib": peak_rss_mib(),
+        "rss_after_model_mib": rss_model,
+    }
