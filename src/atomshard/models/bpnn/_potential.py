@@ -38,7 +38,10 @@ class _RecomputedFeatures(torch.autograd.Function):
         (vec,) = ctx.saved_tensors
         with torch.enable_grad():
             v = vec.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(ctx.fn(v), v, grad)
+            out = ctx.fn(v)
+            if not out.requires_grad:  # no neighbours within any cutoff in this block
+                return torch.zeros_like(vec), None
+            (g,) = torch.autograd.grad(out, v, grad)
         return g, None
 
 
@@ -179,7 +182,11 @@ class BPNNPotential(Potential):
         self.check_species(graph.species)
         feats = self.features(graph, edge_vec)
         elem = self.element_of_z[graph.species]
-        return self.network_energies(feats, elem) * self.units.energy
+        energies = self.network_energies(feats, elem) * self.units.energy
+        if edge_vec.requires_grad and not energies.requires_grad:
+            # isolated atoms: keep energies connected to the geometry (zero gradient)
+            energies = energies + 0.0 * edge_vec.sum()
+        return energies
 
     def extra_repr(self) -> str:
         return (
