@@ -99,3 +99,18 @@ def test_bad_input(graph, tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="could not read"):
         HaloPlan.load(tmp_path / "junk.npz")
+
+
+def test_sparse_path_gives_the_same_plans(graph, monkeypatch):
+    """Large n_parts * n_atoms switches from lookup tables to sorting: same plans."""
+    import atomshard.partition._pairs as pairs
+    import atomshard.partition.plan as plan_module
+
+    n, src, dst, shifts = graph
+    part = np.random.default_rng(5).integers(0, 6, n)
+    dense = build_halo_plans(src, dst, shifts, n, part, 6)
+    monkeypatch.setattr(pairs, "DENSE_LIMIT", 0)
+    monkeypatch.setattr(plan_module, "DENSE_LIMIT", 0)
+    sparse = build_halo_plans(src, dst, shifts, n, part, 6)
+    check_plans(sparse, src, dst, n, part, shifts)
+    assert [p.to_dict() for p in sparse] == [p.to_dict() for p in dense]

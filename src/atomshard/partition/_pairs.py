@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Largest ``n_parts * n_atoms`` for which a boolean table replaces ``np.unique`` (bytes).
-DENSE_LIMIT = 1 << 26
+#: Largest ``n_parts * n_atoms`` for which dense tables replace sorting (16 M entries).
+DENSE_LIMIT = 1 << 24
 
 
 def unique_pairs(major: np.ndarray, minor: np.ndarray, n_major: int, n_minor: int) -> np.ndarray:

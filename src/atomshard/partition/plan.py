@@ -321,10 +321,13 @@ def build_halo_plans(
         atom_offsets[:-1], np.diff(atom_offsets)
     )
 
-    # Edges go to the part of their dst; the stable sort keeps global edge order.
+    # Edges go to the part of their dst; the stable sort keeps global edge order. All
+    # edge arrays are permuted once, so each part's edges are a contiguous slice.
     edge_part = part[dst]
     edge_order = np.argsort(_small_int(edge_part, n_parts), kind="stable")
     edge_offsets = np.concatenate([[0], np.cumsum(np.bincount(edge_part, minlength=n_parts))])
+    edge_part = np.repeat(np.arange(n_parts, dtype=np.int64), np.diff(edge_offsets))
+    src, dst, shifts = src[edge_order], dst[edge_order], shifts[edge_order]
 
     # Halo entries: unique (receiver, atom) pairs over remote-source edges, ordered by
     # receiver, then owner, then atom. Receivers' recv and owners' send both come from it.
@@ -338,18 +341,18 @@ def build_halo_plans(
     n_owned = np.diff(atom_offsets)
     # Local row of each halo entry in its receiver.
     h_local = (np.arange(len(h_atom)) - halo_offsets[h_recv]) + n_owned[h_recv]
-    # Local src row of every edge: owned row, or the halo row of (edge part, src).
-    local_src = owned_local[src]
-    if remote.any():
-        row_of_pair = np.empty(len(pair_key), np.int64)
-        row_of_pair[h_order] = h_local
+    row_of_pair = np.empty(len(pair_key), np.int64)
+    row_of_pair[h_order] = h_local
+    # Local src row of every edge: its owned row, or the halo row of (edge part, src).
+    if n_parts * n_atoms <= DENSE_LIMIT:  # one table lookup per edge, no masks
+        table = np.empty(n_parts * n_atoms, np.int64)
+        table[part * n_atoms + np.arange(n_atoms)] = owned_local
+        table[pair_key] = row_of_pair
+        local_src = table[edge_part * n_atoms + src]
+    else:
+        local_src = owned_local[src]
         query = edge_part[remote] * n_atoms + src[remote]
-        if n_parts * n_atoms <= DENSE_LIMIT:  # a lookup table beats a binary search
-            table = np.empty(n_parts * n_atoms, np.int64)
-            table[pair_key] = row_of_pair
-            local_src[remote] = table[query]
-        else:
-            local_src[remote] = row_of_pair[np.searchsorted(pair_key, query)]
+        local_src[remote] = row_of_pair[np.searchsorted(pair_key, query)]
     local_dst = owned_local[dst]
 
     # (receiver, owner) groups: one recv range and one send list each.
@@ -370,7 +373,7 @@ def build_halo_plans(
 
     plans = []
     for r in range(n_parts):
-        e = edge_order[edge_offsets[r] : edge_offsets[r + 1]]
+        e = slice(edge_offsets[r], edge_offsets[r + 1])
         plans.append(
             HaloPlan(
                 rank=r,
@@ -387,7 +390,7 @@ def build_halo_plans(
                 src=local_src[e],
                 dst=local_dst[e],
                 shifts=shifts[e],
-                edge_global=e,
+                edge_global=edge_order[e],
             )
         )
     return plans
