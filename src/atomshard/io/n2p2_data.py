@@ -76,7 +76,7 @@ def read_n2p2_data(
     block: dict | None = None
     for n, text in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         toks = text.split()
-        if not toks:
+        if not toks or toks[0].startswith("#"):
             continue
         key = toks[0].lower()
         where = f"{path}, line {n}"

@@ -92,7 +92,7 @@ class BPNNPotential(Potential):
         self.cutoff = self.plan.max_cutoff * data.units.length
         lut = torch.full((119,), -1, dtype=torch.int64)
         lut[torch.tensor(s.atomic_numbers)] = torch.arange(len(s.atomic_numbers))
-        self.register_buffer("element_of_z", lut, persistent=False)
+        self.element_of_z: torch.Tensor = lut
         self.activations = s.activations
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()

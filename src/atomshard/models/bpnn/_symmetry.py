@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -121,6 +122,8 @@ class SymmetryPlan:
 
 
 def _factorise(group: SFGroup, sfs: list[SymmetryFunction], dtype: torch.dtype) -> None:
+    rad_names: tuple[str, ...]
+    ang_names: tuple[str, ...]
     if group.type in (3, 9, 13):
         rad_names, ang_names = ("eta", "rs", "rc"), ("lam", "zeta")
     else:
@@ -292,7 +295,7 @@ def _pair_terms(
     rij, rik = r.index_select(0, jj), r.index_select(0, kk)
     cos = ((vj * vk).sum(1) / (rij * rik)).unsqueeze(1)
     summer = SegmentSum(pair_center, n_centers)
-    shared: dict[tuple, torch.Tensor] = {}
+    shared: dict[Any, torch.Tensor] = {}
     for g in groups:
         assert g.rad is not None and g.ang is not None
         assert g.a_idx is not None and g.b_idx is not None
