@@ -33,7 +33,10 @@ def _save(fig, path: str | Path) -> Path:
 def plot_parts(
     positions: np.ndarray, part: np.ndarray, n_parts: int, path: str | Path, *, title: str = ""
 ) -> Path:
-    """3-D scatter and three projections (xy, xz, yz) of atoms coloured by part.
+    """3-D scatter of all atoms, and three slices (xy, xz, yz) coloured by part.
+
+    Each 2-D panel shows the atoms in a slab through the middle of the third axis (10 % of
+    its extent, at least 2 Å), so parts stacked along that axis do not hide each other.
 
     Shapes:
         positions: ``[n_atoms, 3]`` float64, Å; part: ``[n_atoms]`` int64
@@ -48,11 +51,19 @@ def plot_parts(
     ax3.set_xlabel("x (Å)")
     ax3.set_ylabel("y (Å)")
     ax3.set_zlabel("z (Å)")
+    lo = positions.min(axis=0) if len(positions) else np.zeros(3)
+    hi = positions.max(axis=0) if len(positions) else np.zeros(3)
     for i, (a, b) in enumerate([(0, 1), (0, 2), (1, 2)]):
+        c = 3 - a - b
+        half = max(0.05 * (hi[c] - lo[c]), 1.0)
+        inside = np.abs(positions[:, c] - 0.5 * (lo[c] + hi[c])) <= half
         ax = fig.add_subplot(1, 4, i + 2)
-        ax.scatter(positions[:, a], positions[:, b], c=colours, s=size, linewidths=0)
+        ax.scatter(
+            positions[inside, a], positions[inside, b], c=colours[inside], s=4 * size, linewidths=0
+        )
         ax.set_xlabel(f"{'xyz'[a]} (Å)")
         ax.set_ylabel(f"{'xyz'[b]} (Å)")
+        ax.set_title(f"slice |{'xyz'[c]} - mid| ≤ {half:.1f} Å", fontsize=9)
         ax.set_aspect("equal", adjustable="datalim")
     fig.suptitle(title or f"{n_parts} parts")
     return _save(fig, path)
@@ -86,8 +97,8 @@ def plot_topology(
     layout = nx.spring_layout(graph, weight="weight", seed=seed)
     fig = Figure(figsize=(5.5, 5.5), layout="constrained")
     ax = fig.add_subplot()
-    widths = 4.0 * rows / rows.max() if len(rows) else []
-    nx.draw_networkx_edges(graph, layout, ax=ax, width=list(widths), alpha=0.5)
+    widths = 3.0 * rows / rows.max() if len(rows) else []
+    nx.draw_networkx_edges(graph, layout, ax=ax, width=list(widths), alpha=0.25)
     nx.draw_networkx_nodes(
         graph, layout, ax=ax, node_size=60, node_color=_colours(n_parts)[np.arange(n_parts)]
     )
