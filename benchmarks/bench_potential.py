@@ -1,0 +1,220 @@
+"""Energy+forces(+stress) step time and peak memory: atomshard vs sevenn, same weights.
+
+For each α-quartz supercell (default 2x2x2 = 72 and 4x4x4 = 576 atoms) and each
+implementation, a fresh worker process loads the model, builds the structure (rattled
+0.01 Å), runs ``--warmup`` steps and then ``--steps`` timed steps. A step is what an MD
+step costs: neighbour list + energy + forces + stress (sevenn's calculator always
+computes stress, so ours does too). Reported: median and spread (min, max) of the step
+time, atom·steps/s, and the worker's peak RSS (``ru_maxrss``) and RSS before the first
+step. Both implementations run with the same process settings
+(:func:`atomshard.utils.process.configure_process`: passive OpenMP waits, no mmap churn;
+``--threads`` torch threads), i.e. sevenn at its best allocator setting.
+
+Models: ``sevennet-0`` (our converted SevenNet-0 vs sevenn's calculator), or
+``si-config`` (random-init 32 channels, 4 layers, l_max 3, 4 Å; ours only).
+
+Writes ``<out>/bench_potential.json`` and ``<out>/bench_potential.png``.
+
+    python benchmarks/bench_potential.py --out bench_out/potential
+    python benchmarks/bench_potential.py --smoke --out /tmp/bpot
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+IMPLS = ("atomshard", "sevenn")
+
+
+def _worker(impl: str, model_name: str, repeat: int, steps: int, warmup: int, threads: int):
+    from atomshard.utils.process import configure_process
+
+    configure_process(threads)  # before torch starts its OpenMP runtime
+    import resource
+
+    import torch
+
+    from atomshard.io.structures import builtin_structure
+
+    atoms = builtin_structure("quartz", (repeat, repeat, repeat))
+    atoms.rattle(0.01, seed=0)
+    if impl == "atomshard":
+        from atomshard.graph import AtomicGraph
+        from atomshard.models import compute_properties
+
+        if model_name == "sevennet-0":
+            from atomshard.models.resolve import resolve_model
+
+            model = resolve_model("sevennet-0")
+        else:
+            from atomshard.models.potential import NequIPPotential, preset
+
+            torch.manual_seed(0)
+            model = NequIPPotential.from_config(
+                preset("si-config", species=(8, 14), avg_num_neighbors=30.0)
+            ).eval()
+
+        def step() -> float:
+            graph = AtomicGraph.from_ase(atoms, model.cutoff)
+            return float(compute_properties(model, graph, forces=True, stress=True).energy)
+
+        config = getattr(model, "config", None)
+        described = None if config is None else f"{config.n_layers} layers, l_max {config.l_max}"
+    else:
+        import warnings
+
+        if model_name != "sevennet-0":
+            raise SystemExit("sevenn is only benchmarked with SevenNet-0 weights")
+        warnings.simplefilter("ignore")
+        from sevenn.calculator import SevenNetCalculator
+
+        calc = SevenNetCalculator("7net-0", device="cpu")
+
+        def step() -> float:
+            calc.calculate(atoms, ["energy", "forces", "stress"])
+            return float(calc.results["energy"])
+
+        described = "sevenn SevenNetCalculator (float32)"
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    for _ in range(warmup):
+        step()
+    times, energy = [], 0.0
+    for _ in range(steps):
+        start = time.perf_counter()
+        energy = step()
+        times.append(time.perf_counter() - start)
+    return {
+        "impl": impl,
+        "model": model_name,
+        "model_description": described,
+        "n_atoms": len(atoms),
+        "repeat": repeat,
+        "threads": torch.get_num_threads(),
+        "times_s": times,
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "atom_steps_per_s": len(atoms) / statistics.median(times),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "rss_before_first_step_mb": rss_before,
+        "energy_ev": energy,
+    }
+
+
+def _run_worker(args, impl: str, repeat: int) -> dict:
+    cmd = [
+        sys.executable, __file__, "--worker", impl, "--model", args.model,
+        "--repeats", str(repeat), "--steps", str(args.steps), "--warmup", str(args.warmup),
+        "--threads", str(args.threads),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{impl} worker failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = report["runs"]
+    sizes = sorted({r["n_atoms"] for r in runs})
+    impls = [i for i in IMPLS if any(r["impl"] == i for r in runs)]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    width = 0.8 / max(len(impls), 1)
+    for k, impl in enumerate(impls):
+        rows = {r["n_atoms"]: r for r in runs if r["impl"] == impl}
+        xs = [i + k * width for i, n in enumerate(sizes) if n in rows]
+        med = [rows[n]["median_s"] for n in sizes if n in rows]
+        err = [
+            [rows[n]["median_s"] - rows[n]["min_s"] for n in sizes if n in rows],
+            [rows[n]["max_s"] - rows[n]["median_s"] for n in sizes if n in rows],
+        ]
+        axes[0].bar(xs, med, width, yerr=err, label=impl, capsize=3)
+        axes[1].bar(xs, [rows[n]["peak_rss_mb"] for n in sizes if n in rows], width, label=impl)
+    for ax, label in zip(axes, ("step time (s), median, min–max", "peak RSS (MB)")):
+        ax.set_xticks([i + width * (len(impls) - 1) / 2 for i in range(len(sizes))])
+        ax.set_xticklabels([f"{n} atoms" for n in sizes])
+        ax.set_ylabel(label)
+        ax.legend()
+    fig.suptitle(f"{report['model']} on α-quartz, {report['threads']} threads, {report['cpu']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("bench_out/potential"))
+    parser.add_argument("--model", choices=["sevennet-0", "si-config"], default="sevennet-0")
+    parser.add_argument("--repeat", type=int, nargs="+", default=[2, 4], help="n for n×n×n cells")
+    parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=1800.0, help="per worker, seconds")
+    parser.add_argument("--smoke", action="store_true", help="9 atoms, si-config, ours only")
+    parser.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        result = _worker(
+            args.worker, args.model, args.repeats, args.steps, args.warmup, args.threads
+        )
+        print(json.dumps(result))
+        return result
+    if args.smoke:
+        args.model, args.repeat, args.impls = "si-config", [1], ["atomshard"]
+        args.steps, args.warmup = 2, 1
+    if args.model != "sevennet-0":
+        args.impls = [i for i in args.impls if i != "sevenn"]
+    import torch
+
+    report: dict = {
+        "benchmark": "potential step (neighbour list + energy + forces + stress)",
+        "model": args.model,
+        "structure": "alpha-quartz, rattled 0.01 Å",
+        "threads": args.threads,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "cpu": platform.processor() or platform.machine(),
+        "device": "cpu",
+        "world_size": 1,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        "runs": [],
+    }
+    try:
+        import sevenn
+
+        report["versions"]["sevenn"] = sevenn.__version__
+    except ImportError:
+        pass
+    print(f"{'impl':10s} {'atoms':>6s} {'median s':>9s} {'min s':>8s} {'max s':>8s} "
+          f"{'atom·steps/s':>13s} {'peak RSS MB':>12s}")  # fmt: skip
+    for repeat in args.repeat:
+        for impl in args.impls:
+            r = _run_worker(args, impl, repeat)
+            report["runs"].append(r)
+            print(
+                f"{impl:10s} {r['n_atoms']:6d} {r['median_s']:9.3f} {r['min_s']:8.3f} "
+                f"{r['max_s']:8.3f} {r['atom_steps_per_s']:13.1f} {r['peak_rss_mb']:12.0f}",
+                flush=True,
+            )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_potential.json").write_text(json.dumps(report, indent=2))
+    _plot(report, args.out / "bench_potential.png")
+    print(f"wrote {args.out / 'bench_potential.json'} and {args.out / 'bench_potential.png'}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
