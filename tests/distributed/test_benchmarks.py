@@ -27,3 +27,12 @@ def test_bench_exchange_smoke(tmp_path):
     assert all(r["forward_s"] > 0 and r["backward_s"] > 0 for r in rows)
     assert (tmp_path / "bench_exchange.png").exists()
     assert json.loads((tmp_path / "bench_exchange.json").read_text())["n_atoms"] > 0
+
+
+def test_bench_scaling_smoke(tmp_path):
+    report = _load("bench_scaling").main(["--smoke", "--out", str(tmp_path)])
+    one, two = report["worlds"]
+    assert one["n_ranks"] == 1 and one["max_exchange_fraction"] == 0.0  # serial: no exchange
+    assert two["n_ranks"] == 2 and 0.0 < two["max_exchange_fraction"] < 1.0
+    assert {r["rank"] for r in two["per_rank"]} == {0, 1}
+    assert (tmp_path / "bench_scaling.png").exists()

@@ -133,6 +133,16 @@ class DistributedEvaluator:
         self.partition = partition
         self.transport = transport
         self.profiler = profiler
+        # the exchange of the last plan: its index tensors and buffers are reused for as
+        # long as the plan is (MD steps between neighbour-list rebuilds, benchmarks)
+        self._exchange: tuple[HaloPlan, HaloExchange] | None = None
+
+    def exchange_for(self, plan: HaloPlan) -> HaloExchange:
+        """The :class:`HaloExchange` of ``plan``, built once per plan object."""
+        if self._exchange is None or self._exchange[0] is not plan:
+            ex = HaloExchange(plan, self.comm, transport=self.transport, profiler=self.profiler)
+            self._exchange = (plan, ex)
+        return self._exchange[1]
 
     def scatter(self, structure: Structure | None) -> LocalPart:
         """Rank 0 splits ``structure`` (ignored elsewhere); every rank gets its part.
@@ -166,7 +176,7 @@ class DistributedEvaluator:
     ) -> Properties:
         """Energy (global), virial/stress (global), owned energies and forces (local)."""
         graph = local.graph(self.comm.device)
-        ex = HaloExchange(local.plan, self.comm, transport=self.transport, profiler=self.profiler)
+        ex = self.exchange_for(local.plan)
         feature_exchange = ex if self.model.needs_feature_exchange else identity_exchange
         if self.profiler is not None:
             self.profiler.start_step()
