@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("atomshard.commands.convert", "convert a foreign checkpoint (SevenNet)"),
     "data": ("atomshard.commands.data", "make Hamiltonian training data (data pyscf ...)"),
     "train": ("atomshard.commands.train", "train a model from a YAML config (Hamiltonian)"),
+    "evaluate": ("atomshard.commands.evaluate", "MAE/RMSE of a potential on a labelled dataset"),
     "predict": ("atomshard.commands.predict", "predict Hamiltonian blocks, errors and plots"),
     "info": ("atomshard.commands.info", "describe an atomshard checkpoint"),
     "partition": ("atomshard.commands.partition", "partition a graph; compare Low-NN, METIS, grid"),

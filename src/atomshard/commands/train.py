@@ -51,10 +51,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.config}: needs a 'model' mapping with 'kind' (one of {KINDS})")
     kind = model["kind"]
     if kind == "potential":
-        raise InputError(
-            f"{args.config}: training interatomic potentials is not available yet; "
-            "only model kind 'hamiltonian' can be trained"
-        )
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return _train_potential(args, data)
     if kind != "hamiltonian":
         raise InputError(f"{args.config}: unknown model kind {kind!r}; known: {KINDS}")
     unknown = sorted(set(data) - {"model", "data", "training", "output"})
@@ -114,5 +113,22 @@ def _train_hamiltonian(args: argparse.Namespace, data: dict[str, Any]) -> int:
     print(
         f"{result.epochs_run} epochs; best validation MAE {result.best_val_mae * 1000:.3f} meV; "
         f"checkpoints in {output}/best.pt and last.pt"
+    )
+    return 0
+
+
+def _train_potential(args: argparse.Namespace, data: dict[str, Any]) -> int:
+    from atomshard.train.setup import prepare, run_training
+
+    prepared = prepare(data, where=args.config, output=args.output)
+    print(
+        f"training on {len(prepared.train_set)} structures, validating on "
+        f"{len(prepared.valid_set) or 'the training'} structures; species "
+        f"{list(prepared.config.species)}, cutoff {prepared.config.cutoff} Å"
+    )
+    summary = run_training(prepared, resume=not args.no_resume)
+    print(
+        f"{summary['epochs']} epochs ({summary['reason']}); best validation metric "
+        f"{summary['best']:.6g}; checkpoints in {prepared.output}/best.pt and last.pt"
     )
     return 0

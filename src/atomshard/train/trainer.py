@@ -1,0 +1,370 @@
+"""The training loop: AdamW, EMA, ReduceLROnPlateau, early stopping, two stages, resume.
+
+One epoch: the global batches of :func:`~atomshard.train.parallel.epoch_batches`, each
+rank training on its shard, gradients summed by
+:class:`~atomshard.train.parallel.GradientSync`, one AdamW step and one EMA update per
+batch; then validation with the EMA weights (error sums all-reduced), the scheduler
+step on the weighted validation loss, best/last checkpoints (rank 0, atomic) and a CSV
+row. ``last.pt`` holds everything a resume needs (raw and EMA weights, optimiser,
+scheduler, counters, history), and the data order depends only on ``(seed, epoch)``, so
+a resumed run repeats the uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atomshard.comm import Communicator, NullCommunicator
+from atomshard.errors import CheckpointError
+from atomshard.models.checkpoint import read_checkpoint, save_checkpoint
+from atomshard.models.potential import NequIPConfig, NequIPPotential
+from atomshard.train.batch import collate, predict_batch
+from atomshard.train.config import RecipeConfig
+from atomshard.train.data import LabelledStructure
+from atomshard.train.ema import WeightAverage
+from atomshard.train.loss import Counts, LossWeights, batch_loss, error_sums, summarise
+from atomshard.train.parallel import ForceModel, GradientSync, as_prediction, epoch_batches, shard
+from atomshard.utils.files import atomic_write
+
+CSV_FIELDS = (
+    "epoch", "stage", "lr", "train_loss", "val_loss",
+    "val_energy_mae", "val_energy_rmse", "val_force_mae", "val_force_rmse",
+    "val_stress_mae", "val_stress_rmse", "time_s",
+)  # fmt: skip
+
+
+@dataclass
+class TrainState:
+    """Counters saved in ``last.pt`` (besides the weights and optimiser state)."""
+
+    epoch: int = 0
+    stage: int = 1
+    stage_epoch: int = 0
+    best_metric: float = math.inf
+    bad_epochs: int = 0
+    elapsed_s: float = 0.0
+    finished: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train_potential` (meaningful on rank 0)."""
+
+    epochs_run: int
+    best_metric: float
+    stop_reason: str
+    history: list[dict[str, float]]
+    output: Path
+
+
+def stage_weights(recipe: RecipeConfig, stage: int) -> LossWeights:
+    """Loss weights of stage 1 or 2."""
+    if stage == 1:
+        return LossWeights(recipe.energy_weight, recipe.force_weight, recipe.stress_weight)
+    return LossWeights(recipe.stage2_energy_weight, recipe.stage2_force_weight,
+                       recipe.stress_weight)  # fmt: skip
+
+
+def early_stop_metric(row: dict[str, float]) -> float:
+    """Mean of the validation per-atom-energy and force RMSEs (those present)."""
+    values = [row[k] for k in ("val_energy_rmse", "val_force_rmse") if row[k] == row[k]]
+    return sum(values) / len(values) if values else math.inf
+
+
+class _Run:
+    """State and steps of one training run on one rank."""
+
+    def __init__(
+        self,
+        config: NequIPConfig,
+        train_set: Sequence[LabelledStructure],
+        valid_set: Sequence[LabelledStructure],
+        recipe: RecipeConfig,
+        output: Path,
+        comm: Communicator,
+        metadata: dict[str, Any],
+        init_state: dict[str, torch.Tensor] | None,
+    ) -> None:
+        self.config = config
+        self.train_set = [s.with_edges(config.cutoff) for s in train_set]
+        self.valid_set = [s.with_edges(config.cutoff) for s in valid_set] or self.train_set
+        self.recipe = recipe
+        self.output = output
+        self.comm = comm
+        self.rank = int(getattr(comm, "rank", 0))
+        self.world = int(getattr(comm, "world_size", 1))
+        self.metadata = metadata
+        torch.manual_seed(recipe.seed)
+        self.model = NequIPPotential.from_config(config)
+        if init_state is not None:
+            self.model.load_state_dict(init_state)
+        self.needs_stress = recipe.stress_weight > 0
+        self.force_model = ForceModel(
+            self.model, stress=self.needs_stress, autocast_bf16=recipe.precision == "bf16"
+        )
+        self.ema = WeightAverage(self.model, recipe.ema_decay)
+        self.state = TrainState()
+        self._new_optimiser(recipe.lr)
+
+    def _new_optimiser(self, lr: float) -> None:
+        r = self.recipe
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=lr, weight_decay=r.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer,
+            factor=r.plateau_factor,
+            patience=r.plateau_patience,
+            threshold=r.plateau_threshold,
+            min_lr=r.min_lr,
+        )
+
+    # -- checkpoints ------------------------------------------------------------------
+    def _meta(self, row: dict[str, float] | None) -> dict[str, Any]:
+        from atomshard.utils.config import config_to_dict
+
+        return {
+            **self.metadata,
+            "recipe": config_to_dict(self.recipe),
+            "epoch": self.state.epoch,
+            "stage": self.state.stage,
+            "metrics": dict(row or {}),
+        }
+
+    def save(self, name: str, row: dict[str, float] | None, *, training: bool) -> None:
+        if self.rank != 0:
+            return
+        raw = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        ema_state = self.ema.state_dict()
+        self.ema.swap(self.model)  # checkpoints hold the averaged weights
+        try:
+            extra = None
+            if training:
+                extra = {
+                    "training": {
+                        "model": raw,
+                        "ema": ema_state,
+                        "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict(),
+                        "state": {k: v for k, v in vars(self.state).items()},
+                    }
+                }
+            save_checkpoint(
+                self.output / name,
+                self.model,
+                model_type="potential",
+                config=self.config,
+                metadata=self._meta(row),
+                extra=extra,
+            )
+        finally:
+            self.ema.swap(self.model)
+
+    def resume(self, path: Path) -> None:
+        data = read_checkpoint(path)
+        training = data.get("training")
+        if not isinstance(training, dict):
+            raise CheckpointError(f"{path}: has no training state to resume from")
+        self.model.load_state_dict(training["model"])
+        self.ema.load_state_dict(training["ema"])
+        st = training["state"]
+        self.state = TrainState(**st)
+        lr = self.recipe.lr if self.state.stage == 1 else self.recipe.stage2_lr
+        self._new_optimiser(lr)
+        self.optimizer.load_state_dict(training["optimizer"])
+        self.scheduler.load_state_dict(training["scheduler"])
+
+    # -- one epoch --------------------------------------------------------------------
+    def train_epoch(self, sync: GradientSync, weights: LossWeights, bar: Any) -> float:
+        r = self.recipe
+        batches = epoch_batches(
+            len(self.train_set), r.batch_size, seed=r.seed, epoch=self.state.epoch,
+            world_size=self.world,
+        )  # fmt: skip
+        self.model.train()
+        total = torch.zeros((), dtype=torch.float64)
+        for indices in batches:
+            global_samples = [self.train_set[i] for i in indices]
+            mine = [self.train_set[i] for i in shard(indices, self.rank, self.world)]
+            batch = collate(mine)
+            pred = as_prediction(sync.forward_module(batch, True))
+            loss = batch_loss(pred, batch, Counts.of(global_samples), weights)
+            self.optimizer.zero_grad(set_to_none=True)
+            (loss * sync.loss_scale).backward()
+            sync.after_backward()
+            self.optimizer.step()
+            self.ema.update(self.model)
+            total += loss.detach().to(torch.float64)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss):.3g}")
+        total = self.comm.all_reduce_sum(total, what="train loss")
+        return float(total) / len(batches)
+
+    def validate(self, weights: LossWeights) -> dict[str, float]:
+        """Errors of the EMA weights on the validation set (each frame counted once)."""
+        self.ema.swap(self.model)
+        try:
+            self.model.eval()
+            sums = torch.zeros(9, dtype=torch.float64)
+            mine = shard(list(range(len(self.valid_set))), self.rank, self.world)
+            bs = max(self.recipe.batch_size, 1)
+            for i in range(0, len(mine), bs):
+                batch = collate([self.valid_set[k] for k in mine[i : i + bs]])
+                pred = predict_batch(
+                    self.model, batch, forces=True, stress=self.needs_stress,
+                    autocast_bf16=self.recipe.precision == "bf16",
+                )  # fmt: skip
+                sums += error_sums(pred, batch)
+            sums = self.comm.all_reduce_sum(sums, what="validation errors")
+        finally:
+            self.ema.swap(self.model)
+        return summarise(sums, weights)
+
+    def write_csv(self) -> None:
+        if self.rank != 0:
+            return
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(CSV_FIELDS))
+        writer.writeheader()
+        for row in self.state.history:
+            writer.writerow({k: row.get(k, "") for k in CSV_FIELDS})
+        with atomic_write(self.output / "metrics.csv") as fh:
+            fh.write(buf.getvalue())
+
+    def start_stage2(self) -> None:
+        """Continue from the best (EMA) weights with the stage-2 weights and lr."""
+        best = read_checkpoint(self.output / "best.pt") if self.rank == 0 else None
+        state = self.comm.broadcast_object(best["state_dict"] if best else None, src=0)
+        self.model.load_state_dict(state)
+        self.ema.reset(self.model)
+        self._new_optimiser(self.recipe.stage2_lr)
+        self.state.stage, self.state.stage_epoch, self.state.bad_epochs = 2, 0, 0
+
+
+def train_potential(
+    config: NequIPConfig,
+    train_set: Sequence[LabelledStructure],
+    valid_set: Sequence[LabelledStructure],
+    recipe: RecipeConfig,
+    output: str | Path,
+    *,
+    comm: Communicator | None = None,
+    resume: bool = True,
+    metadata: dict[str, Any] | None = None,
+    init_state: dict[str, torch.Tensor] | None = None,
+    stop_after_epochs: int | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train a :class:`NequIPPotential` built from ``config`` (see the module docstring).
+
+    Args:
+        config: the architecture, statistics already folded in (shifts, scales, neighbours).
+        train_set, valid_set: labelled structures; an empty ``valid_set`` validates on
+            the training set.
+        recipe: the training recipe.
+        output: folder for ``best.pt``, ``last.pt``, ``metrics.csv``.
+        comm: data-parallel communicator (serial when None).
+        resume: continue from ``output/last.pt`` when it exists.
+        metadata: extra checkpoint metadata (dataset statistics, data files).
+        init_state: starting weights (fine-tuning) instead of a random initialisation.
+        stop_after_epochs: stop (as if killed) after this many epochs of this call.
+        on_epoch: called on rank 0 with each epoch's CSV row.
+    """
+    comm = comm or NullCommunicator()
+    out = Path(output)
+    run = _Run(config, train_set, valid_set, recipe, out, comm, dict(metadata or {}), init_state)
+    if resume and (out / "last.pt").exists():
+        run.resume(out / "last.pt")
+    out.mkdir(parents=True, exist_ok=True)
+    sync = GradientSync(recipe.strategy, comm, run.force_model)
+    show = recipe.progress and run.rank == 0
+    reason = "finished" if run.state.finished else ""
+    done_here = 0
+    n_steps = len(epoch_batches(len(run.train_set), recipe.batch_size, seed=0, epoch=0,
+                                world_size=run.world))  # fmt: skip
+    stage_total = recipe.max_epochs + recipe.stage2_epochs
+    outer = None
+    if show:
+        from tqdm import tqdm
+
+        outer = tqdm(total=stage_total, initial=min(run.state.epoch, stage_total),
+                     desc="train", unit="epoch")  # fmt: skip
+    try:
+        while not run.state.finished:
+            st = run.state
+            weights = stage_weights(recipe, st.stage)
+            t0 = time.perf_counter()
+            inner = None
+            if show:
+                from tqdm import tqdm
+
+                inner = tqdm(total=n_steps, desc=f"epoch {st.epoch + 1}", leave=False,
+                             unit="batch")  # fmt: skip
+            train_loss = run.train_epoch(sync, weights, inner)
+            if inner is not None:
+                inner.close()
+            val = run.validate(weights)
+            st.epoch += 1
+            st.stage_epoch += 1
+            lr = run.optimizer.param_groups[0]["lr"]
+            run.scheduler.step(val["loss"])
+            st.elapsed_s += time.perf_counter() - t0
+            row = {
+                "epoch": st.epoch, "stage": st.stage, "lr": lr, "train_loss": train_loss,
+                "val_loss": val["loss"], "time_s": st.elapsed_s,
+                **{f"val_{k}": v for k, v in val.items() if k.endswith(("mae", "rmse"))},
+            }  # fmt: skip
+            st.history.append(row)
+            metric = early_stop_metric(row)
+            if metric < st.best_metric - recipe.early_stop_delta:
+                st.best_metric, st.bad_epochs = metric, 0
+                run.save("best.pt", row, training=False)
+            else:
+                st.bad_epochs += 1
+            limit = recipe.max_epochs if st.stage == 1 else recipe.stage2_epochs
+            if st.bad_epochs >= recipe.early_stop_patience:
+                reason = f"early stop (stage {st.stage})"
+            elif st.stage_epoch >= limit:
+                reason = f"max epochs (stage {st.stage})"
+            elif recipe.max_time_s is not None and st.elapsed_s >= recipe.max_time_s:
+                reason = "max time"
+            else:
+                reason = ""
+            if reason and st.stage == 1 and recipe.stage2_epochs > 0 and reason != "max time":
+                comm.barrier(what="best checkpoint written")
+                run.start_stage2()
+                reason = ""
+            elif reason:
+                st.finished = True
+            run.save("last.pt", row, training=True)
+            run.write_csv()
+            if outer is not None:
+                outer.update(1)
+                outer.set_postfix(val_f_rmse=f"{row['val_force_rmse']:.3g}", lr=f"{lr:.1e}")
+            if on_epoch is not None and run.rank == 0:
+                on_epoch(row)
+            done_here += 1
+            if stop_after_epochs is not None and done_here >= stop_after_epochs:
+                reason = reason or "stopped by caller"
+                break
+    finally:
+        if outer is not None:
+            outer.close()
+    return TrainResult(
+        epochs_run=run.state.epoch,
+        best_metric=run.state.best_metric,
+        stop_reason=reason,
+        history=run.state.history,
+        output=out,
+    )
