@@ -113,13 +113,29 @@ def test_train_resume_and_predict(tmp_path: Path, capsys: pytest.CaptureFixture[
         == 0
     )
     assert len(list(out.glob("*.pred.npz"))) == 3
+    # a plain structure file: prediction only
+    from ase.build import molecule
+    from ase.io import write
+
+    write(tmp_path / "w.xyz", molecule("H2O"))
+    capsys.readouterr()
+    assert (
+        main(
+            ["predict", str(tmp_path / "w.xyz"), "--model", str(run / "best.pt"), "--out", str(out)]
+        )
+        == 0
+    )
+    assert "no reference H" in capsys.readouterr().out
+    from atomshard.hamiltonian.files import read_block_file
+
+    assert read_block_file(out / "w.pred.h5").matrices["H"].n_blocks == 9
 
 
 def test_train_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "p.yaml"
-    cfg.write_text("model: {kind: potential}\n")
+    cfg.write_text("model: {kind: bpnn}\n")
     assert main(["train", str(cfg)]) == 2
-    assert "not available yet" in capsys.readouterr().err
+    assert "unknown model kind 'bpnn'" in capsys.readouterr().err
     cfg.write_text("model: {kind: hamiltonian}\ndata: {train: nowhere/*.h5}\noutput: x\n")
     assert main(["train", str(cfg)]) == 2
     assert "no data matches" in capsys.readouterr().err

@@ -7,7 +7,12 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", help="block files (.h5), folders or DeePTB folders")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        help="block files (.h5; errors against their H), folders of them, DeePTB folders, or "
+        "any ASE-readable structure file (prediction only)",
+    )
     parser.add_argument("--model", required=True, help="Hamiltonian checkpoint (best.pt)")
     parser.add_argument("--out", "-o", required=True, help="output folder")
     parser.add_argument(
@@ -22,6 +27,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _inputs(items: list[str], basis):  # type: ignore[no-untyped-def]
+    """``(name, BlockFile)`` for block files / DeePTB folders, or structures without H."""
+    from atomshard.hamiltonian.files import BlockFile
+    from atomshard.io.structures import read_structures
+    from atomshard.models.hamiltonian.data import expand_paths, read_any
+
+    for item in items:
+        p = Path(item)
+        if p.suffix in (".h5", ".hdf5") or p.is_dir() or not p.exists():
+            for path in expand_paths(item):
+                yield (path.stem if path.is_file() else path.name), read_any(path)
+        else:
+            frames = read_structures(item)
+            for n, atoms in enumerate(frames):
+                suffix = f"_{n}" if len(frames) > 1 else ""
+                yield f"{p.stem}{suffix}", BlockFile.from_ase(atoms, basis)
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -29,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from atomshard.errors import InputError
     from atomshard.models.checkpoint import load_model
     from atomshard.models.hamiltonian import HamiltonianModel
-    from atomshard.models.hamiltonian.data import expand_paths, make_sample, read_any
+    from atomshard.models.hamiltonian.data import make_sample
     from atomshard.models.hamiltonian.predict import (
         error_table,
         gamma_eigenvalues,
@@ -49,9 +72,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     all_rows = []
-    for path in expand_paths(args.inputs):
-        name = path.stem if path.is_file() else path.name
-        sample = make_sample(str(path), read_any(path), model.basis, model.cutoff)
+    for name, source in _inputs(args.inputs, model.basis):
+        sample = make_sample(name, source, model.basis, model.cutoff, required=False)
         pred = predict_sample(model, sample)
         if args.format == "h5":
             blocks = write_prediction(out / f"{name}.pred.h5", model, sample, pred)
@@ -59,6 +81,12 @@ def run(args: argparse.Namespace) -> int:
             blocks = pred.to_blockset(sample.graph)
             write_csr(out / f"{name}.pred.npz", blocks, model)
         rows = error_table(pred, sample)
+        if not rows:
+            print(
+                f"== {name}: {sample.graph.n_atoms} atoms, {sample.graph.n_edges} edges "
+                "(no reference H)"
+            )
+            continue
         for r in rows:
             r["structure"] = name
         all_rows += rows

@@ -52,15 +52,25 @@ class BlockFile:
     """
 
     basis: OrbitalBasis
+    species: np.ndarray
     positions: np.ndarray
     cell: np.ndarray
     pbc: np.ndarray
     matrices: dict[str, BlockSet]
     energy: float | None = None
 
-    @property
-    def species(self) -> np.ndarray:
-        return next(iter(self.matrices.values())).species
+    @classmethod
+    def from_ase(cls, atoms, basis: OrbitalBasis) -> BlockFile:  # type: ignore[no-untyped-def]
+        """A structure without matrices (for prediction)."""
+        basis.check_species(atoms.numbers)
+        return cls(
+            basis=basis,
+            species=np.asarray(atoms.numbers, dtype=np.int64),
+            positions=np.asarray(atoms.positions, dtype=np.float64),
+            cell=np.asarray(atoms.cell.array, dtype=np.float64),
+            pbc=np.asarray(atoms.pbc, dtype=bool),
+            matrices={},
+        )
 
     def to_ase(self):  # type: ignore[no-untyped-def]
         from ase import Atoms
@@ -166,6 +176,7 @@ def read_block_file(path: str | Path) -> BlockFile:
         energy = float(f.attrs["energy"]) if "energy" in f.attrs else None
         return BlockFile(
             basis=basis,
+            species=species,
             positions=np.asarray(f["positions"][()], dtype=np.float64),
             cell=np.asarray(f["cell"][()], dtype=np.float64),
             pbc=np.asarray(f["pbc"][()], dtype=bool),
@@ -223,4 +234,6 @@ def read_deeptb(folder: str | Path, *, frame: str = "0") -> BlockFile:
         raise InputError(
             f"DeePTB folder {str(folder)!r} has neither hamiltonians.h5 nor overlaps.h5"
         )
-    return BlockFile(basis=basis, positions=positions, cell=cell, pbc=pbc, matrices=matrices)
+    return BlockFile(
+        basis=basis, species=species, positions=positions, cell=cell, pbc=pbc, matrices=matrices
+    )

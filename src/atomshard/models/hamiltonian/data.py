@@ -96,10 +96,19 @@ def _group(
 
 
 def make_sample(
-    name: str, source: BlockFile, basis: OrbitalBasis, cutoff: float, *, matrix: str = "H"
+    name: str,
+    source: BlockFile,
+    basis: OrbitalBasis,
+    cutoff: float,
+    *,
+    matrix: str = "H",
+    required: bool = True,
 ) -> Sample:
-    """Graph at ``cutoff`` with the file's ``matrix`` blocks put on its nodes and edges."""
-    if matrix not in source.matrices:
+    """Graph at ``cutoff`` with the file's ``matrix`` blocks put on its nodes and edges.
+
+    Without that matrix (and ``required=False``) the sample has no targets.
+    """
+    if matrix not in source.matrices and required:
         raise InputError(f"{name}: has no {matrix!r} blocks (has {list(source.matrices)})")
     if source.basis != basis:
         raise InputError(
@@ -110,6 +119,8 @@ def make_sample(
         positions=source.positions, species=source.species, cell=source.cell, pbc=source.pbc
     )
     graph = AtomicGraph.from_structure(st, cutoff)
+    if matrix not in source.matrices:
+        return Sample(name, graph, {}, {}, source, 0.0)
     eb = EdgeBlocks.from_blocks(
         source.matrices[matrix], basis, graph.src.numpy(), graph.dst.numpy(), graph.shifts.numpy()
     )
