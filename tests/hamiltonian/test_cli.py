@@ -139,3 +139,55 @@ def test_train_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     cfg.write_text("model: {kind: hamiltonian}\ndata: {train: nowhere/*.h5}\noutput: x\n")
     assert main(["train", str(cfg)]) == 2
     assert "no data matches" in capsys.readouterr().err
+
+
+def test_predict_periodic_bands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A periodic H chain with R != 0 blocks: predict plots bands against the reference."""
+    import numpy as np
+
+    from atomshard.graph import neighbor_list
+    from atomshard.hamiltonian.basis import OrbitalBasis
+    from atomshard.hamiltonian.blocks import BlockSet
+    from atomshard.hamiltonian.files import write_block_file
+    from atomshard.models.checkpoint import save_checkpoint
+    from atomshard.models.hamiltonian import HamiltonianConfig, HamiltonianModel
+
+    basis = OrbitalBasis(shells={"H": "1s"})
+    pos = np.array([[0.0, 0.0, 0.0], [1.4, 0.1, 0.0]])
+    cell, pbc = np.diag([3.0, 6.0, 6.0]), np.ones(3, bool)
+    src, dst, shifts = neighbor_list(pos, cell, pbc, cutoff=2.5)
+    pairs = [(0, 0, 0, 0, 0), (0, 0, 0, 1, 1)]
+    hs, ss = [np.array([[-1.0]])] * 2, [np.array([[1.0]])] * 2
+    for s, d, sh in zip(src, dst, shifts, strict=True):
+        r = np.linalg.norm(pos[s] + sh @ cell - pos[d])
+        pairs.append((*sh.tolist(), int(d), int(s)))
+        hs.append(np.array([[-np.exp(-r)]]))
+        ss.append(np.array([[0.1 * np.exp(-r)]]))
+    species = np.array([1, 1])
+    mats = {
+        "H": BlockSet(species=species, atom_pairs=np.array(pairs), blocks=tuple(hs)),
+        "S": BlockSet(species=species, atom_pairs=np.array(pairs), blocks=tuple(ss)),
+    }
+    write_block_file(
+        tmp_path / "chain.h5", basis=basis, positions=pos, cell=cell, pbc=pbc, matrices=mats
+    )
+    model = HamiltonianModel(
+        HamiltonianConfig(basis={"H": "1s"}, cutoff=2.5, channels=2, hidden=2, n_layers=1)
+    )
+    save_checkpoint(tmp_path / "m.pt", model, model_type="hamiltonian", config=model.config)
+    out = tmp_path / "pred"
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "chain.h5"),
+                "--model",
+                str(tmp_path / "m.pt"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert (out / "chain.bands.png").stat().st_size > 1000
+    assert "edge" in capsys.readouterr().out

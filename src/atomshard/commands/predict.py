@@ -45,6 +45,27 @@ def _inputs(items: list[str], basis):  # type: ignore[no-untyped-def]
                 yield f"{p.stem}{suffix}", BlockFile.from_ase(atoms, basis)
 
 
+def _plot_bands(path: Path, sample, blocks, model) -> None:  # type: ignore[no-untyped-def]
+    """Predicted vs reference bands along the cell's standard path, near the gap."""
+    import numpy as np
+
+    from atomshard.hamiltonian.assembly import band_structure, kpath, plot_bands
+
+    k, x, special = kpath(sample.source.cell, npoints=40)
+    s = sample.source.matrices["S"]
+    ref = band_structure(sample.source.matrices["H"], s, model.basis, k)
+    pred = band_structure(blocks, s, model.basis, k)
+    mid = float(np.median(ref))
+    plot_bands(
+        path,
+        x,
+        {"reference": ref, "predicted": pred},
+        special=special,
+        window=(mid - 10.0, mid + 10.0),
+        title=path.stem,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -107,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
                 np.column_stack([e_ref, e_pred]),
                 header="reference_eV predicted_eV",
             )
+        if not args.no_plots and sample.source.pbc.any() and "S" in sample.source.matrices:
+            _plot_bands(out / f"{name}.bands.png", sample, blocks, model)
         if not args.no_plots:
             plot_magnitude_vs_distance(out / f"{name}.h_vs_distance.png", pred, sample)
             plot_errors(out / f"{name}.errors.png", pred, sample)

@@ -23,6 +23,7 @@ __all__ = [
     "BlochAssembler",
     "band_structure",
     "generalized_eigenvalues",
+    "kpath",
     "plot_bands",
 ]
 
@@ -132,6 +133,24 @@ def band_structure(
             for k in np.asarray(kpoints, dtype=np.float64).reshape(-1, 3)
         ]
     )
+
+
+def kpath(
+    cell: np.ndarray, path: str | None = None, npoints: int = 60
+) -> tuple[np.ndarray, np.ndarray, list[tuple[float, str]]]:
+    """A band path through the special points of ``cell`` (ASE's Setyawan–Curtarolo paths).
+
+    Shapes:
+        cell: ``[3, 3]`` Å, rows are lattice vectors
+        returns: kpoints ``[npoints, 3]`` fractional, path coordinate ``[npoints]`` (1/Å),
+        and ``(coordinate, label)`` of the special points
+    """
+    from ase.cell import Cell
+
+    bp = Cell(np.asarray(cell, dtype=np.float64)).bandpath(path, npoints=npoints)
+    x, special_x, labels = bp.get_linear_kpoint_axis()
+    labels = ["Γ" if name == "G" else name for name in labels]
+    return np.asarray(bp.kpts), np.asarray(x), list(zip(map(float, special_x), labels, strict=True))
 
 
 def plot_bands(
