@@ -175,3 +175,18 @@ def test_partition_layer_imports_nothing_above_graph():
                 assert not name.startswith("torch"), (path.name, name)
                 if name.startswith("atomshard"):
                     assert name.startswith(allowed), (path.name, name)
+
+
+def test_lownn_free_origin_puts_a_cut_in_a_sparse_layer(make_graph):
+    rng = np.random.default_rng(8)
+    cell = np.diag([40.0, 10.0, 10.0])
+    pos = rng.uniform(0, 1, (1500, 3)) @ cell
+    pos = pos[(pos[:, 0] < 25.0) | (pos[:, 0] > 28.0)]  # a 3 Å empty layer (< cutoff)
+    g = make_graph(pos, cell, [True] * 3, 3.5)
+    part = lownn_partition(g, 2)
+    x = g.positions[:, 0]
+    order = np.argsort(x)
+    change = np.flatnonzero(part[order] != np.roll(part[order], 1))
+    cuts = 0.5 * (x[order][change] + x[order][change - 1])
+    assert len(cuts) == 2  # two planes: periodic slab split
+    assert np.any((cuts > 24.5) & (cuts < 28.5)), cuts

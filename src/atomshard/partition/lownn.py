@@ -23,8 +23,10 @@ After the appendix of the Hamiltonian seed, extended:
   counted): the split is exact to one atom, so edge imbalance is tiny.
 * **Free origin.** The first cut of a periodic axis needs two planes, and their origin is
   free: it is placed (on a 512-bin histogram, vectorised over all origins) where the weight
-  within ``r_cut`` of both planes is smallest, e.g. in a vacuum gap. A periodic axis with a
-  gap wider than ``r_cut`` is treated as non-periodic from the start (slabs).
+  within ``r_cut`` of both planes is smallest, e.g. in a low-density layer. It is chosen
+  once per axis on all atoms and shared by every domain, so sibling cuts stay aligned.
+  A periodic axis with a gap wider than ``r_cut`` is treated as non-periodic from the
+  start (slabs).
 * **Triclinic cells** are cut along lattice planes (fractional coordinates); non-periodic
   axes use atom extents; more parts than atoms leave parts empty (with a warning).
 
@@ -164,6 +166,7 @@ def lownn_partition(
     hi = np.where(periodic, 1.0, coord.max(axis=0))
     period = np.where(periodic, spacing, (hi - lo) * spacing)
 
+    origins: dict[int, float] = {}  # one origin per periodic axis, shared by all domains
     stack = [_Domain(np.arange(n), lo, hi, periodic.copy(), n_parts, 0)]
     while stack:
         dom = stack.pop()
@@ -187,7 +190,9 @@ def lownn_partition(
         lo, hi, wraps = dom.lo.copy(), dom.hi.copy(), dom.wraps.copy()
         if wraps[axis]:
             window = min(_BINS // 4, math.ceil(graph.cutoff / spacing[axis] * _BINS))
-            origin = _free_origin(frac[atoms, axis], w, fraction, window)
+            if axis not in origins:  # chosen on all atoms, then shared: cuts stay aligned
+                origins[axis] = _free_origin(frac[:, axis], weight, fraction, window)
+            origin = origins[axis]
             coord[atoms, axis] = origin + np.mod(frac[atoms, axis] - origin, 1.0)
             lo[axis], hi[axis] = origin, origin + 1.0
             wraps[axis] = False
