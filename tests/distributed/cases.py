@@ -146,3 +146,10 @@ def _build(kind: str):
     from atomshard.models.resolve import resolve_model
 
     return resolve_model(kind, dtype=torch.float64)
+
+
+def x_slabs(structure, src, dst, shifts, n_parts):
+    """Partition into slabs of the wrapped fractional x: atoms that cross a boundary
+    during MD change owner at the next rebuild."""
+    frac = np.linalg.solve(structure.cell.T, structure.positions.T).T[:, 0] % 1.0
+    return np.minimum((frac * n_parts).astype(np.int64), n_parts - 1)

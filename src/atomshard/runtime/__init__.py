@@ -22,16 +22,19 @@ from atomshard.runtime._evaluate import (
     evaluate_frames,
     split_structure,
 )
+from atomshard.runtime._md import DistributedForceField, empty_state, run_md
 from atomshard.runtime._partition import PARTITION_NAMES, PartitionSpec, partition_atoms
 
 __all__ = [
     "PARTITION_NAMES",
     "DistributedCalculator",
     "DistributedEvaluator",
+    "DistributedForceField",
     "FrameResult",
     "LocalPart",
     "PartitionSpec",
     "as_structure",
+    "empty_state",
     "evaluate_distributed",
     "evaluate_for_command",
     "evaluate_frames",
@@ -39,6 +42,7 @@ __all__ = [
     "frame_result_dict",
     "load_potential",
     "partition_atoms",
+    "run_md",
     "split_structure",
     "write_profile",
 ]

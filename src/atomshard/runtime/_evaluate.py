@@ -176,7 +176,15 @@ class DistributedEvaluator:
     ) -> Properties:
         """Energy (global), virial/stress (global), owned energies and forces (local)."""
         graph = local.graph(self.comm.device)
-        ex = self.exchange_for(local.plan)
+        return self.evaluate_graph(
+            graph, local.plan, forces=forces, stress=stress and bool(local.pbc.all())
+        )
+
+    def evaluate_graph(
+        self, graph: AtomicGraph, plan: HaloPlan, *, forces: bool = True, stress: bool = True
+    ) -> Properties:
+        """Evaluate this rank's local ``graph`` (rows as in ``plan``; edges may be a subset)."""
+        ex = self.exchange_for(plan)
         feature_exchange = ex if self.model.needs_feature_exchange else identity_exchange
         if self.profiler is not None:
             self.profiler.start_step()
@@ -184,10 +192,10 @@ class DistributedEvaluator:
             self.model,
             graph,
             forces=forces,
-            stress=stress and bool(local.pbc.all()),
+            stress=stress,
             exchange=feature_exchange,
             position_exchange=ex,
-            n_owned=local.plan.n_owned,
+            n_owned=plan.n_owned,
             reduce=lambda t: self.comm.all_reduce_sum(t, what="energy/virial sum"),
         )
         if self.profiler is not None:

@@ -1,0 +1,308 @@
+"""Distributed molecular dynamics: a force field whose state holds only owned atoms.
+
+:class:`DistributedForceField` satisfies :class:`atomshard.md.state.ForceField`, so the
+serial integrators (``nve_step``, ``langevin_step``: per-atom arithmetic only) run
+unchanged on every rank. Each rank's :class:`~atomshard.md.state.MDState` holds the
+positions, velocities, masses, species and global ids of the atoms it owns.
+
+Every step: one position exchange refreshes the halo, local edges beyond the cutoff are
+masked (the plan was built at ``cutoff + skin``), and the model runs as in
+:class:`~atomshard.runtime.DistributedEvaluator`. When any atom has moved more than half
+the skin since the last build (the serial :class:`~atomshard.graph.NeighborList`
+criterion, reduced over ranks), the plan is rebuilt: owned atoms are gathered on rank 0,
+re-partitioned, and every atom migrates with its velocity to its new owner.
+
+Limitation: the rebuild gathers the whole system on rank 0 (only at rebuilds; steps in
+between hold no global arrays on any rank).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from atomshard.comm import Communicator, ExchangeProfiler
+from atomshard.errors import InputError
+from atomshard.graph import AtomicGraph, Structure
+from atomshard.md.state import MDState
+from atomshard.models.base import Potential
+from atomshard.runtime._evaluate import DistributedEvaluator, LocalPart, split_structure
+from atomshard.runtime._partition import PartitionSpec
+
+
+@dataclass(frozen=True)
+class _Owned:
+    """Per-atom data that migrates with an atom at a rebuild."""
+
+    velocities: np.ndarray
+    masses: np.ndarray
+
+
+def empty_state(like: MDState | None = None) -> MDState:
+    """A state owning no atoms (ranks other than 0 before the first force call)."""
+    f64 = torch.float64
+    return MDState(
+        positions=torch.zeros(0, 3, dtype=f64),
+        velocities=torch.zeros(0, 3, dtype=f64),
+        masses=torch.zeros(0, dtype=f64),
+        species=torch.zeros(0, dtype=torch.int64),
+        atom_ids=torch.zeros(0, dtype=torch.int64),
+        cell=torch.zeros(3, 3, dtype=f64) if like is None else like.cell.clone(),
+        pbc=torch.zeros(3, dtype=torch.bool) if like is None else like.pbc.clone(),
+        forces=torch.zeros(0, 3, dtype=f64),
+    )
+
+
+class DistributedForceField:
+    """Fills ``forces`` (owned atoms), ``energy`` and ``stress`` (global) of a rank's state.
+
+    Args:
+        model: the potential (same weights on every rank).
+        comm: the communicator.
+        skin: neighbour-list skin, Å (plans are rebuilt when an atom moved > skin/2).
+        partition: how rank 0 assigns atoms at every rebuild.
+        transport: halo-exchange transport.
+        stress: compute the stress (periodic cells only).
+        profiler: per-rank exchange timings.
+    """
+
+    def __init__(
+        self,
+        model: Potential,
+        comm: Communicator,
+        *,
+        skin: float = 1.0,
+        partition: PartitionSpec = "auto",
+        transport: str = "auto",
+        stress: bool = True,
+        profiler: ExchangeProfiler | None = None,
+    ) -> None:
+        if skin < 0:
+            raise InputError(f"neighbour-list skin must be >= 0, got {skin}")
+        self.model = model
+        self.comm = comm
+        self.skin = float(skin)
+        self.stress = stress
+        self.evaluator = DistributedEvaluator(
+            model, comm, partition=partition, transport=transport, profiler=profiler
+        )
+        self.local: LocalPart | None = None
+        self._ref_positions: torch.Tensor | None = None
+        self._ref_cell: torch.Tensor | None = None
+        self.n_builds = 0
+        self.n_migrated = 0  # atoms that changed owner at rebuilds (counted on rank 0)
+
+    # -- rebuild and migration ------------------------------------------------------------
+    def _needs_rebuild(self, state: MDState) -> bool:
+        if self.local is None or self._ref_positions is None or self._ref_cell is None:
+            return True
+        flag = torch.zeros(1, dtype=torch.float64)
+        if state.n_atoms:
+            moved = torch.linalg.vector_norm(state.positions - self._ref_positions, dim=1)
+            flag[0] = float(moved.max() > 0.5 * self.skin)
+        if not torch.equal(state.cell, self._ref_cell):
+            flag[0] = 1.0
+        return bool(self.comm.all_reduce_max(flag, what="neighbour-list rebuild check")[0] > 0)
+
+    def _rebuild(self, state: MDState) -> None:
+        """Gather owned atoms on rank 0, re-partition, scatter: atoms migrate."""
+        mine = (
+            state.atom_ids.cpu().numpy(),
+            state.positions.detach().cpu().numpy(),
+            state.velocities.cpu().numpy(),
+            state.masses.cpu().numpy(),
+            state.species.cpu().numpy(),
+        )
+        gathered = self.comm.gather_objects(mine) if self.comm.world_size > 1 else [mine]
+        payload: list[Any] | None = None
+        if gathered is not None:
+            try:
+                payload = self._split(gathered, state)
+            except Exception as exc:  # send the error, not a timeout, to every rank
+                if self.comm.world_size == 1:
+                    raise
+                payload = [exc] * self.comm.world_size
+        got = payload[0] if self.comm.world_size == 1 and payload else None
+        if self.comm.world_size > 1:
+            got = self.comm.scatter_objects(payload)
+        if isinstance(got, Exception):
+            raise got
+        assert got is not None
+        local, owned = got
+        plan = local.plan
+        n = plan.n_owned
+        f64 = torch.float64
+        state.positions = torch.as_tensor(local.positions[:n], dtype=f64).clone()
+        state.velocities = torch.as_tensor(owned.velocities, dtype=f64).clone()
+        state.masses = torch.as_tensor(owned.masses, dtype=f64).clone()
+        state.species = torch.as_tensor(local.species[:n], dtype=torch.int64).clone()
+        state.atom_ids = torch.as_tensor(plan.local_to_global[:n], dtype=torch.int64).clone()
+        state.cell = torch.as_tensor(local.cell, dtype=f64).clone()
+        state.pbc = torch.as_tensor(local.pbc, dtype=torch.bool).clone()
+        state.forces = torch.zeros(n, 3, dtype=f64)
+        self.local = local
+        self._ref_positions = state.positions.clone()
+        self._ref_cell = state.cell.clone()
+        self.n_builds += 1
+
+    def _split(self, gathered: list[Any], state: MDState) -> list[Any]:
+        ids = np.concatenate([g[0] for g in gathered]).astype(np.int64)
+        n_atoms = len(ids)
+        if not np.array_equal(np.sort(ids), np.arange(n_atoms)):
+            raise InputError("distributed MD: atom ids must be 0..n_atoms-1, each once")
+        old_owner = np.concatenate([np.full(len(g[0]), r) for r, g in enumerate(gathered)])
+
+        def glob(k: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+            out = np.zeros((n_atoms, *shape), dtype=dtype)
+            out[ids] = np.concatenate([g[k].reshape(-1, *shape) for g in gathered])
+            return out
+
+        structure = Structure(
+            positions=glob(1, (3,), np.float64),
+            species=glob(4, (), np.int64),
+            cell=state.cell.cpu().numpy(),
+            pbc=state.pbc.cpu().numpy(),
+        )
+        velocities = glob(2, (3,), np.float64)
+        masses = glob(3, (), np.float64)
+        self.model.check_species(torch.as_tensor(structure.species))
+        parts = split_structure(
+            structure,
+            float(self.model.cutoff) + self.skin,
+            self.comm.world_size,
+            self.evaluator.partition,
+        )
+        owner_of = np.empty(n_atoms, np.int64)
+        for r, p in enumerate(parts):
+            owner_of[p.plan.local_to_global[: p.plan.n_owned]] = r
+        if self.n_builds:  # the first build distributes rank 0's atoms: not a migration
+            self.n_migrated += int((owner_of[ids] != old_owner).sum())
+        return [
+            (
+                p,
+                _Owned(
+                    velocities=velocities[p.plan.local_to_global[: p.plan.n_owned]],
+                    masses=masses[p.plan.local_to_global[: p.plan.n_owned]],
+                ),
+            )
+            for p in parts
+        ]
+
+    # -- one force call ---------------------------------------------------------------------
+    def __call__(self, state: MDState) -> None:
+        if self._needs_rebuild(state):
+            self._rebuild(state)
+        assert self.local is not None
+        local, plan = self.local, self.local.plan
+        ex = self.evaluator.exchange_for(plan)
+        cell = state.cell.to(torch.float64)
+        positions = torch.empty(plan.n_local, 3, dtype=torch.float64)
+        positions[: plan.n_owned] = state.positions.detach()
+        positions = ex.forward_exchange(positions) if self.comm.world_size > 1 else positions
+        src = torch.as_tensor(plan.src, dtype=torch.int64)
+        dst = torch.as_tensor(plan.dst, dtype=torch.int64)
+        shifts = torch.as_tensor(plan.shifts.reshape(-1, 3), dtype=torch.int64)
+        vec = positions[src] + shifts.to(torch.float64) @ cell - positions[dst]
+        keep = (vec * vec).sum(dim=1) < float(self.model.cutoff) ** 2
+        graph = AtomicGraph(
+            positions=positions,
+            species=torch.as_tensor(local.species, dtype=torch.int64),
+            cell=cell,
+            pbc=state.pbc,
+            src=src[keep],
+            dst=dst[keep],
+            shifts=shifts[keep],
+            cutoff=float(self.model.cutoff),
+        )
+        props = self.evaluator.evaluate_graph(
+            graph, plan, forces=True, stress=self.stress and bool(state.pbc.all())
+        )
+        assert props.forces is not None
+        state.forces = props.forces.detach().to(torch.float64)
+        state.energy = float(props.energy)
+        state.stress = None if props.stress is None else props.stress.detach()
+
+    # -- global quantities the serial integrators compute locally ------------------------
+    def kinetic_energy(self, state: MDState) -> float:
+        """Kinetic energy of all ranks' atoms, eV."""
+        ke = torch.tensor([state.kinetic_energy()], dtype=torch.float64)
+        return float(self.comm.all_reduce_sum(ke, what="kinetic energy")[0])
+
+    def gather_positions(self, state: MDState) -> np.ndarray | None:
+        """``[n_atoms, 3]`` positions in global atom order on rank 0 (None elsewhere)."""
+        mine = (state.atom_ids.cpu().numpy(), state.positions.detach().cpu().numpy())
+        gathered = self.comm.gather_objects(mine) if self.comm.world_size > 1 else [mine]
+        if gathered is None:
+            return None
+        ids = np.concatenate([g[0] for g in gathered])
+        out = np.zeros((len(ids), 3))
+        out[ids] = np.concatenate([g[1].reshape(-1, 3) for g in gathered])
+        return out
+
+
+def run_md(
+    comm: Communicator,
+    model: Any,
+    *,
+    atoms: Any,
+    n_steps: int,
+    dt: float,
+    skin: float = 1.0,
+    partition: PartitionSpec = "auto",
+    integrator: str = "nve",
+    temperature: float = 300.0,
+    friction: float = 0.01,
+    seed: int = 0,
+    every: int = 10,
+    stress: bool = False,
+    dtype: torch.dtype | None = None,
+) -> dict[str, Any] | None:
+    """A distributed NVE or Langevin run from rank 0's ``atoms`` (velocities included).
+
+    Returns (rank 0): ``{"steps", "positions": [n_frames, n_atoms, 3] Å, "energy",
+    "total_energy" (eV, per frame), "n_builds", "n_migrated"}``; None on other ranks.
+    """
+    from atomshard.md.integrators import langevin_init, langevin_step, nve_init, nve_step
+    from atomshard.md.state import state_from_ase
+    from atomshard.runtime._api import load_potential
+
+    if integrator not in ("nve", "langevin"):
+        raise InputError(f"distributed MD supports nve and langevin, got {integrator!r}")
+    potential = load_potential(model, dtype=dtype).to(comm.device)
+    state = state_from_ase(atoms) if comm.rank == 0 else empty_state()
+    ff = DistributedForceField(potential, comm, skin=skin, partition=partition, stress=stress)
+    init = nve_init if integrator == "nve" else langevin_init
+    init(state, ff)
+    frames: dict[str, list[Any]] = {"steps": [], "positions": [], "energy": [], "total": []}
+
+    def record() -> None:
+        pos = ff.gather_positions(state)
+        kinetic = ff.kinetic_energy(state)
+        if pos is not None:
+            frames["steps"].append(state.step)
+            frames["positions"].append(pos)
+            frames["energy"].append(state.energy)
+            frames["total"].append(state.energy + kinetic)
+
+    record()
+    for _ in range(n_steps):
+        if integrator == "nve":
+            nve_step(state, ff, dt=dt)
+        else:
+            langevin_step(state, ff, dt=dt, temperature=temperature, friction=friction, seed=seed)
+        if state.step % every == 0:
+            record()
+    n_migrated = comm.broadcast_object(ff.n_migrated)
+    if comm.rank != 0:
+        return None
+    return {
+        "steps": frames["steps"],
+        "positions": np.stack(frames["positions"]),
+        "energy": frames["energy"],
+        "total_energy": frames["total"],
+        "n_builds": ff.n_builds,
+        "n_migrated": n_migrated,
+    }
