@@ -54,3 +54,45 @@ def tiny_model(**overrides) -> dict:
     )  # fmt: skip
     base.update(overrides)
     return base
+
+
+def tiny_config(species=(1, 8), dtype: str = "float64"):
+    """A tiny :class:`NequIPConfig` for direct (non-YAML) tests."""
+    from atomshard.models.potential import NequIPConfig
+
+    return NequIPConfig(
+        species=tuple(species), channels=8, l_max=1, n_layers=2, cutoff=2.5, n_radial=4,
+        radial_hidden=(8,), avg_num_neighbors=6.0, dtype=dtype, energy_shift=(-1.5, -4.0),
+    )  # fmt: skip
+
+
+def rank_gradient(comm, frames, strategy: str, stress_weight: float = 1.0):
+    """Flat gradient of the global-batch loss after the strategy's sync, on this rank.
+
+    Every rank builds the same float64 model (seed 0), trains on its shard
+    ``frames[rank::world]`` of the one global batch and syncs gradients.
+    """
+    import torch
+
+    from atomshard.train.batch import collate
+    from atomshard.train.data import LabelledStructure
+    from atomshard.train.loss import Counts, LossWeights, batch_loss
+    from atomshard.train.parallel import ForceModel, GradientSync, as_prediction, shard
+
+    assert all(isinstance(f, LabelledStructure) for f in frames)
+    rank, world = int(getattr(comm, "rank", 0)), int(getattr(comm, "world_size", 1))
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    from atomshard.models.potential import NequIPPotential
+
+    model = NequIPPotential.from_config(cfg)
+    fm = ForceModel(model, stress=stress_weight > 0, autocast_bf16=False)
+    sync = GradientSync(strategy, comm, fm)
+    samples = [f.with_edges(cfg.cutoff) for f in frames]
+    mine = [samples[i] for i in shard(list(range(len(samples))), rank, world)]
+    batch = collate(mine)
+    pred = as_prediction(sync.forward_module(batch, True))
+    loss = batch_loss(pred, batch, Counts.of(samples), LossWeights(1.0, 1.0, stress_weight))
+    (loss * sync.loss_scale).backward()
+    sync.after_backward()
+    return torch.cat([p.grad.reshape(-1) for p in fm.parameters()]).numpy()

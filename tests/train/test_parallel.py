@@ -1,0 +1,50 @@
+"""Data parallelism: 2-rank gradients == 1-rank gradients on the same global batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from train_cases import rank_gradient, tiny_frames
+
+from atomshard.comm import LocalGroup, NullCommunicator
+from atomshard.errors import InputError
+from atomshard.train.data import LabelledStructure
+from atomshard.train.parallel import epoch_batches, shard
+
+
+def _frames(n: int) -> list[LabelledStructure]:
+    from atomshard.train.data import _from_atoms
+
+    return [_from_atoms(a, f"frame {k}") for k, a in enumerate(tiny_frames(n, seed=3))]
+
+
+@pytest.mark.distributed
+def test_two_rank_gradients_equal_one_rank_for_both_strategies():
+    frames = _frames(5)  # odd count: the shards differ in size
+    serial = rank_gradient(NullCommunicator(), frames, "allreduce")
+    assert np.abs(serial).max() > 0
+    with LocalGroup(2, timeout_s=120, threads_per_rank=1) as group:
+        for strategy in ("allreduce", "ddp"):
+            grads = group.run(rank_gradient, frames, strategy)
+            for g in grads:
+                np.testing.assert_allclose(g, serial, rtol=1e-10, atol=1e-12 * np.abs(serial).max())
+
+
+def test_epoch_batches_cover_every_frame_once_and_depend_on_seed_and_epoch():
+    a = epoch_batches(10, 4, seed=1, epoch=0)
+    assert sorted(i for b in a for i in b) == list(range(10))
+    assert [len(b) for b in a] == [4, 4, 2]
+    assert a == epoch_batches(10, 4, seed=1, epoch=0)
+    assert a != epoch_batches(10, 4, seed=1, epoch=1)
+    assert a != epoch_batches(10, 4, seed=2, epoch=0)
+    # a last batch smaller than the world is merged so every rank gets a frame
+    b = epoch_batches(9, 4, seed=0, epoch=0, world_size=2)
+    assert [len(x) for x in b] == [4, 5]
+    with pytest.raises(InputError, match="cannot feed"):
+        epoch_batches(1, 4, seed=0, epoch=0, world_size=2)
+
+
+def test_validation_shards_do_not_duplicate():
+    for world in (1, 2, 3, 4):
+        parts = [shard(list(range(7)), r, world) for r in range(world)]
+        assert sorted(i for p in parts for i in p) == list(range(7))
