@@ -146,3 +146,21 @@ def test_dense_molecule_and_plot(tmp_path: Path) -> None:
         special=[(0.0, "G"), (2.0, "X")],
     )
     assert (tmp_path / "b.png").stat().st_size > 1000
+
+
+def test_read_pyscf_npz_eigenvalues() -> None:
+    """PySCF matrices read as blocks (eV, our order) keep the reference eigenvalues."""
+    import scipy.linalg
+
+    from atomshard.hamiltonian.pyscf_data import HARTREE_EV, read_pyscf_npz
+
+    path = shared_data("pyscf_reference", "water_def2-svp.npz")
+    bf = read_pyscf_npz(path)
+    assert bf.matrices["H"].n_blocks == 9 and bf.basis.n_orbitals(8) == 14
+    ref = np.load(path)
+    want = scipy.linalg.eigh(ref["H"], ref["S"], eigvals_only=True) * HARTREE_EV
+    got = band_structure(bf.matrices["H"], bf.matrices["S"], bf.basis, np.zeros((1, 3)))[0]
+    assert np.allclose(got, want, atol=1e-9)
+    assert np.allclose(bf.positions[0], [0.0, 0.0, 0.1173], atol=1e-6)
+    with pytest.raises(InputError, match="periodic"):
+        read_pyscf_npz(shared_data("pyscf_reference", "si8.npz"))

@@ -68,7 +68,7 @@ def test_train_resume_and_predict(tmp_path: Path, capsys: pytest.CaptureFixture[
     }
     cfg_path = tmp_path / "train.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
-    assert main(["train", str(cfg_path), "--threads", "1"]) == 0
+    assert main(["train", str(cfg_path)]) == 0
     run = tmp_path / "run"
     assert {"best.pt", "last.pt", "log.csv", "learning_curve.png"} <= {
         p.name for p in run.iterdir()

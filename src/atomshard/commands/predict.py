@@ -35,7 +35,7 @@ def _inputs(items: list[str], basis):  # type: ignore[no-untyped-def]
 
     for item in items:
         p = Path(item)
-        if p.suffix in (".h5", ".hdf5") or p.is_dir() or not p.exists():
+        if p.suffix in (".h5", ".hdf5", ".npz") or p.is_dir() or not p.exists():
             for path in expand_paths(item):
                 yield (path.stem if path.is_file() else path.name), read_any(path)
         else:

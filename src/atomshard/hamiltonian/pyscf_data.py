@@ -25,7 +25,7 @@ import numpy as np
 from atomshard.errors import InputError
 from atomshard.hamiltonian.basis import OrbitalBasis
 from atomshard.hamiltonian.blocks import BlockSet
-from atomshard.hamiltonian.files import write_block_file
+from atomshard.hamiltonian.files import BlockFile, write_block_file
 from atomshard.utils.config import config_to_dict
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "PyscfConfig",
     "PyscfResult",
     "generate_dataset",
+    "read_pyscf_npz",
     "run_rks",
 ]
 
@@ -160,6 +161,46 @@ def run_rks(
         energy=energy * HARTREE_EV,
         converged=bool(mf.converged),
         seconds=time.perf_counter() - t0,
+    )
+
+
+def read_pyscf_npz(path: str | Path) -> BlockFile:
+    """A ``.npz`` of PySCF matrices (keys ``H``, ``S``, ``symbols``, ``positions_bohr``,
+    ``ao_labels``; see ``../shared/data/pyscf_reference``) as a molecule's block file in
+    eV and our orbital order. Needs no PySCF."""
+    from ase.data import atomic_numbers
+    from ase.units import Bohr
+
+    path = Path(path)
+    try:
+        data = np.load(path)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read as .npz ({exc})") from None
+    missing = [k for k in ("H", "S", "symbols", "positions_bohr", "ao_labels") if k not in data]
+    if missing:
+        raise InputError(f"{path}: missing array(s) {missing}")
+    if "cell_bohr" in data and np.abs(data["cell_bohr"]).max() > 0:
+        raise InputError(
+            f"{path}: periodic PySCF matrices (k-summed) cannot be split into "
+            "H(R) blocks; only molecules are supported"
+        )
+    symbols = [str(s) for s in data["symbols"]]
+    species = np.array([atomic_numbers[s] for s in symbols], dtype=np.int64)
+    basis = OrbitalBasis.from_ao_labels(symbols, [str(x) for x in data["ao_labels"]])
+    h = basis.convert_matrix(np.asarray(data["H"]), species, "pyscf") * HARTREE_EV
+    s = basis.convert_matrix(np.asarray(data["S"]), species, "pyscf")
+    energy = float(data["e_tot"]) * HARTREE_EV if "e_tot" in data else None
+    return BlockFile(
+        basis=basis,
+        species=species,
+        positions=np.asarray(data["positions_bohr"], dtype=np.float64) * Bohr,
+        cell=np.zeros((3, 3)),
+        pbc=np.zeros(3, dtype=bool),
+        matrices={
+            "H": BlockSet.from_dense(h, species, basis),
+            "S": BlockSet.from_dense(s, species, basis),
+        },
+        energy=energy,
     )
 
 

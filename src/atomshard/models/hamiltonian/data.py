@@ -69,8 +69,14 @@ def expand_paths(spec: str | Sequence[str]) -> list[Path]:
 
 
 def read_any(path: Path) -> BlockFile:
-    """A DeePTB folder or one of our block files."""
-    return read_deeptb(path) if path.is_dir() else read_block_file(path)
+    """A DeePTB folder, a PySCF ``.npz`` (molecules) or one of our block files."""
+    if path.is_dir():
+        return read_deeptb(path)
+    if path.suffix == ".npz":
+        from atomshard.hamiltonian.pyscf_data import read_pyscf_npz
+
+        return read_pyscf_npz(path)
+    return read_block_file(path)
 
 
 def _group(
