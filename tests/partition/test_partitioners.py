@@ -190,3 +190,16 @@ def test_lownn_free_origin_puts_a_cut_in_a_sparse_layer(make_graph):
     cuts = 0.5 * (x[order][change] + x[order][change - 1])
     assert len(cuts) == 2  # two planes: periodic slab split
     assert np.any((cuts > 24.5) & (cuts < 28.5)), cuts
+
+
+def test_accepts_an_atomic_graph():
+    from ase.build import bulk
+
+    from atomshard.graph import AtomicGraph
+
+    graph = AtomicGraph.from_ase(bulk("Si", "diamond", a=5.431, cubic=True).repeat(2), 4.0)
+    part = partition(graph, 4)
+    inp = as_partition_input(graph)
+    assert inp.n_edges == graph.n_edges and inp.cutoff == 4.0
+    np.testing.assert_array_equal(part, partition(inp, 4))
+    assert np.bincount(part).tolist() == [16, 16, 16, 16]
