@@ -86,7 +86,7 @@ def rank_gradient(comm, frames, strategy: str, stress_weight: float = 1.0):
     from atomshard.models.potential import NequIPPotential
 
     model = NequIPPotential.from_config(cfg)
-    fm = ForceModel(model, stress=stress_weight > 0, autocast_bf16=False)
+    fm = ForceModel(model, stress=stress_weight > 0)
     sync = GradientSync(strategy, comm, fm)
     samples = [f.with_edges(cfg.cutoff) for f in frames]
     mine = [samples[i] for i in shard(list(range(len(samples))), rank, world)]

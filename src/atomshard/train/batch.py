@@ -13,7 +13,6 @@ model only reads species, ``src``/``dst`` and the edge vectors built here.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -153,12 +152,11 @@ def predict_batch(
     forces: bool = True,
     stress: bool = False,
     create_graph: bool = False,
-    autocast_bf16: bool = False,
 ) -> BatchPrediction:
     """Per-system energies, per-atom forces and per-system stresses by autograd.
 
-    Geometry (strain, edge vectors) is float64; ``autocast_bf16`` runs only the model's
-    body under CPU/CUDA bfloat16 autocast. Use ``create_graph=True`` when the forces
+    Geometry (strain, edge vectors) is float64, the body runs in the model's dtype.
+    Use ``create_graph=True`` when the forces
     enter a loss that is differentiated with respect to the weights.
     """
     g = batch.graph
@@ -179,12 +177,7 @@ def predict_batch(
     edge_cells = cells_used.index_select(0, batch.system_idx.index_select(0, g.dst))
     offsets = torch.einsum("ki,kij->kj", g.shifts.to(f64), edge_cells)
     vec = pos_used.index_select(0, g.src) + offsets - pos_used.index_select(0, g.dst)
-    ctx = (
-        torch.autocast(device_type=positions.device.type, dtype=torch.bfloat16)
-        if autocast_bf16
-        else contextlib.nullcontext()
-    )
-    with torch.set_grad_enabled(forces or stress or torch.is_grad_enabled()), ctx:
+    with torch.set_grad_enabled(forces or stress or torch.is_grad_enabled()):
         energies = model.atomic_energies(g, vec, identity_exchange)
     energies = energies.to(f64)
     energy = energies.new_zeros(n_sys).index_add(0, batch.system_idx, energies)

@@ -57,14 +57,12 @@ class ForceModel(nn.Module):
     Args:
         model: the potential.
         stress: predict per-system stress (needed when the loss has a stress term).
-        autocast_bf16: run the model body under bfloat16 autocast.
     """
 
-    def __init__(self, model: Potential, *, stress: bool, autocast_bf16: bool) -> None:
+    def __init__(self, model: Potential, *, stress: bool) -> None:
         super().__init__()
         self.model = model
         self.stress = stress
-        self.autocast_bf16 = autocast_bf16
 
     def forward(self, batch: Batch, create_graph: bool = True) -> tuple[Any, ...]:
         pred = predict_batch(
@@ -73,7 +71,6 @@ class ForceModel(nn.Module):
             forces=True,
             stress=self.stress,
             create_graph=create_graph,
-            autocast_bf16=self.autocast_bf16,
         )
         return pred.energy, pred.forces, pred.stress
 

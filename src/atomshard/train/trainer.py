@@ -109,9 +109,7 @@ class _Run:
         if init_state is not None:
             self.model.load_state_dict(init_state)
         self.needs_stress = recipe.stress_weight > 0
-        self.force_model = ForceModel(
-            self.model, stress=self.needs_stress, autocast_bf16=recipe.precision == "bf16"
-        )
+        self.force_model = ForceModel(self.model, stress=self.needs_stress)
         self.ema = WeightAverage(self.model, recipe.ema_decay)
         self.state = TrainState()
         self._new_optimiser(recipe.lr)
@@ -221,10 +219,7 @@ class _Run:
             bs = max(self.recipe.batch_size, 1)
             for i in range(0, len(mine), bs):
                 batch = collate([self.valid_set[k] for k in mine[i : i + bs]])
-                pred = predict_batch(
-                    self.model, batch, forces=True, stress=self.needs_stress,
-                    autocast_bf16=self.recipe.precision == "bf16",
-                )  # fmt: skip
+                pred = predict_batch(self.model, batch, forces=True, stress=self.needs_stress)
                 sums += error_sums(pred, batch)
             sums = self.comm.all_reduce_sum(sums, what="validation errors")
         finally:
