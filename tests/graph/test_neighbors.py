@@ -102,3 +102,22 @@ def test_bad_structures_are_named():
         Structure.from_ase(flat)
     with pytest.raises(InputError, match="cutoff must be positive"):
         neighbor_list(np.zeros((1, 3)), np.eye(3), np.array([False] * 3), cutoff=0.0)
+
+
+def test_edges_sorted_by_dst_src_shift(rng):
+    atoms = _random_cell(rng, 6, (True, True, True), True)
+    src, dst, shifts = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff=9.0)
+    rows = list(zip(dst.tolist(), src.tolist(), map(tuple, shifts.tolist())))
+    assert rows == sorted(rows) and len(set(rows)) == len(rows)
+
+
+def test_atomic_write_keeps_umask_permissions(tmp_path):
+    import os
+
+    from atomshard.utils.files import atomic_write
+
+    with atomic_write(tmp_path / "out.txt") as handle:
+        handle.write("x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -24,7 +24,7 @@ def raw_pairs(
     """
     if not cutoff > 0:
         raise InputError(f"cutoff must be positive, got {cutoff}")
-    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
+    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True, sorted=True)
     pbc = np.asarray(pbc, dtype=bool)
     # vesin reads the box of non-periodic axes only to place points; a zero row is fine.
     box = np.where(pbc[:, None], cell, 0.0) if pbc.any() else np.zeros((3, 3))
@@ -55,8 +55,32 @@ def neighbor_list(
         ``[n_edges, 3]`` int64.
     """
     dst, src, shifts, _ = raw_pairs(positions, cell, pbc, cutoff=cutoff)
-    order = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], src, dst))
+    order = _edge_order(dst, src, shifts, len(positions))
+    if order is None:
+        return src, dst, shifts
     return src[order], dst[order], shifts[order]
+
+
+def _edge_order(
+    dst: np.ndarray, src: np.ndarray, shifts: np.ndarray, n_atoms: int
+) -> np.ndarray | None:
+    """Permutation sorting edges by ``(dst, src, shift)``, or None if already sorted.
+
+    One combined integer key sorts several times faster than a five-column lexsort, and
+    vesin's sorted output usually needs no permutation at all.
+    """
+    if len(dst) == 0:
+        return None
+    lo = shifts.min(axis=0)
+    span = shifts.max(axis=0) - lo + 1
+    if float(n_atoms) ** 2 * float(np.prod(span)) >= 2.0**62:
+        return np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], src, dst))
+    key = dst * n_atoms + src
+    for axis in range(3):
+        key = key * span[axis] + (shifts[:, axis] - lo[axis])
+    if (key[1:] >= key[:-1]).all():
+        return None
+    return np.argsort(key, kind="stable")
 
 
 class NeighborList:
