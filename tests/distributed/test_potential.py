@@ -61,9 +61,12 @@ def _check(kind, cases, results):
         assert rel(stress, ref["stress"]) <= TOL, name
 
 
-@pytest.mark.parametrize("n_ranks", [2, 3, 4])
-def test_nequip_random_weights(groups, n_ranks):
-    cases = _cases(n_ranks)
+@pytest.mark.parametrize(
+    ("n_ranks", "methods"),
+    [(2, ("lownn", "metis", "grid")), (3, ("metis",)), (4, ("lownn", "grid"))],
+)
+def test_nequip_random_weights(groups, n_ranks, methods):
+    cases = _cases(n_ranks, methods)  # plus a partition with an empty rank
     _check("nequip", cases, groups(n_ranks).run(run_cases, "nequip", root_only={"cases": cases}))
 
 
