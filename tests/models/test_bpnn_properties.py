@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -63,17 +65,18 @@ def test_backward_modes_agree(tmp_path) -> None:
     folder = write_synthetic_potential(tmp_path)
     atoms = random_structure((1, 8), 8, periodic=True, min_distance=1.0, seed=5)
     results = []
-    for mode in ("recompute", "store"):
+    for mode in ("store", "recompute", "explicit"):
         model = load_n2p2_potential(folder, backward=mode)
         model.block_pairs = 50  # several blocks
         graph = AtomicGraph.from_ase(atoms, model.cutoff)
         results.append(compute_properties(model, graph))
-    a, b = results
-    assert a.forces is not None and b.forces is not None
-    assert a.stress is not None and b.stress is not None
-    torch.testing.assert_close(a.energy, b.energy, rtol=1e-14, atol=0)
-    torch.testing.assert_close(a.forces, b.forces, rtol=0, atol=1e-12)
-    torch.testing.assert_close(a.stress, b.stress, rtol=0, atol=1e-12)
+    a = results[0]
+    for b in results[1:]:
+        assert a.forces is not None and b.forces is not None
+        assert a.stress is not None and b.stress is not None
+        torch.testing.assert_close(a.energy, b.energy, rtol=1e-14, atol=0)
+        torch.testing.assert_close(a.forces, b.forces, rtol=0, atol=1e-12)
+        torch.testing.assert_close(a.stress, b.stress, rtol=0, atol=1e-12)
 
 
 def test_block_size_does_not_change_results(synthetic: BPNNPotential) -> None:
@@ -89,6 +92,18 @@ def test_block_size_does_not_change_results(synthetic: BPNNPotential) -> None:
     torch.testing.assert_close(one.energies, many.energies, rtol=0, atol=1e-12)
     assert one.forces is not None and many.forces is not None
     torch.testing.assert_close(one.forces, many.forces, rtol=0, atol=1e-12)
+
+
+def test_explicit_backward_matches_reference_forces() -> None:
+    folder = shared_data("n2p2", "Cu2S_PBE")
+    ref = json.loads((folder / "reference_prediction.json").read_text())
+    model = load_n2p2_potential(folder, backward="explicit")
+    atoms = read_n2p2_data(folder / "input.data")[0]
+    out = compute_properties(model, AtomicGraph.from_ase(atoms, model.cutoff), stress=False)
+    assert out.forces is not None
+    assert (
+        float((out.forces - torch.tensor(ref["forces"], dtype=torch.float64)).abs().max()) <= 1e-8
+    )
 
 
 def test_float32_close_to_float64(tmp_path) -> None:

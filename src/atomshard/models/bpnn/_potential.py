@@ -13,11 +13,12 @@ from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph
 from atomshard.io.n2p2 import N2P2Potential, read_n2p2_potential
 from atomshard.models.base import Exchange, Potential
+from atomshard.models.bpnn._backward import block_features_backward
 from atomshard.models.bpnn._functions import activation
 from atomshard.models.bpnn._symmetry import SymmetryPlan, block_features
 
 #: Ways to get the gradient of the symmetry functions (see :class:`BPNNPotential`).
-BACKWARD_MODES = ("recompute", "store")
+BACKWARD_MODES = ("explicit", "recompute", "store")
 
 
 class _RecomputedFeatures(torch.autograd.Function):
@@ -43,6 +44,27 @@ class _RecomputedFeatures(torch.autograd.Function):
                 return torch.zeros_like(vec), None
             (g,) = torch.autograd.grad(out, v, grad)
         return g, None
+
+
+class _ExplicitFeatures(torch.autograd.Function):
+    """Features of one block; backward is the hand-written chain rule of ``_backward``."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        vec: torch.Tensor,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        bwd: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        ctx.bwd = bwd
+        ctx.save_for_backward(vec)
+        with torch.no_grad():
+            return fn(vec)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (vec,) = ctx.saved_tensors
+        return ctx.bwd(vec, grad), None, None
 
 
 class BPNNPotential(Potential):
@@ -136,9 +158,11 @@ class BPNNPotential(Potential):
             e0 = int(edge_end[a0 - 1]) if a0 > 0 else 0
             e1 = int(edge_end[a0 + na - 1])
             center = dst[e0:e1] - a0
-            fn = _block_fn(self.plan, center, elem[dst[e0:e1]], elem[src[e0:e1]], na)
+            fn, bwd = _block_fns(self.plan, center, elem[dst[e0:e1]], elem[src[e0:e1]], na)
             v = vec[e0:e1]
-            if self.backward_mode == "recompute" and v.requires_grad:
+            if self.backward_mode == "explicit" and v.requires_grad:
+                blocks.append(_ExplicitFeatures.apply(v, fn, bwd))
+            elif self.backward_mode == "recompute" and v.requires_grad:
                 blocks.append(_RecomputedFeatures.apply(v, fn))
             else:
                 blocks.append(fn(v))
@@ -195,17 +219,24 @@ class BPNNPotential(Potential):
         )
 
 
-def _block_fn(
+def _block_fns(
     plan: SymmetryPlan,
     center: torch.Tensor,
     center_elem: torch.Tensor,
     nbr_elem: torch.Tensor,
     n_centers: int,
-) -> Callable[[torch.Tensor], torch.Tensor]:
+) -> tuple[
+    Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+]:
     def fn(vec: torch.Tensor) -> torch.Tensor:
         return block_features(plan, vec, center, center_elem, nbr_elem, n_centers)
 
-    return fn
+    def bwd(vec: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return block_features_backward(
+            plan, vec, center, center_elem, nbr_elem, n_centers, grad.contiguous()
+        )
+
+    return fn, bwd
 
 
 def _scaling(table: Any, mode: str, smin: float, smax: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -45,6 +45,8 @@ class SFGroup:
     ang: dict[str, torch.Tensor] | None = None
     a_idx: torch.Tensor | None = None
     b_idx: torch.Tensor | None = None
+    a_sel: torch.Tensor | None = None  # [n_a, n] one-hot, or empty for the identity
+    b_sel: torch.Tensor | None = None
 
     @property
     def angular(self) -> bool:
@@ -133,12 +135,24 @@ def _factorise(group: SFGroup, sfs: list[SymmetryFunction], dtype: torch.dtype) 
     rad_u, ang_u = list(dict.fromkeys(rad_keys)), list(dict.fromkeys(ang_keys))
     group.a_idx = torch.tensor([rad_u.index(k) for k in rad_keys], dtype=torch.int64)
     group.b_idx = torch.tensor([ang_u.index(k) for k in ang_keys], dtype=torch.int64)
+    n_a, n_b = len(rad_u), len(ang_u)
+    group.a_sel = _one_hot(group.a_idx, n_a, dtype)
+    group.b_sel = _one_hot(group.b_idx, n_b, dtype)
     group.rad = {
         n: torch.tensor([[k[i] for k in rad_u]], dtype=dtype) for i, n in enumerate(rad_names)
     }
     group.ang = {
         n: torch.tensor([[k[i] for k in ang_u]], dtype=dtype) for i, n in enumerate(ang_names)
     }
+
+
+def _one_hot(idx: torch.Tensor, n_rows: int, dtype: torch.dtype) -> torch.Tensor:
+    """``[n_rows, n]`` selection matrix of ``idx``; empty when it is the identity."""
+    if n_rows == idx.numel() and bool((idx == torch.arange(n_rows)).all()):
+        return torch.zeros(0, dtype=dtype)
+    sel = torch.zeros(n_rows, idx.numel(), dtype=dtype)
+    sel[idx, torch.arange(idx.numel())] = 1.0
+    return sel
 
 
 def _param(sf: SymmetryFunction, name: str) -> float:
@@ -228,6 +242,63 @@ def _compact_radial(
     return torch.where(r > rl, v, torch.zeros_like(v))
 
 
+@dataclass
+class PairSets:
+    """Edges kept for angular terms, sorted by (centre, neighbour element), and the
+    neighbour pairs built from them for each (centre element, neighbour pair) in use.
+
+    Shapes:
+        order: ``[n_kept]`` int64 positions of the kept edges in the block's edge list
+        sets: ``(groups, j, k, weight)`` with ``j, k: [n_pairs]`` indices into kept edges
+        (``j`` non-decreasing) and ``weight = Z_a Z_b`` for weighted functions
+    """
+
+    order: torch.Tensor
+    center: torch.Tensor
+    sets: list[tuple[list[SFGroup], torch.Tensor, torch.Tensor, float]]
+
+
+def pair_sets(
+    plan: SymmetryPlan,
+    r: torch.Tensor,
+    center: torch.Tensor,
+    center_elem: torch.Tensor,
+    nbr_elem: torch.Tensor,
+    n_centers: int,
+) -> PairSets:
+    """Index work of the angular terms (no gradients flow through it)."""
+    n_el = plan.n_elements
+    with torch.no_grad():
+        keep = r < plan.angular_rc.to(r.dtype)[center_elem]
+        key = center * n_el + nbr_elem
+        order = torch.argsort(torch.where(keep, key, n_centers * n_el), stable=True)
+        order = order[: int(keep.sum())]
+        key, center = key[order], center[order]
+        cel, nel = center_elem[order], nbr_elem[order]
+        counts = torch.bincount(key, minlength=n_centers * n_el)
+        starts = torch.cumsum(counts, 0) - counts
+        sets = []
+        for c in range(n_el):
+            for a in range(n_el):
+                for b in range(a, n_el):
+                    if not bool(plan.pair_used[c, a, b]):
+                        continue
+                    first = torch.nonzero((cel == c) & (nel == a)).squeeze(1)
+                    if first.numel() == 0:
+                        continue
+                    if a == b:
+                        rank = first - starts[key[first]]
+                        jj, kk = _pairs_after(first, counts[key[first]] - rank - 1)
+                    else:
+                        other = center[first] * n_el + b
+                        jj, kk = _pairs_after(first, counts[other], starts[other])
+                    if jj.numel() == 0:
+                        continue
+                    groups = [g for g in plan.angular if g.center == c and g.select in (-1, (a, b))]
+                    sets.append((groups, jj, kk, float(plan.z[a] * plan.z[b])))
+    return PairSets(order, center, sets)
+
+
 def _angular(
     plan: SymmetryPlan,
     vec: torch.Tensor,
@@ -239,41 +310,15 @@ def _angular(
 ) -> torch.Tensor:
     """Angular functions: pairs are made per (centre element, neighbour elements) from the
     edges sorted by (centre, neighbour element), so only pairs some function uses exist."""
-    dtype = vec.dtype
-    n_el = plan.n_elements
-    out = torch.zeros(n_centers, plan.n_features_max, dtype=dtype)
-    with torch.no_grad():
-        keep = r < plan.angular_rc.to(dtype)[center_elem]
-        key = center * n_el + nbr_elem
-        order = torch.argsort(torch.where(keep, key, n_centers * n_el), stable=True)
-        order = order[: int(keep.sum())]
-    vec, r, key = vec.index_select(0, order), r.index_select(0, order), key[order]
-    center, cel, nel = center[order], center_elem[order], nbr_elem[order]
-    counts = torch.bincount(key, minlength=n_centers * n_el)
-    starts = torch.cumsum(counts, 0) - counts
+    out = torch.zeros(n_centers, plan.n_features_max, dtype=vec.dtype)
+    ps = pair_sets(plan, r, center, center_elem, nbr_elem, n_centers)
+    vec_rows = vec.index_select(0, ps.order).t().contiguous()
+    r = r.index_select(0, ps.order)
     edge_tables: dict[int, torch.Tensor] = {}
-    z = plan.z.to(dtype)
-    for c in range(n_el):
-        for a in range(n_el):
-            for b in range(a, n_el):
-                if not bool(plan.pair_used[c, a, b]):
-                    continue
-                groups = [g for g in plan.angular if g.center == c and g.select in (-1, (a, b))]
-                first = torch.nonzero((cel == c) & (nel == a)).squeeze(1)
-                if first.numel() == 0:
-                    continue
-                if a == b:
-                    rank = first - starts[key[first]]
-                    jj, kk = _pairs_after(first, counts[key[first]] - rank - 1)
-                else:
-                    other = center[first] * n_el + b
-                    jj, kk = _pairs_after(first, counts[other], starts[other])
-                if jj.numel() == 0:
-                    continue
-                weight = float(z[a] * z[b])
-                _pair_terms(
-                    plan, groups, vec, r, jj, kk, center[jj], n_centers, weight, edge_tables, out
-                )
+    for groups, jj, kk, weight in ps.sets:
+        _pair_terms(
+            plan, groups, vec_rows, r, jj, kk, ps.center[jj], n_centers, weight, edge_tables, out
+        )
     return out
 
 
@@ -291,32 +336,31 @@ def _pair_terms(
     out: torch.Tensor,
 ) -> None:
     """Add the terms of ``groups`` over the pairs ``(jj, kk)`` into ``out`` (in place)."""
-    vj, vk = vec.index_select(0, jj), vec.index_select(0, kk)
+    # Structure of arrays (x, y, z rows): 1-D gathers and dot products vectorise well.
+    xj, yj, zj = (c.index_select(0, jj) for c in vec)
+    xk, yk, zk = (c.index_select(0, kk) for c in vec)
     rij, rik = r.index_select(0, jj), r.index_select(0, kk)
-    cos = ((vj * vk).sum(1) / (rij * rik)).unsqueeze(1)
+    cos = ((xj * xk + yj * yk + zj * zk) / (rij * rik)).unsqueeze(1)
     summer = SegmentSum(pair_center, n_centers)
     shared: dict[Any, torch.Tensor] = {}
     for g in groups:
         assert g.rad is not None and g.ang is not None
-        assert g.a_idx is not None and g.b_idx is not None
+        assert g.a_sel is not None and g.b_sel is not None
         if id(g) not in edge_tables:
             edge_tables[id(g)] = _edge_factor(plan, g, r.unsqueeze(1), {})
         table = edge_tables[id(g)]
         rad = table.index_select(0, jj) * table.index_select(0, kk)
         if g.type in (3, 13, 21, 24):
             if "rjk" not in shared:
-                shared["rjk"] = torch.linalg.vector_norm(vk - vj, dim=1).unsqueeze(1)
+                dx, dy, dz = xk - xj, yk - yj, zk - zj
+                shared["rjk"] = torch.sqrt(dx * dx + dy * dy + dz * dz).unsqueeze(1)
             rad = rad * _edge_factor(plan, g, shared["rjk"], shared)
         if g.type in (3, 9, 13):
-            ang = torch.cat(
-                [
-                    _cos_power(cos, lam, zeta, shared)
-                    for lam, zeta in zip(
-                        g.ang["lam"][0].tolist(), g.ang["zeta"][0].tolist(), strict=True
-                    )
-                ],
-                1,
-            )
+            lams, zetas = g.ang["lam"][0].tolist(), g.ang["zeta"][0].tolist()
+            cols = [
+                _cos_power(cos, lam, zeta, shared) for lam, zeta in zip(lams, zetas, strict=True)
+            ]
+            ang = cols[0] if len(cols) == 1 else torch.cat(cols, 1)
         else:
             if "theta" not in shared:
                 valid = (cos > -1.0) & (cos < 1.0)
@@ -324,13 +368,10 @@ def _pair_terms(
                 shared["theta"] = torch.acos(torch.where(valid, cos, torch.zeros_like(cos)))
             ang = compact_function(shared["theta"], g.ang["al"], g.ang["ar"], g.order, False)
             ang = torch.where(shared["valid"], ang, torch.zeros_like(ang))
-        n = g.cols.numel()
-        if rad.shape[1] == n and bool((g.a_idx == torch.arange(n)).all()):
-            term = rad * ang.index_select(1, g.b_idx)
-        elif ang.shape[1] == n and bool((g.b_idx == torch.arange(n)).all()):
-            term = rad.index_select(1, g.a_idx) * ang
-        else:
-            term = rad.index_select(1, g.a_idx) * ang.index_select(1, g.b_idx)
+        # column selection by one-hot products: contiguous, exact (x * 1 + 0 + ...)
+        term = (rad if g.a_sel.numel() == 0 else rad @ g.a_sel) * (
+            ang if g.b_sel.numel() == 0 else ang @ g.b_sel
+        )
         if g.select == -1:
             term = term * weight
         out.index_add_(1, g.cols, summer(term))

@@ -1,0 +1,192 @@
+"""Throughput, peak memory and time split of the n2p2 H2O potential (BPNNPotential).
+
+For each system size (the 1,080-atom H2O_RPBE-D3 box tiled n x n x n) and dtype, a fresh
+subprocess builds the graph, warms up, times energy+forces evaluations and reports its
+own peak RSS. One more run splits the time into symmetry functions, network and the
+backward pass (forces), as in the CabanaMD paper's Fig. 5.
+
+Usage:
+    python benchmarks/bench_bpnn.py --out bench_out/bpnn            # full (minutes)
+    python benchmarks/bench_bpnn.py --smoke --out /tmp/bpnn_smoke   # seconds
+
+Writes ``bpnn.json`` and ``bpnn.png`` into ``--out``. Timings are wall-clock; the
+machine may be shared, so compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "n2p2" / "H2O_RPBE-D3"
+
+
+def _setup(tile: int, dtype_name: str, threads: int, backward: str, subset: int = 0):
+    import torch
+
+    from atomshard.graph import AtomicGraph
+    from atomshard.io.n2p2_data import read_n2p2_data
+    from atomshard.models.bpnn import load_n2p2_potential
+
+    torch.set_num_threads(threads)
+    dtype = {"float64": torch.float64, "float32": torch.float32}[dtype_name]
+    model = load_n2p2_potential(DATA, dtype=dtype, backward=backward)
+    atoms = read_n2p2_data(DATA / "input.data")[0].repeat((tile, tile, tile))
+    if subset:
+        atoms = atoms[:subset]  # whole molecules (O H H order), same cell
+    t0 = time.perf_counter()
+    graph = AtomicGraph.from_ase(atoms, model.cutoff)
+    return model, graph, time.perf_counter() - t0
+
+
+def run_one(
+    tile: int, dtype_name: str, threads: int, repeats: int, backward: str, subset: int = 0
+) -> dict:
+    """Time energy+forces of one size in this process (call in a fresh process).
+
+    Wall time and process CPU time are both kept: on a shared machine the CPU time per
+    evaluation (divided by the threads used) is the steadier measure of the work.
+    """
+    from atomshard.models import compute_properties
+
+    model, graph, t_graph = _setup(tile, dtype_name, threads, backward, subset)
+    compute_properties(model, graph, stress=False)  # warm-up
+    times, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        compute_properties(model, graph, stress=False)
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    med = statistics.median(times)
+    cpu_med = statistics.median(cpu)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux: KiB)
+    return {
+        "tile": tile, "n_atoms": graph.n_atoms, "n_edges": graph.n_edges, "dtype": dtype_name,
+        "threads": threads, "backward": backward, "times_s": times, "median_s": med,
+        "spread_s": max(times) - min(times), "atom_evals_per_s": graph.n_atoms / med,
+        "cpu_s": cpu, "cpu_median_s": cpu_med,
+        "atom_evals_per_cpu_s": graph.n_atoms / cpu_med,
+        "neighbour_list_s": t_graph, "peak_rss_mib": peak,
+        "rss_per_atom_kib": peak * 1024 / graph.n_atoms,
+    }  # fmt: skip
+
+
+def time_split(tile: int, dtype_name: str, threads: int, backward: str, subset: int = 0) -> dict:
+    """CPU seconds in symmetry functions, network (forward+backward) and SF backward."""
+    import torch
+
+    model, graph, _ = _setup(tile, dtype_name, threads, backward, subset)
+    elem = model.element_of_z[graph.species]
+    best: dict[str, float] = {}
+    for _ in range(2):
+        vec = graph.edge_vectors().requires_grad_(True)
+        t0 = time.process_time()
+        feats = model.features(graph, vec)
+        t1 = time.process_time()
+        energy = model.network_energies(feats, elem).sum()
+        (g_feats,) = torch.autograd.grad(energy, feats)
+        t2 = time.process_time()
+        torch.autograd.grad(feats, vec, g_feats)
+        t3 = time.process_time()
+        for key, value in (("symmetry_functions", t1 - t0), ("network", t2 - t1),
+                           ("forces_backward", t3 - t2)):  # fmt: skip
+            best[key] = min(best.get(key, float("inf")), value)
+    return {"tile": tile, "n_atoms": graph.n_atoms, "dtype": dtype_name, **best}
+
+
+def _child(args: argparse.Namespace, mode: str, tile: int, dtype: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, "--tile", str(tile), "--dtype", dtype,
+           "--threads", str(args.threads), "--repeats", str(args.repeats),
+           "--backward", args.backward, "--subset", str(args.subset)]  # fmt: skip
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for dtype in sorted({r["dtype"] for r in results}):
+        rows = sorted((r for r in results if r["dtype"] == dtype), key=lambda r: r["n_atoms"])
+        n = [r["n_atoms"] for r in rows]
+        ax1.plot(n, [r["atom_evals_per_s"] for r in rows], "o-", label=f"{dtype} wall")
+        ax1.plot(n, [r["atom_evals_per_cpu_s"] * r["threads"] for r in rows], "s--",
+                 label=f"{dtype} CPU-time based")  # fmt: skip
+        ax2.plot(n, [r["rss_per_atom_kib"] for r in rows], "o-", label=dtype)
+    ax1.axhline(4600, color="grey", ls="--", lw=1, label="n2p2, 2 threads")
+    for ax, label in ((ax1, "atom·evals / s (energy+forces)"), (ax2, "peak RSS / atom (KiB)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("atoms (H2O_RPBE-D3 tiled)")
+        ax.set_ylabel(label)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("bench_out/bpnn"))
+    p.add_argument("--tiles", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--backward", default="recompute")
+    p.add_argument("--subset", type=int, default=0, help="keep only the first N atoms")
+    p.add_argument("--smoke", action="store_true", help="150 atoms, one repeat (seconds)")
+    p.add_argument("--child", choices=["run", "split"], help=argparse.SUPPRESS)
+    p.add_argument("--tile", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--dtype", default="float64", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child == "run":
+        print(json.dumps(run_one(args.tile, args.dtype, args.threads, args.repeats,
+                                 args.backward, args.subset)))  # fmt: skip
+        return
+    if args.child == "split":
+        print(json.dumps(time_split(args.tile, args.dtype, args.threads, args.backward,
+                                    args.subset)))  # fmt: skip
+        return
+    if not DATA.is_dir():
+        sys.exit(f"reference data {DATA} not present")
+    if args.smoke:
+        args.tiles, args.dtypes, args.repeats, args.subset = [1], ["float64"], 1, 150
+        args.threads = 1
+    results = []
+    for dtype in args.dtypes:
+        for tile in args.tiles:
+            r = _child(args, "run", tile, dtype)
+            results.append(r)
+            print(f"{dtype} {r['n_atoms']:>8} atoms: {r['median_s']:.3f} s/eval "
+                  f"(spread {r['spread_s']:.3f}), {r['atom_evals_per_s']:.0f} atom·evals/s, "
+                  f"CPU {r['cpu_median_s']:.3f} s/eval = {r['atom_evals_per_cpu_s']:.0f} "
+                  f"atom·evals per CPU-s, "
+                  f"peak RSS {r['peak_rss_mib']:.0f} MiB ({r['rss_per_atom_kib']:.1f} KiB/atom)",
+                  flush=True)  # fmt: skip
+    splits = [_child(args, "split", 1, dtype) for dtype in args.dtypes]
+    for s in splits:
+        print(f"split {s['dtype']} {s['n_atoms']} atoms: symmetry functions "
+              f"{s['symmetry_functions']:.3f} CPU-s, network {s['network']:.3f} CPU-s, "
+              f"forces (SF backward) {s['forces_backward']:.3f} CPU-s")  # fmt: skip
+    import torch
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {"device": platform.processor() or platform.machine(), "python": sys.version.split()[0],
+            "torch": torch.__version__, "threads": args.threads, "world_size": 1,
+            "backward": args.backward, "potential": "H2O_RPBE-D3", "smoke": args.smoke}  # fmt: skip
+    (args.out / "bpnn.json").write_text(json.dumps(
+        {"meta": meta, "results": results, "time_split": splits}, indent=1))  # fmt: skip
+    _plot(results, args.out / "bpnn.png")
+    print(f"wrote {args.out / 'bpnn.json'} and {args.out / 'bpnn.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""The BPNN benchmark script runs end to end in smoke mode (it must never rot)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import shared_data
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_bpnn.py"
+
+
+def test_bench_bpnn_smoke(tmp_path: Path) -> None:
+    shared_data("n2p2", "H2O_RPBE-D3")
+    subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path)], check=True,
+                   capture_output=True, text=True, timeout=300)  # fmt: skip
+    report = json.loads((tmp_path / "bpnn.json").read_text())
+    (run,) = report["results"]
+    assert run["n_atoms"] == 150 and run["atom_evals_per_s"] > 0 and run["peak_rss_mib"] > 0
+    assert set(report["time_split"][0]) >= {"symmetry_functions", "network", "forces_backward"}
+    assert (tmp_path / "bpnn.png").stat().st_size > 1000
