@@ -17,6 +17,7 @@ so each pair adds a radial coefficient to its two edges and a cross term ``beta 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -35,8 +36,12 @@ def _value_and_slope(
     fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``fn(x)`` and ``d fn / dx`` for an elementwise ``fn`` (one forward-mode pass)."""
-    value, slope = torch.func.jvp(fn, (x,), (torch.ones_like(x),))
-    return value, slope
+    out = torch.func.jvp(fn, (x,), (torch.ones_like(x),))
+    return out[0], out[1]
+
+
+def _edge_factor_fresh(plan: SymmetryPlan, g: SFGroup, r: torch.Tensor) -> torch.Tensor:
+    return _edge_factor(plan, g, r, {})
 
 
 def _radial_value(plan: SymmetryPlan, g: SFGroup, r: torch.Tensor) -> torch.Tensor:
@@ -87,7 +92,7 @@ def block_features_backward(
         if idx.numel() == 0:
             continue
         _, slope = _value_and_slope(
-            lambda x, g=g: _radial_value(plan, g, x), r.index_select(0, idx).unsqueeze(1)
+            partial(_radial_value, plan, g), r.index_select(0, idx).unsqueeze(1)
         )
         w = grad.index_select(1, g.cols).index_select(0, center.index_select(0, idx))
         coef = (w * slope).sum(1)
@@ -134,7 +139,7 @@ def _angular_backward(
             assert g.a_sel is not None and g.b_sel is not None
             if id(g) not in tables:
                 tables[id(g)] = _value_and_slope(
-                    lambda x, g=g: _edge_factor(plan, g, x, {}), rk.unsqueeze(1)
+                    partial(_edge_factor_fresh, plan, g), rk.unsqueeze(1)
                 )
             tab, dtab = tables[id(g)]
             tj, tk = tab.index_select(0, jj), tab.index_select(0, kk)
@@ -148,11 +153,11 @@ def _angular_backward(
                 if rjk is None:
                     dx, dy, dz = vk[0] - vj[0], vk[1] - vj[1], vk[2] - vj[2]
                     rjk = torch.sqrt(dx * dx + dy * dy + dz * dz).unsqueeze(1)
-                u, du = _value_and_slope(lambda x, g=g: _edge_factor(plan, g, x, {}), rjk)
+                u, du = _value_and_slope(partial(_edge_factor_fresh, plan, g), rjk)
                 rad_u = rad * u
             else:
                 rad_u = rad
-            ang, dang = _value_and_slope(lambda x, g=g: _angular_value(g, x), cos)
+            ang, dang = _value_and_slope(partial(_angular_value, g), cos)
             a_sel, b_sel = g.a_sel, g.b_sel
             ang_s = ang @ b_sel if b_sel.numel() else ang
             rad_s = rad_u @ a_sel if a_sel.numel() else rad_u
