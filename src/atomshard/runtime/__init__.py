@@ -22,7 +22,13 @@ from atomshard.runtime._evaluate import (
     evaluate_frames,
     split_structure,
 )
-from atomshard.runtime._md import DistributedForceField, empty_state, run_md
+from atomshard.runtime._md import (
+    DistributedForceField,
+    DistributedMDState,
+    distributed_state,
+    empty_state,
+    run_md,
+)
 from atomshard.runtime._partition import PARTITION_NAMES, PartitionSpec, partition_atoms
 
 __all__ = [
@@ -30,10 +36,12 @@ __all__ = [
     "DistributedCalculator",
     "DistributedEvaluator",
     "DistributedForceField",
+    "DistributedMDState",
     "FrameResult",
     "LocalPart",
     "PartitionSpec",
     "as_structure",
+    "distributed_state",
     "empty_state",
     "evaluate_distributed",
     "evaluate_for_command",

@@ -18,7 +18,7 @@ between hold no global arrays on any rank).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,45 @@ class _Owned:
 
     velocities: np.ndarray
     masses: np.ndarray
+
+
+@dataclass
+class DistributedMDState(MDState):
+    """An :class:`MDState` holding one rank's owned atoms whose global quantities are global.
+
+    ``kinetic_energy()`` and ``n_dof()`` (hence ``temperature()``, ``pressure_gpa()`` and
+    the Nosé–Hoover chain forces) are summed over the ranks of ``comm``, so the serial
+    integrators need no change. Every rank must call them the same number of times.
+    """
+
+    comm: Any = field(default=None, repr=False)
+    #: atoms over all ranks; set by :class:`DistributedForceField` at every rebuild
+    n_global: int | None = None
+
+    def kinetic_energy(self) -> float:
+        local = torch.tensor([super().kinetic_energy()], dtype=torch.float64)
+        if self.comm is None or self.comm.world_size == 1:
+            return float(local[0])
+        return float(self.comm.all_reduce_sum(local, what="kinetic energy")[0])
+
+    def n_dof(self) -> int:
+        if self.n_global is not None:
+            return 3 * self.n_global
+        local = torch.tensor([float(self.n_atoms)], dtype=torch.float64)
+        if self.comm is None or self.comm.world_size == 1:
+            return 3 * self.n_atoms
+        return 3 * int(self.comm.all_reduce_sum(local, what="atom count")[0])
+
+
+def distributed_state(state: MDState | None, comm: Communicator) -> DistributedMDState:
+    """Rank 0's full ``state`` (None elsewhere) as every rank's :class:`DistributedMDState`.
+
+    Before the first force call rank 0 owns every atom and the others none; that call
+    distributes them.
+    """
+    base = state if state is not None else empty_state()
+    fields = {name: getattr(base, name) for name in MDState.__dataclass_fields__}
+    return DistributedMDState(**fields, comm=comm)
 
 
 def empty_state(like: MDState | None = None) -> MDState:
@@ -143,6 +182,8 @@ class DistributedForceField:
         state.cell = torch.as_tensor(local.cell, dtype=f64).clone()
         state.pbc = torch.as_tensor(local.pbc, dtype=torch.bool).clone()
         state.forces = torch.zeros(n, 3, dtype=f64)
+        if isinstance(state, DistributedMDState):
+            state.n_global = local.n_atoms
         self.local = local
         self._ref_positions = state.positions.clone()
         self._ref_cell = state.cell.clone()
@@ -225,12 +266,7 @@ class DistributedForceField:
         state.energy = float(props.energy)
         state.stress = None if props.stress is None else props.stress.detach()
 
-    # -- global quantities the serial integrators compute locally ------------------------
-    def kinetic_energy(self, state: MDState) -> float:
-        """Kinetic energy of all ranks' atoms, eV."""
-        ke = torch.tensor([state.kinetic_energy()], dtype=torch.float64)
-        return float(self.comm.all_reduce_sum(ke, what="kinetic energy")[0])
-
+    # -- output ---------------------------------------------------------------------------
     def gather_positions(self, state: MDState) -> np.ndarray | None:
         """``[n_atoms, 3]`` positions in global atom order on rank 0 (None elsewhere)."""
         mine = (state.atom_ids.cpu().numpy(), state.positions.detach().cpu().numpy())
@@ -255,32 +291,47 @@ def run_md(
     integrator: str = "nve",
     temperature: float = 300.0,
     friction: float = 0.01,
+    tdamp: float = 100.0,
+    chain: int = 3,
     seed: int = 0,
     every: int = 10,
     stress: bool = False,
     dtype: torch.dtype | None = None,
 ) -> dict[str, Any] | None:
-    """A distributed NVE or Langevin run from rank 0's ``atoms`` (velocities included).
+    """A distributed NVE, Langevin or Nosé–Hoover run from rank 0's ``atoms`` (with velocities).
 
     Returns (rank 0): ``{"steps", "positions": [n_frames, n_atoms, 3] Å, "energy",
     "total_energy" (eV, per frame), "n_builds", "n_migrated"}``; None on other ranks.
     """
-    from atomshard.md.integrators import langevin_init, langevin_step, nve_init, nve_step
+    from atomshard.md.integrators import (
+        langevin_init,
+        langevin_step,
+        nose_hoover_init,
+        nose_hoover_step,
+        nve_init,
+        nve_step,
+    )
     from atomshard.md.state import state_from_ase
     from atomshard.runtime._api import load_potential
 
-    if integrator not in ("nve", "langevin"):
-        raise InputError(f"distributed MD supports nve and langevin, got {integrator!r}")
+    if integrator not in ("nve", "langevin", "nose-hoover"):
+        raise InputError(
+            f"distributed MD supports nve, langevin and nose-hoover, got {integrator!r}"
+        )
     potential = load_potential(model, dtype=dtype).to(comm.device)
-    state = state_from_ase(atoms) if comm.rank == 0 else empty_state()
+    state = distributed_state(state_from_ase(atoms) if comm.rank == 0 else None, comm)
     ff = DistributedForceField(potential, comm, skin=skin, partition=partition, stress=stress)
-    init = nve_init if integrator == "nve" else langevin_init
-    init(state, ff)
+    if integrator == "nve":
+        nve_init(state, ff)
+    elif integrator == "langevin":
+        langevin_init(state, ff)
+    else:
+        nose_hoover_init(state, ff, temperature=temperature, tdamp=tdamp, chain=chain)
     frames: dict[str, list[Any]] = {"steps": [], "positions": [], "energy": [], "total": []}
 
     def record() -> None:
         pos = ff.gather_positions(state)
-        kinetic = ff.kinetic_energy(state)
+        kinetic = state.kinetic_energy()
         if pos is not None:
             frames["steps"].append(state.step)
             frames["positions"].append(pos)
@@ -291,8 +342,10 @@ def run_md(
     for _ in range(n_steps):
         if integrator == "nve":
             nve_step(state, ff, dt=dt)
-        else:
+        elif integrator == "langevin":
             langevin_step(state, ff, dt=dt, temperature=temperature, friction=friction, seed=seed)
+        else:
+            nose_hoover_step(state, ff, dt=dt, temperature=temperature, tdamp=tdamp)
         if state.step % every == 0:
             record()
     n_migrated = comm.broadcast_object(ff.n_migrated)
