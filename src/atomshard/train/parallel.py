@@ -105,7 +105,7 @@ class GradientSync:
             from torch.nn.parallel import DistributedDataParallel
 
             self.forward_module = DistributedDataParallel(
-                module, process_group=getattr(comm, "group", None), broadcast_buffers=False
+                module, process_group=getattr(comm, "group", None)
             )
             self.loss_scale = float(self.world_size)
         elif self.distributed:

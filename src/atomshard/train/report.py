@@ -42,7 +42,7 @@ def plot_learning_curves(history: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_parity(ev: Evaluation, path: Path, *, title: str = "") -> None:
+def plot_parity(ev: Evaluation, path: Path | str, *, title: str = "") -> None:
     """Predicted vs reference per-atom energies and force components (PNG)."""
     import matplotlib
 
@@ -53,6 +53,7 @@ def plot_parity(ev: Evaluation, path: Path, *, title: str = "") -> None:
         ("energy per atom (eV)", ev.energy_per_atom_ref, ev.energy_per_atom_pred, "energy"),
         ("force component (eV/Å)", ev.force_ref, ev.force_pred, "force"),
     ]
+    units = {"energy": "meV/atom", "force": "meV/Å", "stress": "meV/Å³"}
     if ev.stress_ref.size:
         panels.append(("stress component (eV/Å³)", ev.stress_ref, ev.stress_pred, "stress"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4))
@@ -62,7 +63,7 @@ def plot_parity(ev: Evaluation, path: Path, *, title: str = "") -> None:
             lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
             ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         ax.set(xlabel=f"reference {label}", ylabel=f"predicted {label}")
-        ax.set_title(f"RMSE {ev.errors[f'{key}_rmse'] * 1000:.2f} m", fontsize=9)
+        ax.set_title(f"RMSE {ev.errors[f'{key}_rmse'] * 1000:.2f} {units[key]}", fontsize=9)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

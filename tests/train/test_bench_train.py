@@ -1,0 +1,28 @@
+"""The training benchmark's smoke mode runs and writes its JSON and PNG."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_train.py"
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_bench_train_smoke(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_train", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    report = module.main(["--smoke", "--out", str(tmp_path)])
+    runs = report["runs"]
+    assert runs["2 ranks allreduce rerun"]["vs_base"]["max"] == 0.0  # CPU gloo: deterministic
+    assert runs["2 ranks ddp"]["vs_base"]["max"] < 1e-5
+    assert runs["2 ranks allreduce seed 1"]["vs_base"]["max"] > 1e-4
+    assert all(r["structures_per_s"] > 0 for r in runs.values())
+    assert (tmp_path / "bench_train.png").is_file()
+    assert json.loads((tmp_path / "bench_train.json").read_text())["steps"] == 2
