@@ -51,3 +51,37 @@ def test_eval_bad_ranks_is_one_line_error(tmp_path, capsys):
     rc = main(["eval", "--model", "sevennet-0", "--structure", str(frames), "--ranks", "0"])
     assert rc == 2
     assert "--ranks must be at least 1" in capsys.readouterr().err
+
+
+def test_md_ranks_matches_serial(tmp_path, capsys):
+    from atomshard.md.outputs import read_thermo
+
+    model = build_model("nequip")
+    ckpt = tmp_path / "nequip.pt"
+    save_checkpoint(ckpt, model, model_type="potential", config=model.config)
+    start = tmp_path / "start.extxyz"
+    ase.io.write(start, quartz((2, 1, 1), seed=4))
+    common = [
+        "md", "--model", str(ckpt), "--structure", str(start), "--ensemble", "nose-hoover",
+        "--steps", "20", "--temperature", "900", "--skin", "0.3", "--traj-every", "10",
+        "--threads", "1", "--no-progress", "--dtype", "float64",
+    ]  # fmt: skip
+    assert main([*common, "-o", str(tmp_path / "serial")]) == 0
+    assert (
+        main([*common, "-o", str(tmp_path / "ranks"), "--ranks", "2", "--partition", "grid"]) == 0
+    )
+    assert "atom migrations" in capsys.readouterr().out
+    ser, par = (
+        read_thermo(tmp_path / "serial/thermo.csv"),
+        read_thermo(tmp_path / "ranks/thermo.csv"),
+    )
+    assert len(par["step"]) == len(ser["step"]) == 21
+    for column in ("epot_eV", "temperature_K", "conserved_eV", "pressure_GPa"):
+        if column in ser:
+            assert np.allclose(par[column], ser[column], rtol=1e-9, atol=1e-9), column
+    a = ase.io.read(tmp_path / "serial/trajectory.extxyz", index=":")
+    b = ase.io.read(tmp_path / "ranks/trajectory.extxyz", index=":")
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b):
+        assert np.max(np.abs(x.positions - y.positions)) <= 1e-6
+        assert np.max(np.abs(x.get_forces() - y.get_forces())) <= 1e-8

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
+def add_parallel_arguments(parser: argparse.ArgumentParser, *, profile: bool = True) -> None:
     from atomshard.runtime import PARTITION_NAMES
 
     group = parser.add_argument_group("graph-parallel")
@@ -28,6 +28,9 @@ def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="halo-exchange transport (default: auto, the faster measured for the backend)",
     )
+    if not profile:
+        parser.set_defaults(profile=None)
+        return
     group.add_argument(
         "--profile",
         metavar="JSON",

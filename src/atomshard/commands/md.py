@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="continue the run in --output from its restart file"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from atomshard.commands._parallel import add_parallel_arguments
+
+    add_parallel_arguments(parser, profile=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,6 +78,31 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = MDConfig(**{k: v for k, v in overrides.items() if v is not None})
     check_device(config.device)
+    from atomshard.commands._parallel import parallel_requested
+
+    if parallel_requested(args):
+        from atomshard.runtime import run_md_distributed
+
+        got = run_md_distributed(
+            config,
+            n_ranks=args.ranks,
+            partition=args.partition,
+            transport=args.transport,
+            resume=args.resume,
+            progress=not args.no_progress,
+        )
+        if got is None:  # not rank 0 of a torchrun job
+            return 0
+        result, n_migrated = got
+        print(f"{n_migrated} atom migrations between ranks at neighbour-list rebuilds")
+        print(
+            f"{result.steps} steps of {result.n_atoms} atoms in {result.wall_seconds:.1f} s: "
+            f"{result.steps_per_second:.2f} steps/s, {result.ns_per_day:.3f} ns/day, "
+            f"{result.neighbor_builds} neighbour-list builds; final T = "
+            f"{result.final_temperature:.1f} K, E_pot = {result.final_energy:.4f} eV"
+        )
+        print(f"outputs in {result.output}/: trajectory.extxyz, thermo.csv, thermo.png")
+        return 0
     result = run_md(config, resume=args.resume, progress=not args.no_progress)
     print(
         f"{result.steps} steps of {result.n_atoms} atoms in {result.wall_seconds:.1f} s: "

@@ -29,6 +29,7 @@ from atomshard.runtime._md import (
     empty_state,
     run_md,
 )
+from atomshard.runtime._md_command import gather_state, run_md_distributed
 from atomshard.runtime._partition import PARTITION_NAMES, PartitionSpec, partition_atoms
 
 __all__ = [
@@ -48,9 +49,11 @@ __all__ = [
     "evaluate_frames",
     "format_profile",
     "frame_result_dict",
+    "gather_state",
     "load_potential",
     "partition_atoms",
     "run_md",
+    "run_md_distributed",
     "split_structure",
     "write_profile",
 ]

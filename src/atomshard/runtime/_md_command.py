@@ -1,0 +1,236 @@
+"""``atomshard md --ranks N``: the serial MD driver's run, spread over ranks.
+
+Same configuration, ensembles and output files as :func:`atomshard.md.run_md`
+(``config.yaml``, ``trajectory.extxyz``, ``thermo.csv``, ``thermo.png``); rank 0 writes
+them. Every rank computes the thermo row (the kinetic energy is a sum over ranks);
+trajectory frames are gathered on rank 0 when written. Restarts are not written in this
+mode (``--resume`` is refused).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from atomshard.comm import DEFAULT_TIMEOUT_S, Communicator, env_world, init_communicator, launch
+from atomshard.errors import InputError
+from atomshard.md.config import MDConfig
+from atomshard.md.driver import MDResult
+from atomshard.md.state import MDState
+from atomshard.runtime._api import load_potential
+from atomshard.runtime._md import DistributedForceField, DistributedMDState, distributed_state
+from atomshard.runtime._partition import PartitionSpec
+
+
+def gather_state(state: DistributedMDState, comm: Communicator) -> MDState | None:
+    """The whole system as one :class:`MDState` on rank 0 (None elsewhere), in atom-id order."""
+    mine = {
+        "ids": state.atom_ids.cpu().numpy(),
+        "positions": state.positions.detach().cpu().numpy(),
+        "velocities": state.velocities.cpu().numpy(),
+        "masses": state.masses.cpu().numpy(),
+        "species": state.species.cpu().numpy(),
+        "forces": state.forces.detach().cpu().numpy(),
+    }
+    gathered = comm.gather_objects(mine) if comm.world_size > 1 else [mine]
+    if gathered is None:
+        return None
+    ids = np.concatenate([g["ids"] for g in gathered])
+
+    def cat(key: str, shape: tuple[int, ...]) -> torch.Tensor:
+        out = np.zeros((len(ids), *shape), dtype=gathered[0][key].dtype)
+        out[ids] = np.concatenate([g[key].reshape(-1, *shape) for g in gathered])
+        return torch.as_tensor(out)
+
+    return MDState(
+        positions=cat("positions", (3,)),
+        velocities=cat("velocities", (3,)),
+        masses=cat("masses", ()),
+        species=cat("species", ()),
+        atom_ids=torch.arange(len(ids), dtype=torch.int64),
+        cell=state.cell.clone(),
+        pbc=state.pbc.clone(),
+        forces=cat("forces", (3,)),
+        energy=state.energy,
+        stress=state.stress,
+        step=state.step,
+        time=state.time,
+    )
+
+
+def md_rank(
+    comm: Communicator,
+    config: MDConfig,
+    *,
+    partition: PartitionSpec,
+    transport: str,
+    progress: bool,
+) -> dict[str, Any] | None:
+    """One rank of a distributed ``md`` run; rank 0 writes the outputs."""
+    from atomshard.md.driver import _initial_state
+    from atomshard.md.integrators import (
+        langevin_init,
+        langevin_step,
+        nose_hoover_conserved,
+        nose_hoover_init,
+        nose_hoover_step,
+        nve_init,
+        nve_step,
+    )
+    from atomshard.md.outputs import (
+        THERMO_COLUMNS,
+        AppendLog,
+        extxyz_frame,
+        plot_thermo,
+        thermo_row,
+    )
+
+    root = comm.rank == 0
+    out = Path(config.output)
+    if root and out.exists() and (out / "thermo.csv").exists():
+        raise InputError(f"output folder {str(out)!r} already holds a run; choose another --output")
+    dtype = getattr(torch, config.dtype) if config.dtype else None
+    model = load_potential(config.model, dtype=dtype).to(comm.device)
+    state = distributed_state(_initial_state(config, "cpu") if root else None, comm)
+    ff = DistributedForceField(
+        model, comm, skin=config.skin, partition=partition, transport=transport
+    )
+    if config.ensemble == "nve":
+        nve_init(state, ff)
+    elif config.ensemble == "langevin":
+        langevin_init(state, ff)
+    else:
+        nose_hoover_init(
+            state, ff, temperature=config.temperature, tdamp=config.tdamp, chain=config.chain
+        )
+    traj = thermo = None
+    if root:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(config.to_yaml())
+        traj = AppendLog(out / "trajectory.extxyz")
+        thermo = AppendLog(out / "thermo.csv", header=",".join(THERMO_COLUMNS) + "\n")
+
+    def conserved() -> float:
+        if config.ensemble == "nose-hoover":
+            return nose_hoover_conserved(state, temperature=config.temperature, tdamp=config.tdamp)
+        return state.energy + state.kinetic_energy()
+
+    def record() -> None:
+        if config.log_every and state.step % config.log_every == 0:
+            row = thermo_row(state, conserved())  # collective: every rank computes it
+            if thermo is not None:
+                thermo.write(row)
+        if config.traj_every and state.step % config.traj_every == 0:
+            full = gather_state(state, comm)
+            if traj is not None and full is not None:
+                traj.write(extxyz_frame(full))
+
+    record()
+    bar = None
+    if progress and root:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=config.steps,
+            unit="step",
+            mininterval=1.0,
+            dynamic_ncols=True,
+            desc=f"md {config.ensemble} on {comm.world_size} ranks",
+        )
+    t0 = time.perf_counter()
+    while state.step < config.steps:
+        if config.ensemble == "nve":
+            nve_step(state, ff, dt=config.dt)
+        elif config.ensemble == "langevin":
+            langevin_step(
+                state,
+                ff,
+                dt=config.dt,
+                temperature=config.temperature,
+                friction=config.friction,
+                seed=config.seed,
+            )
+        else:
+            nose_hoover_step(
+                state, ff, dt=config.dt, temperature=config.temperature, tdamp=config.tdamp
+            )
+        record()
+        if bar is not None:
+            bar.update(1)
+    wall = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    temperature = state.temperature()
+    n_migrated = comm.broadcast_object(ff.n_migrated)
+    if not root:
+        return None
+    assert traj is not None and thermo is not None
+    traj.close()
+    thermo.close()
+    plot_thermo(
+        out / "thermo.csv",
+        out / "thermo.png",
+        title=f"{config.structure}, {config.model}, {config.ensemble}, {comm.world_size} ranks",
+    )
+    rate = config.steps / wall if wall > 0 else 0.0
+    return {
+        "result": MDResult(
+            output=out,
+            steps=config.steps,
+            n_atoms=state.n_global or state.n_atoms,
+            wall_seconds=wall,
+            steps_per_second=rate,
+            ns_per_day=rate * config.dt * 86400e-6,
+            neighbor_builds=ff.n_builds,
+            final_temperature=temperature,
+            final_energy=state.energy,
+        ),
+        "n_migrated": n_migrated,
+    }
+
+
+def run_md_distributed(
+    config: MDConfig,
+    *,
+    n_ranks: int,
+    partition: PartitionSpec = "auto",
+    transport: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> tuple[MDResult, int] | None:
+    """Run ``config`` on ``n_ranks`` local ranks, or on the ranks of a torchrun job.
+
+    Returns:
+        ``(result, n_migrated)`` on rank 0; None on other torchrun ranks.
+    """
+    if resume:
+        raise InputError("--resume is not supported with --ranks/torchrun yet; run serially")
+    world = env_world()
+    if world is not None and world[1] > 1:
+        if n_ranks != 1:
+            raise InputError("--ranks spawns local processes; under torchrun/srun leave it at 1")
+        comm = init_communicator(timeout_s=timeout_s)
+        try:
+            got = md_rank(comm, config, partition=partition, transport=transport, progress=progress)
+        finally:
+            comm.close()
+    else:
+        if n_ranks < 1:
+            raise InputError(f"--ranks must be at least 1, got {n_ranks}")
+        got = launch(
+            md_rank,
+            n_ranks,
+            config,
+            partition=partition,
+            transport=transport,
+            progress=progress,
+            timeout_s=timeout_s,
+        )[0]
+    if got is None:
+        return None
+    return got["result"], got["n_migrated"]
