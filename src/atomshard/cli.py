@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("atomshard.commands.eval", "energy, forces, stress for every frame of a file"),
     "convert": ("atomshard.commands.convert", "convert a foreign checkpoint (SevenNet)"),
     "data": ("atomshard.commands.data", "make Hamiltonian training data (data pyscf ...)"),
-    "train": ("atomshard.commands.train", "train a model from a YAML config (Hamiltonian)"),
+    "train": ("atomshard.commands.train", "train a potential or Hamiltonian model (YAML config)"),
     "evaluate": ("atomshard.commands.evaluate", "MAE/RMSE of a potential on a labelled dataset"),
     "predict": ("atomshard.commands.predict", "predict Hamiltonian blocks, errors and plots"),
     "info": ("atomshard.commands.info", "describe an atomshard checkpoint"),

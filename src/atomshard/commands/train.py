@@ -3,6 +3,8 @@
 The YAML has ``model`` (with ``kind``: ``hamiltonian``; the rest are the model's config
 fields, ``basis`` defaulting to the data's), ``data`` (``train``, ``valid`` or
 ``valid_fraction``), ``training`` (optimiser settings) and ``output`` (a folder).
+``kind: potential`` trains an interatomic potential (:mod:`atomshard.train.setup`;
+schema in docs/training.md).
 """
 
 from __future__ import annotations

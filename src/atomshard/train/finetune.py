@@ -86,19 +86,21 @@ def refit_energy_shifts(
     config: NequIPConfig,
     state: dict[str, torch.Tensor],
     samples: Sequence[LabelledStructure],
-) -> tuple[NequIPConfig, np.ndarray]:
-    """``config`` with shifts corrected on ``samples``; also the correction (eV/atom).
+) -> tuple[NequIPConfig, dict[str, torch.Tensor], np.ndarray]:
+    """``config`` with shifts corrected on ``samples``, the weights cast to its dtypes,
+    and the correction.
 
     Shapes:
-        returns[1]: ``[n_species]`` eV, added to the old shifts
+        returns[2]: ``[n_species]`` eV, added to the old shifts
     """
     model = NequIPPotential.from_config(config)
     model.load_state_dict(state)
     model.eval()
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     residual = np.array([s.energy for s in samples]) - _predicted_energies(model, samples)
     delta = fit_energy_shifts(samples, config.species, residual=residual)
     shifts = tuple(float(a + b) for a, b in zip(config.energy_shift, delta))  # type: ignore[arg-type]
-    return replace(config, energy_shift=shifts), delta
+    return replace(config, energy_shift=shifts), state, delta
 
 
 def prepare_finetune(
@@ -115,11 +117,6 @@ def prepare_finetune(
     """
     cfg, state = subset_species(model, species)
     if cfg.dtype != dtype:
-        cfg = replace(cfg, dtype=dtype)
-        body = getattr(torch, dtype)
-        state = {k: v.to(body) if v.is_floating_point() and v.dtype != torch.float64 else v
-                 for k, v in state.items()}  # fmt: skip
-        probe = NequIPPotential.from_config(cfg).state_dict()
-        state = {k: v.to(probe[k].dtype) for k, v in state.items()}
-    cfg, delta = refit_energy_shifts(cfg, state, samples)
+        cfg = replace(cfg, dtype=dtype)  # load_state_dict casts the weights
+    cfg, state, delta = refit_energy_shifts(cfg, state, samples)
     return cfg, state, delta
