@@ -26,7 +26,8 @@ REFERENCES = [
     ("H2O_RPBE-D3", "bohr", "hartree"),
     ("Cu2S_PBE", "angstrom", "ev"),
     ("DMABN_SCAN", "bohr", "hartree"),
-    ("Ethylbenzene_SCAN", "bohr", "hartree"),
+    # 288 atoms with ~185 neighbours each and 368 functions: ~17 CPU-s for energy+forces
+    pytest.param("Ethylbenzene_SCAN", "bohr", "hartree", marks=pytest.mark.slow),
 ]
 
 
