@@ -88,7 +88,8 @@ def _worker(
             results.put((rank, "ok", pickle.dumps(value)))
     except BaseException as exc:  # report everything, then die so peers stop waiting
         text = f"{type(exc).__name__}: {exc}"
-        tb = traceback.format_exc()
+        # a user error is a complete message; anything else gets its traceback
+        tb = str(exc) if isinstance(exc, AtomshardError) else traceback.format_exc()
         sys.stderr.write("".join(f"[rank {rank}] {line}\n" for line in tb.splitlines()))
         sys.stderr.flush()
         results.put((rank, "error", text.encode()))
@@ -208,7 +209,15 @@ class LocalGroup:
             else:
                 got[rank] = pickle.loads(data) if kind == "ok" else None
         if errors:
-            lines = [f"rank {r}: {msg}" if r >= 0 else msg for r, msg in sorted(errors.items())]
+            by_message: dict[str, list[int]] = {}
+            for r, msg in sorted(errors.items()):
+                by_message.setdefault(msg, []).append(r)
+            lines = [
+                f"rank{'s' if len(rs) > 1 else ''} {', '.join(map(str, rs))}: {msg}"
+                if rs[0] >= 0
+                else msg
+                for msg, rs in by_message.items()
+            ]
             first = min((r for r in errors if r >= 0), default=-1)
             # the first rank that failed on its own is usually the lowest that did not
             # merely time out waiting for the others
