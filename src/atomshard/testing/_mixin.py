@@ -18,7 +18,8 @@ class PotentialPropertyTests:
 
     Class attributes tune the checks: ``reflection_invariant`` (False for SO(3)-only
     models), ``smooth_forces_at_cutoff``, and the tolerances below (absolute; eV, eV/Å,
-    eV/Å³). Every test names the structure and the deviation when it fails.
+    eV/Å³) and ``n_fd_components`` (force components checked by finite differences per
+    structure). Every test names the structure and the deviation when it fails.
 
     Example::
 
@@ -39,6 +40,7 @@ class PotentialPropertyTests:
     atol_energy: float = 1e-9
     atol_forces: float = 1e-8
     atol_fd_forces: float = 1e-6
+    n_fd_components: int = 4
     atol_fd_stress: float = 1e-7
 
     def test_rotation(self, model, property_structures) -> None:
@@ -80,7 +82,9 @@ class PotentialPropertyTests:
 
     def test_forces_are_minus_energy_gradient(self, model, property_structures) -> None:
         for atoms in property_structures:
-            checks.check_forces_finite_difference(model, atoms, atol=self.atol_fd_forces)
+            checks.check_forces_finite_difference(
+                model, atoms, n_components=self.n_fd_components, atol=self.atol_fd_forces
+            )
 
     def test_stress_is_strain_derivative(self, model, property_structures) -> None:
         periodic = [a for a in property_structures if a.pbc.all()]

@@ -84,11 +84,12 @@ class SevenNetReference:
 
 
 def parity_structures(seed: int = 0) -> dict[str, object]:
-    """The structures the SevenNet parity is checked on (small, 6–24 atoms).
+    """The structures the SevenNet parity is checked on (small: 6–12 atoms).
 
-    alpha-quartz (rattled), an amorphous-like SiO2 (random packing at 2.2 g/cm³, atoms
-    ≥ 1.5 Å apart), monoclinic HfO2 (rattled), a quartz slab with 6 Å of vacuum
-    (periodic in x, y only), and a small triclinic Si–O cell.
+    alpha-quartz (9 atoms, rattled), an amorphous-like SiO2 (12 atoms, random packing at
+    2.2 g/cm³, atoms ≥ 1.5 Å apart), monoclinic HfO2 (12 atoms, rattled), a one-cell
+    quartz slab with 6 Å of vacuum (9 atoms, periodic in x, y only), and a small
+    triclinic Si–O cell (6 atoms).
     """
     from atomshard.io.structures import builtin_structure
     from atomshard.testing._checks import random_structure
@@ -96,12 +97,12 @@ def parity_structures(seed: int = 0) -> dict[str, object]:
     quartz = builtin_structure("quartz")
     quartz.rattle(0.03, seed=seed)
     amorphous = random_structure(
-        (14, 8, 8), 24, periodic=True, density=24 / 363.0, min_distance=1.5, triclinic=False,
+        (14, 8, 8), 12, periodic=True, density=24 / 363.0, min_distance=1.5, triclinic=False,
         seed=seed,
     )  # fmt: skip
     hfo2 = builtin_structure("hfo2")
     hfo2.rattle(0.03, seed=seed + 1)
-    slab = builtin_structure("quartz", (1, 1, 2))
+    slab = builtin_structure("quartz")
     slab.center(vacuum=6.0, axis=2)
     slab.pbc = (True, True, False)
     slab.rattle(0.02, seed=seed + 2)
