@@ -19,7 +19,7 @@ def _yaml(tmp_path, name, **training):
         write_tiny(data, 6, seed=4)
     spec = {
         "model": tiny_model(),
-        "data": {"train": str(data), "valid_fraction": 0.34},
+        "data": {"train": str(data), "valid_fraction": 0.5},
         "training": {"batch_size": 2, "max_epochs": 2, "progress": False, "lr": 0.01,
                      "threads": 1, **training},
         "output": str(tmp_path / name),
@@ -35,18 +35,23 @@ def test_train_serial_and_two_ranks_agree_then_evaluate(tmp_path, capsys):
     serial = _yaml(tmp_path, "serial", precision="float64")
     assert main(["train", str(serial)]) == 0
     out = capsys.readouterr().out
-    assert "training on 4 structures, validating on 2" in out and "best.pt on the valid set" in out
+    assert "training on 3 structures, validating on 3" in out and "best.pt on the valid set" in out
     for name in ("best.pt", "last.pt", "metrics.csv", "learning_curve.png", "parity_valid.png"):
         assert (tmp_path / "serial" / name).is_file(), name
     meta = read_checkpoint(tmp_path / "serial" / "best.pt")["metadata"]
-    assert meta["statistics"]["n_structures"] == 4 and meta["n_valid"] == 2
+    assert meta["statistics"]["n_structures"] == 3 and meta["n_valid"] == 3
 
     two = _yaml(tmp_path, "two", precision="float64", ranks=2, plots=False)
     assert main(["train", str(two)]) == 0
-    a = read_checkpoint(tmp_path / "serial" / "last.pt")["training"]["model"]
-    b = read_checkpoint(tmp_path / "two" / "last.pt")["training"]["model"]
-    for name, value in a.items():
-        torch.testing.assert_close(b[name], value, rtol=1e-9, atol=1e-11, msg=name)
+    a = read_checkpoint(tmp_path / "serial" / "last.pt")["training"]
+    b = read_checkpoint(tmp_path / "two" / "last.pt")["training"]
+    for name, value in a["model"].items():
+        torch.testing.assert_close(b["model"][name], value, rtol=1e-9, atol=1e-11, msg=name)
+    # 3 validation frames over 2 ranks: each counted once, so the metrics agree too
+    for key in ("train_loss", "val_loss", "val_energy_mae", "val_force_rmse"):
+        got = [row[key] for row in b["state"]["history"]]
+        want = [row[key] for row in a["state"]["history"]]
+        assert got == pytest.approx(want, rel=1e-9), key
 
     report = tmp_path / "errors.json"
     args = ["evaluate", "--model", str(tmp_path / "serial" / "best.pt"),

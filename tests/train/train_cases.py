@@ -74,25 +74,22 @@ def rank_gradient(comm, frames, strategy: str, stress_weight: float = 1.0):
     """
     import torch
 
-    from atomshard.train.batch import collate
+    from atomshard.models.potential import NequIPPotential
     from atomshard.train.data import LabelledStructure
-    from atomshard.train.loss import Counts, LossWeights, batch_loss
-    from atomshard.train.parallel import ForceModel, GradientSync, as_prediction, shard
+    from atomshard.train.loss import LossWeights
+    from atomshard.train.parallel import ForceModel, GradientSync, shard_loss
 
     assert all(isinstance(f, LabelledStructure) for f in frames)
     rank, world = int(getattr(comm, "rank", 0)), int(getattr(comm, "world_size", 1))
     cfg = tiny_config()
     torch.manual_seed(0)
-    from atomshard.models.potential import NequIPPotential
-
     model = NequIPPotential.from_config(cfg)
     fm = ForceModel(model, stress=stress_weight > 0)
     sync = GradientSync(strategy, comm, fm)
     samples = [f.with_edges(cfg.cutoff) for f in frames]
-    mine = [samples[i] for i in shard(list(range(len(samples))), rank, world)]
-    batch = collate(mine)
-    pred = as_prediction(sync.forward_module(batch, True))
-    loss = batch_loss(pred, batch, Counts.of(samples), LossWeights(1.0, 1.0, stress_weight))
+    loss = shard_loss(
+        sync.forward_module, samples, rank, world, LossWeights(1.0, 1.0, stress_weight)
+    )
     (loss * sync.loss_scale).backward()
     sync.after_backward()
     return torch.cat([p.grad.reshape(-1) for p in fm.parameters()]).numpy()

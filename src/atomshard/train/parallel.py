@@ -22,7 +22,9 @@ from torch import nn
 from atomshard.comm import Communicator
 from atomshard.errors import InputError
 from atomshard.models.base import Potential
-from atomshard.train.batch import Batch, BatchPrediction, predict_batch
+from atomshard.train.batch import Batch, BatchPrediction, collate, predict_batch
+from atomshard.train.data import LabelledStructure
+from atomshard.train.loss import Counts, LossWeights, batch_loss
 
 
 def epoch_batches(
@@ -30,25 +32,23 @@ def epoch_batches(
 ) -> list[list[int]]:
     """The global batches (frame indices) of ``epoch``: a seeded shuffle, chunked.
 
-    A last batch with fewer frames than ranks is merged into the one before, so every
-    rank gets at least one frame per step.
+    The batches do not depend on ``world_size`` (a rank whose shard of a small last
+    batch is empty takes part with a zero-weighted frame, see the trainer), so training
+    on any number of ranks follows the same trajectory. ``world_size`` is accepted for
+    symmetry with :func:`shard` and must be positive.
     """
-    if n < world_size:
-        raise InputError(f"{n} training frames cannot feed {world_size} ranks")
+    if n < 1:
+        raise InputError("the training set is empty")
+    if world_size < 1:
+        raise InputError(f"world_size must be positive, got {world_size}")
     gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
     order = torch.randperm(n, generator=gen).tolist()
-    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    if len(batches) > 1 and len(batches[-1]) < world_size:
-        tail = batches.pop()
-        batches[-1] = batches[-1] + tail
-    if len(batches[0]) < world_size:
-        raise InputError(f"batch_size={batch_size} is smaller than the {world_size} ranks")
-    return batches
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def shard(indices: list[int], rank: int, world_size: int) -> list[int]:
+def shard(items: list[Any], rank: int, world_size: int) -> list[Any]:
     """This rank's part of a global batch or of the validation set (no duplicates)."""
-    return indices[rank::world_size]
+    return items[rank::world_size]
 
 
 class ForceModel(nn.Module):
@@ -131,3 +131,23 @@ class GradientSync:
             n = p.numel()
             p.grad.copy_(total[offset : offset + n].view_as(p))  # type: ignore[union-attr]
             offset += n
+
+
+def shard_loss(
+    forward_module: nn.Module,
+    global_batch: list[LabelledStructure],
+    rank: int,
+    world_size: int,
+    weights: LossWeights,
+) -> torch.Tensor:
+    """This rank's share of the loss of ``global_batch`` (frames carrying edges).
+
+    A rank whose shard is empty (a last batch smaller than the world) still runs
+    forward and backward — DDP needs every rank in every all-reduce — on one frame
+    whose loss is multiplied by zero, so it contributes exact zeros.
+    """
+    mine = shard(global_batch, rank, world_size)
+    batch = collate(mine or global_batch[:1])
+    pred = as_prediction(forward_module(batch, True))
+    loss = batch_loss(pred, batch, Counts.of(global_batch), weights)
+    return loss if mine else 0.0 * loss

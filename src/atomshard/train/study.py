@@ -16,10 +16,9 @@ import torch
 
 from atomshard.comm import Communicator, NullCommunicator
 from atomshard.models.potential import NequIPConfig, NequIPPotential
-from atomshard.train.batch import collate
 from atomshard.train.data import LabelledStructure
-from atomshard.train.loss import Counts, LossWeights, batch_loss
-from atomshard.train.parallel import ForceModel, GradientSync, as_prediction, epoch_batches, shard
+from atomshard.train.loss import LossWeights
+from atomshard.train.parallel import ForceModel, GradientSync, epoch_batches, shard_loss
 
 
 def train_steps(
@@ -62,9 +61,8 @@ def train_steps(
                 break
             comm.barrier(what="step start")
             t0 = time.perf_counter()
-            batch = collate([samples[i] for i in shard(indices, rank, world)])
-            pred = as_prediction(sync.forward_module(batch, True))
-            loss = batch_loss(pred, batch, Counts.of([samples[i] for i in indices]), weights)
+            global_batch = [samples[i] for i in indices]
+            loss = shard_loss(sync.forward_module, global_batch, rank, world, weights)
             opt.zero_grad(set_to_none=True)
             (loss * sync.loss_scale).backward()
             sync.after_backward()

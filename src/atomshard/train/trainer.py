@@ -31,8 +31,8 @@ from atomshard.train.batch import collate, predict_batch
 from atomshard.train.config import RecipeConfig
 from atomshard.train.data import LabelledStructure
 from atomshard.train.ema import WeightAverage
-from atomshard.train.loss import Counts, LossWeights, batch_loss, error_sums, summarise
-from atomshard.train.parallel import ForceModel, GradientSync, as_prediction, epoch_batches, shard
+from atomshard.train.loss import LossWeights, error_sums, summarise
+from atomshard.train.parallel import ForceModel, GradientSync, epoch_batches, shard, shard_loss
 from atomshard.utils.files import atomic_write
 
 CSV_FIELDS = (
@@ -192,11 +192,8 @@ class _Run:
         self.model.train()
         total = torch.zeros((), dtype=torch.float64)
         for indices in batches:
-            global_samples = [self.train_set[i] for i in indices]
-            mine = [self.train_set[i] for i in shard(indices, self.rank, self.world)]
-            batch = collate(mine)
-            pred = as_prediction(sync.forward_module(batch, True))
-            loss = batch_loss(pred, batch, Counts.of(global_samples), weights)
+            global_batch = [self.train_set[i] for i in indices]
+            loss = shard_loss(sync.forward_module, global_batch, self.rank, self.world, weights)
             self.optimizer.zero_grad(set_to_none=True)
             (loss * sync.loss_scale).backward()
             sync.after_backward()
