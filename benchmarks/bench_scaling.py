@@ -4,7 +4,8 @@ The SevenNet SI workload by default: alpha-quartz 8x8x8 (4,608 atoms), the SI co
 (32 channels, 4 layers, l_max 3, 4.0 Å; random weights, float32 body) or ``--model
 sevennet-0``. Runs 1 rank x T threads, then N ranks x T threads (gloo, Low-NN), each
 with a warm-up and ``--steps`` timed evaluations on a fixed plan. Reports the slowest
-rank's median step time, strong-scaling efficiency ``t1 / (N tN)``, the share of the
+rank's median step time, strong-scaling efficiency ``t1 / (N tN)``, the CPU-time
+efficiency ``cpu1 / sum(cpu over ranks)`` (insensitive to other jobs on the cores), the share of the
 step spent in halo exchange (pack + send/recv + unpack, per rank) and peak RSS per rank.
 Writes ``<out>/bench_scaling.json`` and ``<out>/bench_scaling.png``.
 
@@ -80,11 +81,14 @@ def main(argv: list[str] | None = None) -> dict:
         "worlds": [],
     }
     print(f"{report['structure']}, model {args.model}, {args.threads} thread(s) per rank")
-    header = f"{'ranks':>5} {'step s':>8} {'eff.':>6} {'exch %':>7} {'max RSS MiB':>12}"
+    header = (
+        f"{'ranks':>5} {'step s':>8} {'eff.':>6} {'CPU s':>8} {'CPU eff.':>8} "
+        f"{'exch %':>7} {'max RSS MiB':>12}"
+    )
     print(header)
     with tempfile.TemporaryDirectory() as tmp:
         spec = _model_spec(args.model, Path(tmp), args.smoke)
-        t1 = None
+        t1 = cpu1 = None
         for n in args.ranks:
             with LocalGroup(n, threads_per_rank=args.threads, timeout_s=600) as group:
                 per_rank = group.run(
@@ -96,22 +100,29 @@ def main(argv: list[str] | None = None) -> dict:
                     root_only={"structure": structure},
                 )
             step = max(r["step_s"] for r in per_rank)
-            if n == 1 or t1 is None:
-                t1 = step * n
+            cpu = sum(r["cpu_s"] for r in per_rank)
+            if n == 1 or t1 is None or cpu1 is None:
+                t1, cpu1 = step * n, cpu
             exch = max(r["profile"]["exchange_fraction"] for r in per_rank)
             rss = max(r["peak_rss_mib"] for r in per_rank)
             eff = t1 / (n * step)
+            cpu_eff = cpu1 / cpu
             report["worlds"].append(
                 {
                     "n_ranks": n,
                     "step_s": step,
                     "efficiency": eff,
+                    "cpu_s_all_ranks": cpu,
+                    "cpu_efficiency": cpu_eff,
                     "max_exchange_fraction": exch,
                     "max_peak_rss_mib": rss,
                     "per_rank": per_rank,
                 }
             )
-            print(f"{n:>5} {step:>8.3f} {100 * eff:>5.1f}% {100 * exch:>6.2f}% {rss:>12.0f}")
+            print(
+                f"{n:>5} {step:>8.3f} {100 * eff:>5.1f}% {cpu:>8.3f} {100 * cpu_eff:>7.1f}% "
+                f"{100 * exch:>6.2f}% {rss:>12.0f}"
+            )
     (args.out / "bench_scaling.json").write_text(json.dumps(report, indent=2))
     _plot(report, args.out / "bench_scaling.png")
     print(f"wrote {args.out / 'bench_scaling.json'} and bench_scaling.png")

@@ -117,11 +117,12 @@ def time_evaluation(
     local = _scatter(comm, structure, float(potential.cutoff), partition)
     profiler = ExchangeProfiler()
     ev = DistributedEvaluator(potential, comm, transport=transport, profiler=profiler)
-    times = []
+    times, cpu = [], []
     for _ in range(steps + 1):
         comm.barrier()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ev.evaluate_local(local)
+        cpu.append(time.process_time() - c0)
         times.append(time.perf_counter() - t0)
     summary = profiler.summary(skip=1)
     return {
@@ -135,6 +136,9 @@ def time_evaluation(
         "step_s": statistics.median(times[1:]),
         "step_min_s": min(times[1:]),
         "step_max_s": max(times[1:]),
+        # CPU seconds of this process (all its threads) per step: unlike wall time it does
+        # not grow when other jobs share the cores
+        "cpu_s": statistics.median(cpu[1:]),
         "profile": summary,
         "peak_rss_mib": peak_rss_mib(),
         "rss_after_model_mib": rss_model,
