@@ -84,3 +84,18 @@ def test_max_time_stops_the_run(frames, tmp_path):
     recipe = RecipeConfig(**{**RECIPE, "max_epochs": 50, "max_time_s": 1e-3})
     result = train_potential(tiny_config(dtype="float32"), frames[:2], [], recipe, tmp_path)
     assert result.epochs_run == 1 and result.stop_reason == "max time"
+
+
+def test_resume_refuses_a_different_model(straight, frames, tmp_path):
+    import shutil
+
+    from atomshard.errors import CheckpointError
+    from atomshard.models.potential.config import replace
+
+    out, _ = straight
+    shutil.copy(out / "last.pt", tmp_path / "last.pt")
+    other = replace(tiny_config(dtype="float32"), channels=4)
+    with pytest.raises(
+        CheckpointError, match=r"different model config \(differs in \['channels'\]\)"
+    ):
+        train_potential(other, frames[:4], frames[4:], RecipeConfig(**RECIPE), tmp_path)

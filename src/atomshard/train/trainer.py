@@ -169,10 +169,20 @@ class _Run:
             self.ema.swap(self.model)
 
     def resume(self, path: Path) -> None:
+        from atomshard.utils.config import config_to_dict
+
         data = read_checkpoint(path)
         training = data.get("training")
         if not isinstance(training, dict):
             raise CheckpointError(f"{path}: has no training state to resume from")
+        if data.get("config") != config_to_dict(self.config):
+            changed = sorted(
+                k for k, v in config_to_dict(self.config).items() if data["config"].get(k) != v
+            )
+            raise CheckpointError(
+                f"{path}: was trained with a different model config (differs in {changed}); "
+                "start afresh with --no-resume or choose another output folder"
+            )
         self.model.load_state_dict(training["model"])
         self.ema.load_state_dict(training["ema"])
         st = training["state"]
