@@ -56,7 +56,7 @@ def test_cutoff_function_values() -> None:
         f = cutoff_function(r, ref["rc"], t, ref["alpha"])
         df = torch.autograd.grad(f.sum(), r)[0] if f.requires_grad else torch.zeros(1)
         fv = float(f.detach())
-        assert abs(fv - ref["f"][t]) <= 1e-14, (t, fv, ref["f"][t])
+        assert abs(fv - ref["f"][t]) <= 2.2e-14, (t, fv, ref["f"][t])  # upstream: 100 eps
         assert abs(float(df) - ref["df"][t]) <= 1e-13, (t, float(df), ref["df"][t])
         beyond = torch.tensor([4.5, 3.0], dtype=torch.float64, requires_grad=True)
         fb = cutoff_function(beyond, ref["rc"], t, ref["alpha"])

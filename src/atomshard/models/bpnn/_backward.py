@@ -118,7 +118,7 @@ def _angular_backward(
     grad: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(edge index, gradient rows)`` of the angular terms."""
-    ps = pair_sets(plan, r, center, center_elem, nbr_elem, n_centers)
+    ps = pair_sets(plan, vec, r, center, center_elem, nbr_elem, n_centers)
     rows = vec.index_select(0, ps.order).t().contiguous()
     rk = r.index_select(0, ps.order)
     g_r = torch.zeros_like(rk)

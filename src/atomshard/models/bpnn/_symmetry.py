@@ -260,13 +260,18 @@ class PairSets:
 
 def pair_sets(
     plan: SymmetryPlan,
+    vec: torch.Tensor,
     r: torch.Tensor,
     center: torch.Tensor,
     center_elem: torch.Tensor,
     nbr_elem: torch.Tensor,
     n_centers: int,
 ) -> PairSets:
-    """Index work of the angular terms (no gradients flow through it)."""
+    """Index work of the angular terms (no gradients flow through it).
+
+    When every function of a set needs ``r_jk < rc`` (types 3, 13, 21, 24), pairs beyond
+    the largest such ``rc`` are dropped here: about half of all pairs in a liquid.
+    """
     n_el = plan.n_elements
     with torch.no_grad():
         keep = r < plan.angular_rc.to(r.dtype)[center_elem]
@@ -278,6 +283,7 @@ def pair_sets(
         counts = torch.bincount(key, minlength=n_centers * n_el)
         starts = torch.cumsum(counts, 0) - counts
         sets = []
+        rows = vec.index_select(0, order)
         for c in range(n_el):
             for a in range(n_el):
                 for b in range(a, n_el):
@@ -295,6 +301,11 @@ def pair_sets(
                     if jj.numel() == 0:
                         continue
                     groups = [g for g in plan.angular if g.center == c and g.select in (-1, (a, b))]
+                    if all(g.type in (3, 13, 21, 24) for g in groups):
+                        rc = max(float(g.params["rc"].max()) for g in groups)
+                        d = rows.index_select(0, kk) - rows.index_select(0, jj)
+                        near = torch.nonzero((d * d).sum(1) < rc * rc).squeeze(1)
+                        jj, kk = jj.index_select(0, near), kk.index_select(0, near)
                     sets.append((groups, jj, kk, float(plan.z[a] * plan.z[b])))
     return PairSets(order, center, sets)
 
@@ -311,7 +322,7 @@ def _angular(
     """Angular functions: pairs are made per (centre element, neighbour elements) from the
     edges sorted by (centre, neighbour element), so only pairs some function uses exist."""
     out = torch.zeros(n_centers, plan.n_features_max, dtype=vec.dtype)
-    ps = pair_sets(plan, r, center, center_elem, nbr_elem, n_centers)
+    ps = pair_sets(plan, vec, r, center, center_elem, nbr_elem, n_centers)
     vec_rows = vec.index_select(0, ps.order).t().contiguous()
     r = r.index_select(0, ps.order)
     edge_tables: dict[int, torch.Tensor] = {}
