@@ -133,6 +133,14 @@ def _plot(results: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _print_run(r: dict) -> None:
+    print(f"{r['dtype']} {r['n_atoms']:>8} atoms: {r['median_s']:.3f} s/eval "
+          f"(spread {r['spread_s']:.3f}), {r['atom_evals_per_s']:.0f} atom·evals/s, "
+          f"CPU {r['cpu_median_s']:.3f} s/eval = {r['atom_evals_per_cpu_s']:.0f} "
+          f"atom·evals per CPU-s, peak RSS {r['peak_rss_mib']:.0f} MiB "
+          f"({r['rss_per_atom_kib']:.1f} KiB/atom)", flush=True)  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("bench_out/bpnn"))
@@ -143,13 +151,19 @@ def main() -> None:
     p.add_argument("--backward", default="recompute")
     p.add_argument("--subset", type=int, default=0, help="keep only the first N atoms")
     p.add_argument("--smoke", action="store_true", help="150 atoms, one repeat (seconds)")
-    p.add_argument("--child", choices=["run", "split"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["run", "split", "both"], help=argparse.SUPPRESS)
     p.add_argument("--tile", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="float64", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child == "run":
         print(json.dumps(run_one(args.tile, args.dtype, args.threads, args.repeats,
                                  args.backward, args.subset)))  # fmt: skip
+        return
+    if args.child == "both":  # smoke: one process for both (saves a torch start-up)
+        run = run_one(args.tile, args.dtype, args.threads, args.repeats, args.backward,
+                      args.subset)  # fmt: skip
+        split = time_split(args.tile, args.dtype, args.threads, args.backward, args.subset)
+        print(json.dumps({"run": run, "split": split}))
         return
     if args.child == "split":
         print(json.dumps(time_split(args.tile, args.dtype, args.threads, args.backward,
@@ -160,18 +174,18 @@ def main() -> None:
     if args.smoke:
         args.tiles, args.dtypes, args.repeats, args.subset = [1], ["float64"], 1, 150
         args.threads = 1
-    results = []
-    for dtype in args.dtypes:
+    results, splits = [], []
+    if args.smoke:
+        both = _child(args, "both", 1, "float64")
+        results, splits = [both["run"]], [both["split"]]
+    for dtype in [] if args.smoke else args.dtypes:
         for tile in args.tiles:
-            r = _child(args, "run", tile, dtype)
-            results.append(r)
-            print(f"{dtype} {r['n_atoms']:>8} atoms: {r['median_s']:.3f} s/eval "
-                  f"(spread {r['spread_s']:.3f}), {r['atom_evals_per_s']:.0f} atom·evals/s, "
-                  f"CPU {r['cpu_median_s']:.3f} s/eval = {r['atom_evals_per_cpu_s']:.0f} "
-                  f"atom·evals per CPU-s, "
-                  f"peak RSS {r['peak_rss_mib']:.0f} MiB ({r['rss_per_atom_kib']:.1f} KiB/atom)",
-                  flush=True)  # fmt: skip
-    splits = [_child(args, "split", 1, dtype) for dtype in args.dtypes]
+            results.append(_child(args, "run", tile, dtype))
+            _print_run(results[-1])
+    if args.smoke:
+        _print_run(results[0])
+    if not args.smoke:
+        splits = [_child(args, "split", 1, dtype) for dtype in args.dtypes]
     for s in splits:
         print(f"split {s['dtype']} {s['n_atoms']} atoms: symmetry functions "
               f"{s['symmetry_functions']:.3f} CPU-s, network {s['network']:.3f} CPU-s, "
