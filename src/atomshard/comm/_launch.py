@@ -193,7 +193,12 @@ class LocalGroup:
             if failed_at is not None and now - failed_at > GRACE_S:
                 break
             if deadline is not None and now > deadline:
-                errors.setdefault(-1, f"ranks did not start within {deadline - now:.0f} s")
+                errors.setdefault(
+                    -1,
+                    f"ranks did not start within {self.timeout_s + 60.0:.0f} s (a script that "
+                    "starts ranks must guard its top level with `if __name__ == '__main__':`, "
+                    "because each rank imports it)",
+                )
                 break
             try:
                 rank, status, data = self._results.get(timeout=0.1)
