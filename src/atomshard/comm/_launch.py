@@ -228,9 +228,10 @@ class LocalGroup:
             # merely time out waiting for the others
             own = [r for r, m in sorted(errors.items()) if "CommError" not in m and r >= 0]
             culprit = own[0] if own else first
-            self._broken = f"rank {culprit} failed"
+            who = f"rank {culprit}" if culprit >= 0 else "start-up"
+            self._broken = f"{who} failed"
             raise RankFailure(
-                f"{self.n_ranks}-rank run failed (rank {culprit}); every rank was stopped:\n  "
+                f"{self.n_ranks}-rank run failed ({who}); every rank was stopped:\n  "
                 + "\n  ".join(lines)
             )
         return [got[r] for r in range(self.n_ranks)]
