@@ -7,7 +7,7 @@ import json
 import ase.io
 import numpy as np
 import pytest
-from cases import build_model, quartz, slab
+from distributed_cases import build_model, quartz, slab
 
 from atomshard.cli import main
 from atomshard.models.checkpoint import save_checkpoint

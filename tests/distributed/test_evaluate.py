@@ -10,7 +10,15 @@ import time
 import numpy as np
 import pytest
 from _toy_potential import ToyLocal, ToyMPNN
-from cases import STRUCTURES, fail_on, partitions, rel, run_calculator, run_cases, serial
+from distributed_cases import (
+    STRUCTURES,
+    fail_on,
+    partitions,
+    rel,
+    run_calculator,
+    run_cases,
+    serial,
+)
 
 from atomshard.comm import LocalGroup, RankFailure, launch
 from atomshard.runtime import evaluate_distributed

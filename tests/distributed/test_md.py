@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _toy_potential import ToyMPNN
-from cases import quartz, x_slabs
+from distributed_cases import quartz, x_slabs
 
 from atomshard.comm import launch
 from atomshard.md.forcefield import SerialForceField

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cases import build_model, partitions, quartz, rel, run_cases, serial, slab, tiny_triclinic
+from distributed_cases import (
+    build_model,
+    partitions,
+    quartz,
+    rel,
+    run_cases,
+    serial,
+    slab,
+    tiny_triclinic,
+)
 
 from atomshard.comm import LocalGroup
 

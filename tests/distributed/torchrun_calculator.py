@@ -6,7 +6,7 @@ import json
 import sys
 
 import numpy as np
-from cases import build_model, quartz, serial
+from distributed_cases import build_model, quartz, serial
 
 from atomshard.runtime import DistributedCalculator
 
