@@ -63,6 +63,7 @@ def plot_parity(ev: Evaluation, path: Path | str, *, title: str = "") -> None:
             lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
             ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         ax.set(xlabel=f"reference {label}", ylabel=f"predicted {label}")
+        ax.ticklabel_format(useOffset=False)
         ax.set_title(f"RMSE {ev.errors[f'{key}_rmse'] * 1000:.2f} {units[key]}", fontsize=9)
     if title:
         fig.suptitle(title)

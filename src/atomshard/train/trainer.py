@@ -212,7 +212,7 @@ class _Run:
             total += loss.detach().to(torch.float64)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss):.3g}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.3g}")
         total = self.comm.all_reduce_sum(total, what="train loss")
         return float(total) / len(batches)
 
