@@ -78,6 +78,16 @@ def test_equivariance_and_hermiticity() -> None:
     assert max(np.abs(b).max() for b in ref.values()) > 1e-3  # not trivially zero
 
 
+def test_permutation_permutes_blocks() -> None:
+    model = _model()
+    atoms = _water_cluster()
+    perm = np.array([4, 0, 3, 5, 2, 1])
+    ref, out = _blocks(model, atoms), _blocks(model, atoms[perm])
+    assert len(ref) == len(out)
+    for (rx, ry, rz, i, j), b in out.items():
+        assert np.allclose(b, ref[(rx, ry, rz, int(perm[i]), int(perm[j]))], atol=1e-12)
+
+
 def test_periodic_images_and_exchange_hook() -> None:
     model = _model(n_layers=3)
     atoms = Atoms(
