@@ -283,7 +283,7 @@ def pair_sets(
         counts = torch.bincount(key, minlength=n_centers * n_el)
         starts = torch.cumsum(counts, 0) - counts
         sets = []
-        rows = vec.index_select(0, order)
+        rows = vec.index_select(0, order).t().contiguous()
         for c in range(n_el):
             for a in range(n_el):
                 for b in range(a, n_el):
@@ -303,8 +303,11 @@ def pair_sets(
                     groups = [g for g in plan.angular if g.center == c and g.select in (-1, (a, b))]
                     if all(g.type in (3, 13, 21, 24) for g in groups):
                         rc = max(float(g.params["rc"].max()) for g in groups)
-                        d = rows.index_select(0, kk) - rows.index_select(0, jj)
-                        near = torch.nonzero((d * d).sum(1) < rc * rc).squeeze(1)
+                        d2 = torch.zeros(jj.shape, dtype=rows.dtype)
+                        for comp in rows:  # x, y, z rows: 1-D gathers, no dim-1 reduction
+                            d = comp.index_select(0, kk) - comp.index_select(0, jj)
+                            d2 += d * d
+                        near = torch.nonzero(d2 < rc * rc).squeeze(1)
                         jj, kk = jj.index_select(0, near), kk.index_select(0, near)
                     sets.append((groups, jj, kk, float(plan.z[a] * plan.z[b])))
     return PairSets(order, center, sets)
