@@ -5,7 +5,8 @@ On the n2p2 RPBE-D3 water set (Bohr/Hartree converted), a small NequIP-class mod
 
 - throughput (structures/s, median step time) at 1 rank (2 threads) and 2 ranks
   (1 thread each), for the ``allreduce`` (one all-reduce after backward) and ``ddp``
-  (PyTorch DDP) strategies;
+  (PyTorch DDP) strategies; every run in forked local ranks (passive OpenMP waits);
+  the model's shifts, scales and neighbour normaliser come from the data's statistics;
 - numerics: per-step training-loss differences against the 2-rank ``allreduce`` run
   with seed 0 for: ``ddp`` (same seed), a rerun, 1 rank, and a new seed (MAE, RMSE).
 
@@ -80,22 +81,32 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--smoke", action="store_true", help="4 tiny frames, 2 steps")
     args = parser.parse_args(argv)
 
+    from atomshard.utils.process import configure_process
+
+    configure_process()  # passive OpenMP waits: spinning threads ruin timings on a busy CPU
     import torch
 
     from atomshard.comm import LocalGroup
     from atomshard.models.potential import NequIPConfig
     from atomshard.train.data import dataset_species
+    from atomshard.train.statistics import compute_statistics
     from atomshard.train.study import train_steps
 
     frames, what = _frames(args.smoke)
     if args.smoke:
         args.steps, args.batch_size, args.channels = 2, 2, 4
     cutoff = 2.5 if args.smoke else 4.0
-    config = NequIPConfig(species=dataset_species(frames), channels=args.channels, l_max=1,
-                          n_layers=2, cutoff=cutoff, avg_num_neighbors=20.0)  # fmt: skip
+    species = dataset_species(frames)
+    stats = compute_statistics([f.with_edges(cutoff) for f in frames], species)
+    config = NequIPConfig(
+        species=species, channels=args.channels, l_max=1, n_layers=2, cutoff=cutoff,
+        avg_num_neighbors=stats.avg_num_neighbors, energy_shift=stats.energy_shift,
+        energy_scale=stats.force_rms,
+    )  # fmt: skip
     kw = dict(n_steps=args.steps, batch_size=args.batch_size)
     runs: dict[str, dict] = {}
-    runs["1 rank"] = train_steps(None, frames, config, threads=2, **kw)
+    with LocalGroup(1, threads_per_rank=2, timeout_s=300) as group:  # same process set-up
+        runs["1 rank"] = group.run(train_steps, frames, config, **kw)[0]
     with LocalGroup(2, threads_per_rank=1, timeout_s=300) as group:
         for name, strategy, seed in (("2 ranks allreduce", "allreduce", 0),
                                      ("2 ranks ddp", "ddp", 0),
@@ -149,13 +160,16 @@ def _plot(report: dict, path: Path) -> None:
 
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 3.8))
     base = report["runs"]["2 ranks allreduce"]["loss"]
-    for name, r in report["runs"].items():
-        a.semilogy(range(1, len(r["loss"]) + 1), r["loss"], label=name)
+    for k, (name, r) in enumerate(report["runs"].items()):
+        steps = range(1, len(r["loss"]) + 1)
+        a.semilogy(steps, r["loss"], label=name, color=f"C{k}")
         if name != "2 ranks allreduce":
-            b.plot([x - y for x, y in zip(r["loss"], base)], label=name)
+            diff = [x - y for x, y in zip(r["loss"], base)]
+            b.plot(steps, diff, label=name, color=f"C{k}")
     a.set(xlabel="step", ylabel="training loss", title="loss trajectories")
     a.legend(fontsize=7)
     b.set(xlabel="step", ylabel="loss - 2-rank allreduce (seed 0)", title="differences")
+    b.set_yscale("symlog", linthresh=1e-9)
     b.legend(fontsize=7)
     names = list(report["runs"])
     c.bar(range(len(names)), [report["runs"][n]["structures_per_s"] for n in names])
