@@ -8,7 +8,8 @@ On the n2p2 RPBE-D3 water set (Bohr/Hartree converted), a small NequIP-class mod
   (PyTorch DDP) strategies; every run in forked local ranks (passive OpenMP waits);
   the model's shifts, scales and neighbour normaliser come from the data's statistics;
 - numerics: per-step training-loss differences against the 2-rank ``allreduce`` run
-  with seed 0 for: ``ddp`` (same seed), a rerun, 1 rank, and a new seed (MAE, RMSE).
+  with seed 0 for: ``ddp`` (same seed), a rerun, 1 rank, and a new seed (MAE, RMSE);
+- precision: the 1-rank run with a float64 body (speed and loss difference).
 
 ``--metrics CSV`` also summarises a finished ``atomshard train`` run (time to reach
 force-RMSE thresholds). Writes ``<out>/bench_train.json`` and ``<out>/bench_train.png``.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import platform
 import statistics
@@ -107,6 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     runs: dict[str, dict] = {}
     with LocalGroup(1, threads_per_rank=2, timeout_s=300) as group:  # same process set-up
         runs["1 rank"] = group.run(train_steps, frames, config, **kw)[0]
+        f64 = dataclasses.replace(config, dtype="float64")
+        runs["1 rank float64"] = group.run(train_steps, frames, f64, **kw)[0]
     with LocalGroup(2, threads_per_rank=1, timeout_s=300) as group:
         for name, strategy, seed in (("2 ranks allreduce", "allreduce", 0),
                                      ("2 ranks ddp", "ddp", 0),
