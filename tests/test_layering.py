@@ -12,17 +12,25 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "atomshard"
 
 #: Package -> layer. A module may import its own package or packages of a lower layer.
 LAYERS = {
-    "errors": 0, "units": 0, "glossary": 0, "utils": 0,
+    "errors": 0,
+    "units": 0,
+    "glossary": 0,
+    "utils": 0,
     "graph": 1,
-    "io": 2, "partition": 2,
+    "io": 2,
+    "partition": 2,
     "comm": 3,
     "nn": 4,
     "hamiltonian": 5,
     "models": 6,
-    "testing": 7, "md": 7, "train": 7,
+    "testing": 7,
+    "md": 7,
+    "train": 7,
     "runtime": 8,
     "bench": 9,
-    "commands": 10, "cli": 10, "__main__": 10,
+    "commands": 10,
+    "cli": 10,
+    "__main__": 10,
 }
 
 
