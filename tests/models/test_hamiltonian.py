@@ -130,6 +130,9 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     atoms = _water_cluster()
     a, b = _blocks(model, atoms), _blocks(loaded, atoms)
     assert all(np.array_equal(a[k], b[k]) for k in a)
+    from atomshard.commands.info import describe
+
+    assert sorted(describe(tmp_path / "h.pt")["species"]) == ["H", "O"]
 
 
 def test_bad_input() -> None:

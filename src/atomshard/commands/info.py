@@ -30,7 +30,10 @@ def describe(path: str) -> dict[str, Any]:
     model = load_model(path)
     n_params = sum(int(p.numel()) for p in model.parameters())
     cfg = data.get("config", {})
-    species = [int(z) for z in cfg.get("species", [])]
+    # Potentials list atomic numbers; the Hamiltonian model names elements in its basis.
+    species = [int(z) for z in getattr(model, "atomic_numbers", None) or cfg.get("species", [])]
+    if not species and isinstance(cfg.get("basis"), dict):
+        species = [chemical_symbols.index(el) for el in cfg["basis"] if el in chemical_symbols]
     return {
         "path": str(path),
         "format": data.get("format"),
