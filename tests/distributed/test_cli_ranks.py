@@ -7,10 +7,10 @@ import json
 import ase.io
 import numpy as np
 import pytest
-from distributed_cases import build_model, quartz, slab
 
 from atomshard.cli import main
 from atomshard.models.checkpoint import save_checkpoint
+from tests.distributed.distributed_cases import build_model, quartz, slab
 
 pytestmark = pytest.mark.distributed
 

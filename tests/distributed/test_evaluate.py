@@ -9,8 +9,11 @@ import time
 
 import numpy as np
 import pytest
-from _toy_potential import ToyLocal, ToyMPNN
-from distributed_cases import (
+
+from atomshard.comm import LocalGroup, RankFailure, launch
+from atomshard.runtime import evaluate_distributed
+from tests.distributed._toy_potential import ToyLocal, ToyMPNN
+from tests.distributed.distributed_cases import (
     STRUCTURES,
     fail_on,
     partitions,
@@ -19,9 +22,6 @@ from distributed_cases import (
     run_cases,
     serial,
 )
-
-from atomshard.comm import LocalGroup, RankFailure, launch
-from atomshard.runtime import evaluate_distributed
 
 pytestmark = pytest.mark.distributed
 TOL = 1e-10

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _toy_potential import ToyMPNN
-from distributed_cases import quartz, x_slabs
 
 from atomshard.comm import launch
 from atomshard.md.forcefield import SerialForceField
@@ -19,6 +17,8 @@ from atomshard.md.integrators import (
 )
 from atomshard.md.state import maxwell_boltzmann, state_from_ase
 from atomshard.runtime import run_md
+from tests.distributed._toy_potential import ToyMPNN
+from tests.distributed.distributed_cases import quartz, x_slabs
 
 pytestmark = pytest.mark.distributed
 DT, SKIN, EVERY = 1.0, 1.0, 20

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from distributed_cases import (
+
+from atomshard.comm import LocalGroup
+from tests.distributed.distributed_cases import (
     build_model,
     partitions,
     quartz,
@@ -18,8 +20,6 @@ from distributed_cases import (
     slab,
     tiny_triclinic,
 )
-
-from atomshard.comm import LocalGroup
 
 pytestmark = pytest.mark.distributed
 TOL = 1e-10

@@ -26,7 +26,7 @@ def test_calculator_under_torchrun(tmp_path):
         str(HERE / "torchrun_calculator.py"),
         str(tmp_path / "result"),
     ]
-    env = {"PYTHONPATH": str(HERE), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": str(HERE.parents[1]), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads((tmp_path / f"result.{r}.json").read_text()) for r in (0, 1)]

@@ -6,9 +6,9 @@ import json
 import sys
 
 import numpy as np
-from distributed_cases import build_model, quartz, serial
 
 from atomshard.runtime import DistributedCalculator
+from tests.distributed.distributed_cases import build_model, quartz, serial
 
 
 def main(out_prefix: str) -> None:

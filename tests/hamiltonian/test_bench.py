@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import shared_data
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from tests.conftest import shared_data
 
 from atomshard.errors import InputError
 from atomshard.graph import neighbor_list
@@ -20,6 +19,7 @@ from atomshard.hamiltonian.assembly import (
 from atomshard.hamiltonian.basis import OrbitalBasis
 from atomshard.hamiltonian.blocks import BlockSet, EdgeBlocks
 from atomshard.hamiltonian.files import BlockFile, read_block_file, read_deeptb, write_block_file
+from tests.conftest import shared_data
 
 
 @pytest.fixture(scope="module")

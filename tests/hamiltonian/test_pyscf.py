@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from e3nn import o3
-from tests.conftest import shared_data
 
 from atomshard.hamiltonian.basis import OrbitalBasis
 from atomshard.hamiltonian.files import read_block_file
@@ -18,6 +17,7 @@ from atomshard.hamiltonian.pyscf_data import (
     generate_dataset,
     run_rks,
 )
+from tests.conftest import shared_data
 
 pytest.importorskip("pyscf")
 

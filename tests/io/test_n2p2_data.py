@@ -11,7 +11,7 @@ from atomshard.errors import InputError
 from atomshard.io.n2p2 import BOHR_IN_ANGSTROM, HARTREE_IN_EV
 from atomshard.io.n2p2_data import read_n2p2_data
 from atomshard.io.structures import read_structures
-from conftest import shared_data
+from tests.conftest import shared_data
 
 GOOD = """begin
 comment two atoms

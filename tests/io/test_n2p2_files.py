@@ -10,7 +10,7 @@ import pytest
 from atomshard.errors import InputError
 from atomshard.io.n2p2 import BOHR_IN_ANGSTROM, HARTREE_IN_EV, read_n2p2_potential
 from atomshard.models.bpnn import load_n2p2_potential
-from conftest import shared_data
+from tests.conftest import shared_data
 
 
 def _copy(name: str, tmp_path: Path) -> Path:

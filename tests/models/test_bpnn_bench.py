@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import shared_data
+from tests.conftest import shared_data
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_bpnn.py"
 

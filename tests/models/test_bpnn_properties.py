@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from bpnn_synthetic import write_synthetic_potential
 
 from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph
@@ -20,7 +19,8 @@ from atomshard.testing import (
     check_stress_finite_difference,
     random_structure,
 )
-from conftest import shared_data
+from tests.conftest import shared_data
+from tests.models.bpnn_synthetic import write_synthetic_potential
 
 
 class TestCu2SProperties(PotentialPropertyTests):

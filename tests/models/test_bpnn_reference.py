@@ -19,7 +19,7 @@ from atomshard.models.bpnn import (
     cutoff_function,
     load_n2p2_potential,
 )
-from conftest import shared_data
+from tests.conftest import shared_data
 
 #: (potential, units of its files) — see ../shared/data/n2p2/README.md.
 REFERENCES = [

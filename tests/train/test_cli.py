@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 import yaml
-from train_cases import tiny_model, write_tiny
 
 from atomshard.cli import main
 from atomshard.models.checkpoint import read_checkpoint
+from tests.train.train_cases import tiny_model, write_tiny
 
 
 def _yaml(tmp_path, name, **training):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from train_cases import tiny_frames, write_tiny
 
 from atomshard.errors import InputError
 from atomshard.train.data import read_dataset, read_split_file, split_indices
-from conftest import shared_data
+from tests.conftest import shared_data
+from tests.train.train_cases import tiny_frames, write_tiny
 
 
 def test_extxyz_with_energy_forces_stress():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from train_cases import tiny_config, tiny_frames
 
 from atomshard.models.potential import NequIPPotential
 from atomshard.models.potential.config import replace
@@ -14,6 +13,7 @@ from atomshard.train.config import RecipeConfig
 from atomshard.train.data import _from_atoms, read_dataset
 from atomshard.train.finetune import prepare_finetune, subset_species
 from atomshard.train.trainer import train_potential
+from tests.train.train_cases import tiny_config, tiny_frames
 
 
 def _frames():
@@ -57,7 +57,7 @@ def test_refit_shifts_remove_the_mean_energy_offset():
 @pytest.mark.needs_shared_data
 def test_sevennet0_finetune_step_on_hfo2(tmp_path):
     from atomshard.models.resolve import resolve_model
-    from conftest import shared_data
+    from tests.conftest import shared_data
 
     frames = read_dataset(shared_data("sevennet_hfo2", "hfo2.extxyz"))
     source = resolve_model("sevennet-0", dtype=torch.float64)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from train_cases import rank_gradient, tiny_frames
 
 from atomshard.comm import LocalGroup, NullCommunicator
 from atomshard.errors import InputError
 from atomshard.train.data import LabelledStructure
 from atomshard.train.parallel import epoch_batches, shard
+from tests.train.train_cases import rank_gradient, tiny_frames
 
 
 def _frames(n: int) -> list[LabelledStructure]:

@@ -7,7 +7,6 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from train_cases import OFFSETS, tiny_config, tiny_frames
 
 from atomshard.graph import AtomicGraph
 from atomshard.models.base import compute_properties
@@ -15,6 +14,7 @@ from atomshard.models.potential import NequIPPotential
 from atomshard.train.batch import collate, predict_batch
 from atomshard.train.data import _from_atoms
 from atomshard.train.statistics import compute_statistics
+from tests.train.train_cases import OFFSETS, tiny_config, tiny_frames
 
 CUTOFF = 2.5
 

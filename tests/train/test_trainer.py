@@ -6,12 +6,12 @@ import csv
 
 import pytest
 import torch
-from train_cases import tiny_config, tiny_frames
 
 from atomshard.models.checkpoint import load_model, read_checkpoint
 from atomshard.train.config import RecipeConfig
 from atomshard.train.data import _from_atoms
 from atomshard.train.trainer import train_potential
+from tests.train.train_cases import tiny_config, tiny_frames
 
 RECIPE = dict(batch_size=2, lr=0.01, max_epochs=4, progress=False, plots=False, ema_decay=0.9)
 
