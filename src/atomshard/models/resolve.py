@@ -6,6 +6,8 @@ Accepted forms:
                            into the cache (``$ATOMSHARD_CACHE`` or ``~/.cache/atomshard``)
     ``sevennet:NAME|PATH`` any SevenNet checkpoint, converted the same way
     ``n2p2:FOLDER``        an n2p2 potential folder (``input.nn``, ``scaling.data``, weights)
+    ``n2p2:FOLDER@bohr,hartree``  the same, stating the potential's length and energy units
+                           (needed when ``input.nn`` has no unit comments and is not Å/eV)
 """
 
 from __future__ import annotations
@@ -35,7 +37,18 @@ def resolve_model(spec: str, *, dtype: torch.dtype | None = None) -> torch.nn.Mo
     if low.startswith("n2p2:"):
         from atomshard.models.bpnn import load_n2p2_potential
 
-        return load_n2p2_potential(text[5:], dtype=dtype or torch.float64)
+        folder, _, units = text[5:].partition("@")
+        length_unit = energy_unit = None
+        if units:
+            parts = [u.strip() for u in units.split(",")]
+            if len(parts) != 2 or not all(parts):
+                raise InputError(
+                    f"--model {text!r}: units must be 'LENGTH,ENERGY', e.g. n2p2:DIR@bohr,hartree"
+                )
+            length_unit, energy_unit = parts
+        return load_n2p2_potential(
+            folder, dtype=dtype or torch.float64, length_unit=length_unit, energy_unit=energy_unit
+        )
     if low.startswith("sevennet:") or low in {"sevennet-0", "sevennet_0", "7net-0"}:
         name = text.split(":", 1)[1] if ":" in text else "SevenNet-0"
         return load_model(_converted_sevennet(name), dtype=dtype)
