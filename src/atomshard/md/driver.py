@@ -24,16 +24,8 @@ import torch
 
 from atomshard.errors import InputError
 from atomshard.md.config import MDConfig
+from atomshard.md.ensemble import conserved_energy, ensemble_init, ensemble_step
 from atomshard.md.forcefield import SerialForceField
-from atomshard.md.integrators import (
-    langevin_init,
-    langevin_step,
-    nose_hoover_conserved,
-    nose_hoover_init,
-    nose_hoover_step,
-    nve_init,
-    nve_step,
-)
 from atomshard.md.outputs import THERMO_COLUMNS, AppendLog, extxyz_frame, plot_thermo, thermo_row
 from atomshard.md.state import ForceField, MDState, maxwell_boltzmann, state_from_ase
 from atomshard.utils.config import config_from_dict, config_to_dict
@@ -156,22 +148,9 @@ def run_md(
         force_field = SerialForceField(model, skin=config.skin)  # type: ignore[arg-type]
 
     def conserved() -> float:
-        if config.ensemble == "nose-hoover":
-            return nose_hoover_conserved(state, temperature=config.temperature, tdamp=config.tdamp)
-        return state.energy + state.kinetic_energy()
+        return conserved_energy(state, config)
 
-    if config.ensemble == "nve":
-        nve_init(state, force_field)
-    elif config.ensemble == "langevin":
-        langevin_init(state, force_field)
-    else:
-        nose_hoover_init(
-            state,
-            force_field,
-            temperature=config.temperature,
-            tdamp=config.tdamp,
-            chain=config.chain,
-        )
+    ensemble_init(state, force_field, config)
 
     traj = AppendLog(
         out / "trajectory.extxyz", resume_at=offsets["trajectory"] if offsets else None
@@ -212,25 +191,7 @@ def run_md(
     t_start = time.perf_counter()
     try:
         while state.step < config.steps:
-            if config.ensemble == "nve":
-                nve_step(state, force_field, dt=config.dt)
-            elif config.ensemble == "langevin":
-                langevin_step(
-                    state,
-                    force_field,
-                    dt=config.dt,
-                    temperature=config.temperature,
-                    friction=config.friction,
-                    seed=config.seed,
-                )
-            else:
-                nose_hoover_step(
-                    state,
-                    force_field,
-                    dt=config.dt,
-                    temperature=config.temperature,
-                    tdamp=config.tdamp,
-                )
+            ensemble_step(state, force_field, config)
             record()
             if config.restart_every and state.step % config.restart_every == 0:
                 checkpoint()

@@ -1,0 +1,55 @@
+"""Dispatch from an :class:`~atomshard.md.config.MDConfig` to its ensemble's functions.
+
+Serial and distributed drivers share these three calls, so an ensemble is added in one
+place.
+"""
+
+from __future__ import annotations
+
+from atomshard.md.config import MDConfig
+from atomshard.md.integrators import (
+    langevin_init,
+    langevin_step,
+    nose_hoover_conserved,
+    nose_hoover_init,
+    nose_hoover_step,
+    nve_init,
+    nve_step,
+)
+from atomshard.md.state import ForceField, MDState
+
+
+def ensemble_init(state: MDState, force_field: ForceField, config: MDConfig) -> MDState:
+    """Initial forces (and thermostat variables) for ``config.ensemble``."""
+    if config.ensemble == "nve":
+        return nve_init(state, force_field)
+    if config.ensemble == "langevin":
+        return langevin_init(state, force_field)
+    return nose_hoover_init(
+        state, force_field, temperature=config.temperature, tdamp=config.tdamp, chain=config.chain
+    )
+
+
+def ensemble_step(state: MDState, force_field: ForceField, config: MDConfig) -> MDState:
+    """One step of ``config.ensemble`` with ``config.dt``."""
+    if config.ensemble == "nve":
+        return nve_step(state, force_field, dt=config.dt)
+    if config.ensemble == "langevin":
+        return langevin_step(
+            state,
+            force_field,
+            dt=config.dt,
+            temperature=config.temperature,
+            friction=config.friction,
+            seed=config.seed,
+        )
+    return nose_hoover_step(
+        state, force_field, dt=config.dt, temperature=config.temperature, tdamp=config.tdamp
+    )
+
+
+def conserved_energy(state: MDState, config: MDConfig) -> float:
+    """The quantity the ensemble conserves (E_tot, or the Nosé–Hoover extended energy), eV."""
+    if config.ensemble == "nose-hoover":
+        return nose_hoover_conserved(state, temperature=config.temperature, tdamp=config.tdamp)
+    return state.energy + state.kinetic_energy()
