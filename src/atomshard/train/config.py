@@ -21,7 +21,7 @@ from typing import Any
 
 from atomshard.errors import InputError
 
-PRECISIONS = ("float32", "float64")
+PRECISIONS = ("float32", "float64", "bfloat16")
 STRATEGIES = ("allreduce", "ddp")
 
 
@@ -87,9 +87,11 @@ class RecipeConfig:
             epochs.
         max_epochs, max_time_s: limits (epochs per stage; wall time over resumes).
         seed: initialisation and data order (epoch ``e`` shuffles with ``seed, e``).
-        precision: network body ``float32`` (default) or ``float64``; geometry and
-            energies are always float64. (bf16 autocast is not offered: e3nn's compiled
-            linear layers mix bf16 activations with float32 weights and fail.)
+        precision: network body ``float32`` (default), ``float64`` or ``bfloat16``;
+            geometry and energies are always float64. ``bfloat16`` keeps float32 master
+            weights (optimiser, EMA, checkpoints, validation) and runs the training
+            forward/backward of the body in bf16 (see :class:`ForceModel`; plain
+            ``torch.autocast`` fails on e3nn's compiled linears).
         ranks: data-parallel processes on this machine (gloo); under torchrun the world
             comes from the environment instead.
         strategy: ``allreduce`` (one all-reduce of all gradients after backward, the SI's
@@ -176,5 +178,10 @@ class RecipeConfig:
 
     @property
     def body_dtype(self) -> str:
-        """The model config's ``dtype`` for this precision."""
+        """The model config's ``dtype`` for this precision (the stored weights)."""
         return "float64" if self.precision == "float64" else "float32"
+
+    @property
+    def compute_dtype(self) -> str | None:
+        """The dtype the body trains in when it differs from :attr:`body_dtype`."""
+        return "bfloat16" if self.precision == "bfloat16" else None

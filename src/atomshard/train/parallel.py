@@ -57,14 +57,34 @@ class ForceModel(nn.Module):
     Args:
         model: the potential.
         stress: predict per-system stress (needed when the loss has a stress term).
+        compute_dtype: run the float32 body in this dtype (``torch.bfloat16``): every
+            float32 parameter and buffer is cast (differentiably) for the forward pass,
+            so gradients reach the float32 master weights, which the optimiser updates.
+            This is what ``torch.autocast`` would do, but autocast cannot be used: e3nn's
+            compiled linears then mix bf16 activations with float32 weights and fail.
+            float64 tensors (geometry, energy shifts and scales) are left alone.
     """
 
-    def __init__(self, model: Potential, *, stress: bool) -> None:
+    def __init__(
+        self, model: Potential, *, stress: bool, compute_dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__()
         self.model = model
         self.stress = stress
+        self.compute_dtype = compute_dtype
+        self._casting = False
 
     def forward(self, batch: Batch, create_graph: bool = True) -> tuple[Any, ...]:
+        if self.compute_dtype is not None and not self._casting:
+            low = self.compute_dtype
+            named = [*self.model.named_parameters(), *self.model.named_buffers()]
+            cast = {f"model.{k}": t.to(low) for k, t in named if t.dtype == torch.float32}
+            self._casting = True
+            try:
+                out = torch.func.functional_call(self, cast, (batch, create_graph), strict=False)
+            finally:
+                self._casting = False
+            return tuple(out)
         pred = predict_batch(
             self.model,
             batch,

@@ -32,12 +32,15 @@ def train_steps(
     batch_size: int = 4,
     lr: float = 0.002,
     threads: int = 0,
+    compute_dtype: str | None = None,
 ) -> dict[str, Any]:
     """Train ``n_steps`` AdamW steps; per-step global losses and wall times.
 
     Returns:
         ``{"loss": [n_steps] floats, "step_s": [n_steps] seconds, "structures": int}``;
         the losses are summed over ranks, so they are the global-batch losses.
+        ``compute_dtype="bfloat16"`` trains a float32 model's body in bf16
+        (:class:`ForceModel`).
     """
     comm = comm or NullCommunicator()
     if threads:
@@ -45,7 +48,8 @@ def train_steps(
     rank, world = int(getattr(comm, "rank", 0)), int(getattr(comm, "world_size", 1))
     torch.manual_seed(seed)
     model = NequIPPotential.from_config(config)
-    fm = ForceModel(model, stress=False)
+    low = None if compute_dtype is None else getattr(torch, compute_dtype)
+    fm = ForceModel(model, stress=False, compute_dtype=low)
     sync = GradientSync(strategy, comm, fm)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-6)
     samples = [f.with_edges(config.cutoff) for f in frames]

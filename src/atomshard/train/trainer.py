@@ -109,7 +109,8 @@ class _Run:
         if init_state is not None:
             self.model.load_state_dict(init_state)
         self.needs_stress = recipe.stress_weight > 0
-        self.force_model = ForceModel(self.model, stress=self.needs_stress)
+        low = None if recipe.compute_dtype is None else getattr(torch, recipe.compute_dtype)
+        self.force_model = ForceModel(self.model, stress=self.needs_stress, compute_dtype=low)
         self.ema = WeightAverage(self.model, recipe.ema_decay)
         self.state = TrainState()
         self._new_optimiser(recipe.lr)
