@@ -120,16 +120,19 @@ def _train_hamiltonian(args: argparse.Namespace, data: dict[str, Any]) -> int:
 
 
 def _train_potential(args: argparse.Namespace, data: dict[str, Any]) -> int:
+    from atomshard.comm import env_world
     from atomshard.train.setup import prepare, run_training
 
+    world = env_world()  # under torchrun/srun every rank runs this: rank 0 alone reports
+    say = print if world is None or world[0] == 0 else (lambda *a, **k: None)
     prepared = prepare(data, where=args.config, output=args.output)
-    print(
+    say(
         f"training on {len(prepared.train_set)} structures, validating on "
         f"{len(prepared.valid_set) or 'the training'} structures; species "
         f"{list(prepared.config.species)}, cutoff {prepared.config.cutoff} Å"
     )
     summary = run_training(prepared, resume=not args.no_resume)
-    print(
+    say(
         f"{summary['epochs']} epochs ({summary['reason']}); best validation metric "
         f"{summary['best']:.6g}; checkpoints in {prepared.output}/best.pt and last.pt"
     )
