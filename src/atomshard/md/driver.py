@@ -59,8 +59,17 @@ class MDResult:
     final_energy: float
 
 
-def save_restart(path: Path, state: MDState, config: MDConfig, offsets: dict[str, int]) -> None:
+def save_restart(
+    path: Path,
+    state: MDState,
+    config: MDConfig,
+    offsets: dict[str, int],
+    *,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write ``state`` atomically; ``extra`` entries (tensors, plain values) are added as is."""
     payload: dict[str, Any] = {
+        **(extra or {}),
         "format": RESTART_FORMAT,
         "config": config_to_dict(config),
         "state": {name: getattr(state, name).detach().cpu() for name in _STATE_TENSORS},
@@ -93,6 +102,12 @@ def load_restart(path: Path, device: str) -> tuple[MDState, dict[str, Any], dict
         thermostat=dict(data["thermostat"]),
     )
     return state, data["config"], dict(data["offsets"])
+
+
+def load_restart_extra(path: Path, key: str) -> Any:
+    """An extra entry of a restart file written with ``save_restart(..., extra=...)``."""
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    return data.get(key) if isinstance(data, dict) else None
 
 
 def _initial_state(config: MDConfig, device: str) -> MDState:

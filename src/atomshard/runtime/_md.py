@@ -39,6 +39,8 @@ class _Owned:
 
     velocities: np.ndarray
     masses: np.ndarray
+    #: current positions when the plan was built from other (reference) positions
+    positions: np.ndarray | None = None
 
 
 @dataclass
@@ -146,14 +148,30 @@ class DistributedForceField:
             flag[0] = 1.0
         return bool(self.comm.all_reduce_max(flag, what="neighbour-list rebuild check")[0] > 0)
 
-    def _rebuild(self, state: MDState) -> None:
-        """Gather owned atoms on rank 0, re-partition, scatter: atoms migrate."""
+    def restore(self, state: MDState, reference: torch.Tensor | None) -> None:
+        """Rebuild the plans of a resumed run from the positions of its last rebuild.
+
+        ``reference`` (rows aligned with ``state.atom_ids``, from a restart file) are the
+        positions the interrupted run last partitioned and built its plans on. Building on
+        them again gives the same partition, plans and edge order, and the same rebuild
+        decisions afterwards, so a resumed run continues bit-identically. Collective.
+        """
+        self._rebuild(state, reference=reference)
+
+    def _rebuild(self, state: MDState, reference: torch.Tensor | None = None) -> None:
+        """Gather owned atoms on rank 0, re-partition, scatter: atoms migrate.
+
+        With ``reference``, plans are built on those positions and the current ones
+        travel with their atoms (see :meth:`restore`).
+        """
+        current = state.positions.detach().cpu().numpy()
         mine = (
             state.atom_ids.cpu().numpy(),
-            state.positions.detach().cpu().numpy(),
+            current if reference is None else reference.detach().cpu().numpy(),
             state.velocities.cpu().numpy(),
             state.masses.cpu().numpy(),
             state.species.cpu().numpy(),
+            None if reference is None else current,
         )
         gathered = self.comm.gather_objects(mine) if self.comm.world_size > 1 else [mine]
         payload: list[Any] | None = None
@@ -175,6 +193,9 @@ class DistributedForceField:
         n = plan.n_owned
         f64 = torch.float64
         state.positions = torch.as_tensor(local.positions[:n], dtype=f64).clone()
+        ref_positions = state.positions.clone()
+        if owned.positions is not None:
+            state.positions = torch.as_tensor(owned.positions, dtype=f64).clone()
         state.velocities = torch.as_tensor(owned.velocities, dtype=f64).clone()
         state.masses = torch.as_tensor(owned.masses, dtype=f64).clone()
         state.species = torch.as_tensor(local.species[:n], dtype=torch.int64).clone()
@@ -185,7 +206,7 @@ class DistributedForceField:
         if isinstance(state, DistributedMDState):
             state.n_global = local.n_atoms
         self.local = local
-        self._ref_positions = state.positions.clone()
+        self._ref_positions = ref_positions
         self._ref_cell = state.cell.clone()
         self.n_builds += 1
 
@@ -209,6 +230,7 @@ class DistributedForceField:
         )
         velocities = glob(2, (3,), np.float64)
         masses = glob(3, (), np.float64)
+        current = None if gathered[0][5] is None else glob(5, (3,), np.float64)
         self.model.check_species(torch.as_tensor(structure.species))
         parts = split_structure(
             structure,
@@ -227,6 +249,11 @@ class DistributedForceField:
                 _Owned(
                     velocities=velocities[p.plan.local_to_global[: p.plan.n_owned]],
                     masses=masses[p.plan.local_to_global[: p.plan.n_owned]],
+                    positions=(
+                        None
+                        if current is None
+                        else current[p.plan.local_to_global[: p.plan.n_owned]]
+                    ),
                 ),
             )
             for p in parts
@@ -267,6 +294,11 @@ class DistributedForceField:
         state.stress = None if props.stress is None else props.stress.detach()
 
     # -- output ---------------------------------------------------------------------------
+    @property
+    def reference_positions(self) -> torch.Tensor | None:
+        """Positions of the owned atoms at the last rebuild (rows as ``state.atom_ids``)."""
+        return self._ref_positions
+
     def gather_positions(self, state: MDState) -> np.ndarray | None:
         """``[n_atoms, 3]`` positions in global atom order on rank 0 (None elsewhere)."""
         mine = (state.atom_ids.cpu().numpy(), state.positions.detach().cpu().numpy())

@@ -3,12 +3,21 @@
 Same configuration, ensembles and output files as :func:`atomshard.md.run_md`
 (``config.yaml``, ``trajectory.extxyz``, ``thermo.csv``, ``thermo.png``); rank 0 writes
 them. Every rank computes the thermo row (the kinetic energy is a sum over ranks);
-trajectory frames are gathered on rank 0 when written. Restarts are not written in this
-mode (``--resume`` is refused).
+trajectory frames are gathered on rank 0 when written.
+
+Restarts: every ``restart_every`` steps and at the end the state is gathered on rank 0
+in global atom-id order and written atomically as ``restart.pt`` in the serial driver's
+format (:func:`atomshard.md.driver.save_restart`) plus one extra entry, ``reference``:
+the positions and cell of the last neighbour-list rebuild. A serial run resumes such a
+file as its own (it ignores the extra entry); a distributed run with any number of ranks
+resumes it, rebuilding its plans on the reference positions, so with the same rank count
+and partitioner it makes the same partition, edge order and rebuild decisions as the
+interrupted run and continues bit-identically.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -59,7 +68,20 @@ def gather_state(state: DistributedMDState, comm: Communicator) -> MDState | Non
         stress=state.stress,
         step=state.step,
         time=state.time,
+        thermostat={k: v.clone() for k, v in state.thermostat.items()},
     )
+
+
+def gather_rows(comm: Communicator, ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor | None:
+    """Per-rank ``[n_owned, 3]`` rows keyed by global ``ids``, in id order on rank 0."""
+    mine = (ids.cpu().numpy(), rows.detach().cpu().numpy())
+    gathered = comm.gather_objects(mine) if comm.world_size > 1 else [mine]
+    if gathered is None:
+        return None
+    all_ids = np.concatenate([g[0] for g in gathered])
+    out = np.zeros((len(all_ids), 3))
+    out[all_ids] = np.concatenate([g[1].reshape(-1, 3) for g in gathered])
+    return torch.as_tensor(out)
 
 
 def md_rank(
@@ -69,9 +91,20 @@ def md_rank(
     partition: PartitionSpec,
     transport: str,
     progress: bool,
+    resume: bool = False,
+    model: Any = None,
 ) -> dict[str, Any] | None:
-    """One rank of a distributed ``md`` run; rank 0 writes the outputs."""
-    from atomshard.md.driver import _initial_state
+    """One rank of a distributed ``md`` run; rank 0 writes the outputs and restart files.
+
+    ``model`` (a :class:`~atomshard.models.base.Potential`) replaces ``config.model``,
+    as in the serial :func:`atomshard.md.run_md`.
+    """
+    from atomshard.md.driver import (
+        _initial_state,
+        load_restart,
+        load_restart_extra,
+        save_restart,
+    )
     from atomshard.md.integrators import (
         langevin_init,
         langevin_step,
@@ -88,17 +121,54 @@ def md_rank(
         plot_thermo,
         thermo_row,
     )
+    from atomshard.utils.config import config_from_dict
+    from atomshard.utils.files import atomic_write
 
     root = comm.rank == 0
     out = Path(config.output)
-    if root and out.exists() and (out / "thermo.csv").exists():
-        raise InputError(f"output folder {str(out)!r} already holds a run; choose another --output")
+    restart_path = out / "restart.pt"
+    full: MDState | None = None
+    offsets: dict[str, int] | None = None
+    reference: torch.Tensor | None = None
+    header: Any = None
+    if root:
+        try:
+            if resume:
+                full, stored, offsets = load_restart(restart_path, "cpu")
+                stored_cfg = config_from_dict(MDConfig, stored, where=str(restart_path))
+                # as serially: only the length of the run may change on resume
+                config = dataclasses.replace(stored_cfg, steps=config.steps, output=config.output)
+                extra = load_restart_extra(restart_path, "reference")
+                if extra is not None and torch.equal(extra["cell"], full.cell):
+                    reference = extra["positions"]
+            elif out.exists() and (out / "thermo.csv").exists():
+                raise InputError(
+                    f"output folder {str(out)!r} already holds a run; pass --resume to continue "
+                    f"it or choose another --output"
+                )
+            else:
+                full = _initial_state(config, "cpu")
+            header = (config, full.step, full.time, full.thermostat, reference is not None)
+        except Exception as exc:  # every rank raises it, none waits for a broadcast
+            header = exc
+    if comm.world_size > 1:
+        header = comm.broadcast_object(header)
+    if isinstance(header, Exception):
+        raise header
+    config, step, time_fs, thermostat, has_reference = header
     dtype = getattr(torch, config.dtype) if config.dtype else None
-    model = load_potential(config.model, dtype=dtype).to(comm.device)
-    state = distributed_state(_initial_state(config, "cpu") if root else None, comm)
+    potential = load_potential(config.model if model is None else model, dtype=dtype)
+    potential = potential.to(comm.device)
+    state = distributed_state(full, comm)
+    full = None  # rank 0 keeps no copy of the whole system
+    state.step, state.time = int(step), float(time_fs)
+    state.thermostat = {k: v.clone() for k, v in thermostat.items()}
     ff = DistributedForceField(
-        model, comm, skin=config.skin, partition=partition, transport=transport
+        potential, comm, skin=config.skin, partition=partition, transport=transport
     )
+    if has_reference:
+        ff.restore(state, reference if root else torch.zeros(0, 3, dtype=torch.float64))
+    reference = None
     if config.ensemble == "nve":
         nve_init(state, ff)
     elif config.ensemble == "langevin":
@@ -110,9 +180,16 @@ def md_rank(
     traj = thermo = None
     if root:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(config.to_yaml())
-        traj = AppendLog(out / "trajectory.extxyz")
-        thermo = AppendLog(out / "thermo.csv", header=",".join(THERMO_COLUMNS) + "\n")
+        with atomic_write(out / "config.yaml") as handle:
+            handle.write(config.to_yaml())
+        traj = AppendLog(
+            out / "trajectory.extxyz", resume_at=offsets["trajectory"] if offsets else None
+        )
+        thermo = AppendLog(
+            out / "thermo.csv",
+            header=",".join(THERMO_COLUMNS) + "\n",
+            resume_at=offsets["thermo"] if offsets else None,
+        )
 
     def conserved() -> float:
         if config.ensemble == "nose-hoover":
@@ -125,17 +202,36 @@ def md_rank(
             if thermo is not None:
                 thermo.write(row)
         if config.traj_every and state.step % config.traj_every == 0:
-            full = gather_state(state, comm)
-            if traj is not None and full is not None:
-                traj.write(extxyz_frame(full))
+            frame = gather_state(state, comm)
+            if traj is not None and frame is not None:
+                traj.write(extxyz_frame(frame))
 
-    record()
+    def checkpoint() -> None:
+        """Collective: gather the state and the rebuild reference; rank 0 writes restart.pt."""
+        whole = gather_state(state, comm)
+        ref = ff.reference_positions
+        ref_rows = gather_rows(comm, state.atom_ids, state.positions if ref is None else ref)
+        if whole is None or traj is None or thermo is None or ref_rows is None:
+            return
+        save_restart(
+            restart_path,
+            whole,
+            config,
+            {"trajectory": traj.offset(), "thermo": thermo.offset()},
+            extra={"reference": {"positions": ref_rows, "cell": state.cell.detach().cpu()}},
+        )
+
+    if not resume:
+        record()
+        checkpoint()
+    start_step = state.step
     bar = None
     if progress and root:
         from tqdm import tqdm
 
         bar = tqdm(
             total=config.steps,
+            initial=start_step,
             unit="step",
             mininterval=1.0,
             dynamic_ncols=True,
@@ -159,11 +255,14 @@ def md_rank(
                 state, ff, dt=config.dt, temperature=config.temperature, tdamp=config.tdamp
             )
         record()
+        if config.restart_every and state.step % config.restart_every == 0:
+            checkpoint()
         if bar is not None:
             bar.update(1)
     wall = time.perf_counter() - t0
     if bar is not None:
         bar.close()
+    checkpoint()
     temperature = state.temperature()
     n_migrated = comm.broadcast_object(ff.n_migrated)
     if not root:
@@ -176,11 +275,12 @@ def md_rank(
         out / "thermo.png",
         title=f"{config.structure}, {config.model}, {config.ensemble}, {comm.world_size} ranks",
     )
-    rate = config.steps / wall if wall > 0 else 0.0
+    done = state.step - start_step
+    rate = done / wall if wall > 0 else 0.0
     return {
         "result": MDResult(
             output=out,
-            steps=config.steps,
+            steps=done,
             n_atoms=state.n_global or state.n_atoms,
             wall_seconds=wall,
             steps_per_second=rate,
@@ -208,15 +308,20 @@ def run_md_distributed(
     Returns:
         ``(result, n_migrated)`` on rank 0; None on other torchrun ranks.
     """
-    if resume:
-        raise InputError("--resume is not supported with --ranks/torchrun yet; run serially")
     world = env_world()
     if world is not None and world[1] > 1:
         if n_ranks != 1:
             raise InputError("--ranks spawns local processes; under torchrun/srun leave it at 1")
         comm = init_communicator(timeout_s=timeout_s)
         try:
-            got = md_rank(comm, config, partition=partition, transport=transport, progress=progress)
+            got = md_rank(
+                comm,
+                config,
+                partition=partition,
+                transport=transport,
+                progress=progress,
+                resume=resume,
+            )
         finally:
             comm.close()
     else:
@@ -229,6 +334,7 @@ def run_md_distributed(
             partition=partition,
             transport=transport,
             progress=progress,
+            resume=resume,
             timeout_s=timeout_s,
         )[0]
     if got is None:
