@@ -9,7 +9,8 @@ On the n2p2 RPBE-D3 water set (Bohr/Hartree converted), a small NequIP-class mod
   the model's shifts, scales and neighbour normaliser come from the data's statistics;
 - numerics: per-step training-loss differences against the 2-rank ``allreduce`` run
   with seed 0 for: ``ddp`` (same seed), a rerun, 1 rank, and a new seed (MAE, RMSE);
-- precision: the 1-rank run with a float64 body (speed and loss difference).
+- precision: the 1-rank run with a float64 body and with a bf16 body (float32 master
+  weights, ``compute_dtype="bfloat16"``): speed and loss difference against float32.
 
 ``--metrics CSV`` also summarises a finished ``atomshard train`` run (time to reach
 force-RMSE thresholds). Writes ``<out>/bench_train.json`` and ``<out>/bench_train.png``.
@@ -111,6 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
         runs["1 rank"] = group.run(train_steps, frames, config, **kw)[0]
         f64 = dataclasses.replace(config, dtype="float64")
         runs["1 rank float64"] = group.run(train_steps, frames, f64, **kw)[0]
+        runs["1 rank bfloat16"] = group.run(train_steps, frames, config,
+                                            compute_dtype="bfloat16", **kw)[0]  # fmt: skip
     with LocalGroup(2, threads_per_rank=1, timeout_s=300) as group:
         for name, strategy, seed in (("2 ranks allreduce", "allreduce", 0),
                                      ("2 ranks ddp", "ddp", 0),
@@ -147,6 +150,13 @@ def main(argv: list[str] | None = None) -> dict:
         med = statistics.median(steps)
         report["runs"][name] = {**r, "structures_per_s": thr, "median_step_s": med, "vs_base": d}
         print(f"{name:<26} {thr:>12.2f} {statistics.median(steps):>14.4f} {d['mae']:>17.3e}")
+    f32 = runs["1 rank"]
+    for name in ("1 rank float64", "1 rank bfloat16"):
+        r = report["runs"][name]
+        r["vs_float32"] = _diff(r["loss"], f32["loss"])
+        r["speed_vs_float32"] = r["structures_per_s"] / report["runs"]["1 rank"]["structures_per_s"]
+        print(f"{name}: loss vs float32 MAE {r['vs_float32']['mae']:.3e} max "
+              f"{r['vs_float32']['max']:.3e}; speed x{r['speed_vs_float32']:.2f}")  # fmt: skip
     if args.metrics is not None:
         report["training_run"] = _time_to(args.metrics)
         print(json.dumps(report["training_run"], indent=1))

@@ -24,5 +24,6 @@ def test_bench_train_smoke(tmp_path):
     assert runs["2 ranks ddp"]["vs_base"]["max"] < 1e-5
     assert runs["2 ranks allreduce seed 1"]["vs_base"]["max"] > 1e-4
     assert all(r["structures_per_s"] > 0 for r in runs.values())
+    assert 0 < runs["1 rank bfloat16"]["vs_float32"]["max"] < 0.1 * max(runs["1 rank"]["loss"])
     assert (tmp_path / "bench_train.png").is_file()
     assert json.loads((tmp_path / "bench_train.json").read_text())["steps"] == 2
