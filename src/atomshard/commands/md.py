@@ -101,7 +101,10 @@ def run(args: argparse.Namespace) -> int:
             f"{result.neighbor_builds} neighbour-list builds; final T = "
             f"{result.final_temperature:.1f} K, E_pot = {result.final_energy:.4f} eV"
         )
-        print(f"outputs in {result.output}/: trajectory.extxyz, thermo.csv, thermo.png")
+        print(
+            f"outputs in {result.output}/: trajectory.extxyz, thermo.csv, thermo.png, "
+            f"restart.pt, config.yaml"
+        )
         return 0
     result = run_md(config, resume=args.resume, progress=not args.no_progress)
     print(
