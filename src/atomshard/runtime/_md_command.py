@@ -105,15 +105,7 @@ def md_rank(
         load_restart_extra,
         save_restart,
     )
-    from atomshard.md.integrators import (
-        langevin_init,
-        langevin_step,
-        nose_hoover_conserved,
-        nose_hoover_init,
-        nose_hoover_step,
-        nve_init,
-        nve_step,
-    )
+    from atomshard.md.ensemble import conserved_energy, ensemble_init, ensemble_step
     from atomshard.md.outputs import (
         THERMO_COLUMNS,
         AppendLog,
@@ -169,14 +161,7 @@ def md_rank(
     if has_reference:
         ff.restore(state, reference if root else torch.zeros(0, 3, dtype=torch.float64))
     reference = None
-    if config.ensemble == "nve":
-        nve_init(state, ff)
-    elif config.ensemble == "langevin":
-        langevin_init(state, ff)
-    else:
-        nose_hoover_init(
-            state, ff, temperature=config.temperature, tdamp=config.tdamp, chain=config.chain
-        )
+    ensemble_init(state, ff, config)
     traj = thermo = None
     if root:
         out.mkdir(parents=True, exist_ok=True)
@@ -192,9 +177,7 @@ def md_rank(
         )
 
     def conserved() -> float:
-        if config.ensemble == "nose-hoover":
-            return nose_hoover_conserved(state, temperature=config.temperature, tdamp=config.tdamp)
-        return state.energy + state.kinetic_energy()
+        return conserved_energy(state, config)
 
     def record() -> None:
         if config.log_every and state.step % config.log_every == 0:
@@ -239,21 +222,7 @@ def md_rank(
         )
     t0 = time.perf_counter()
     while state.step < config.steps:
-        if config.ensemble == "nve":
-            nve_step(state, ff, dt=config.dt)
-        elif config.ensemble == "langevin":
-            langevin_step(
-                state,
-                ff,
-                dt=config.dt,
-                temperature=config.temperature,
-                friction=config.friction,
-                seed=config.seed,
-            )
-        else:
-            nose_hoover_step(
-                state, ff, dt=config.dt, temperature=config.temperature, tdamp=config.tdamp
-            )
+        ensemble_step(state, ff, config)
         record()
         if config.restart_every and state.step % config.restart_every == 0:
             checkpoint()
