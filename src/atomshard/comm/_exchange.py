@@ -182,22 +182,34 @@ class HaloExchange:
                 out[r.n_owned :], send, self._splits_recv, self._splits_send, what="halo exchange"
             )
         else:
-            sends, recvs, offset = {}, {}, 0
-            for peer in r.peers:
-                n = self._splits_send[peer]
-                if n:
-                    sends[peer] = send[offset : offset + n]
-                offset += n
-                start, stop = r.recv_range[peer]
-                if stop > start:
-                    recvs[peer] = out[start:stop]
-            self.comm.exchange_p2p(sends, recvs, what="halo exchange")
+            packed, halo = self._per_peer(send, out)
+            self.comm.exchange_p2p(packed, halo, what="halo exchange")
         self._sync()
         t2 = time.perf_counter()
         if self.profiler is not None:
             nbytes = send.numel() * send.element_size()
             self.profiler.record("forward", width, t1 - t0, t2 - t1, 0.0, nbytes)
         return out.view(x.shape)
+
+    def _per_peer(
+        self, packed: torch.Tensor, local: torch.Tensor
+    ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+        """Views of the packed send-order buffer and of the halo rows, one per peer.
+
+        Forward sends the packed views and receives into the halo views; backward does the
+        reverse. Peers with nothing to move in a direction are left out of that dict.
+        """
+        r = self.routes
+        by_peer_packed, by_peer_halo, offset = {}, {}, 0
+        for peer in r.peers:
+            n = self._splits_send[peer]
+            if n:
+                by_peer_packed[peer] = packed[offset : offset + n]
+            offset += n
+            start, stop = r.recv_range[peer]
+            if stop > start:
+                by_peer_halo[peer] = local[start:stop]
+        return by_peer_packed, by_peer_halo
 
     def reverse_exchange(self, grad: torch.Tensor) -> torch.Tensor:
         """Adjoint of :meth:`forward_exchange`: halo rows sent home and added (no autograd)."""
@@ -213,16 +225,8 @@ class HaloExchange:
                 back, flat[r.n_owned :], self._splits_send, self._splits_recv, what="halo backward"
             )
         else:
-            sends, recvs, offset = {}, {}, 0
-            for peer in r.peers:
-                n = self._splits_send[peer]
-                if n:
-                    recvs[peer] = back[offset : offset + n]
-                offset += n
-                start, stop = r.recv_range[peer]
-                if stop > start:
-                    sends[peer] = flat[start:stop]
-            self.comm.exchange_p2p(sends, recvs, what="halo backward")
+            packed, halo = self._per_peer(back, flat)
+            self.comm.exchange_p2p(halo, packed, what="halo backward")
         self._sync()
         t2 = time.perf_counter()
         out = torch.zeros((r.n_local, width), dtype=flat.dtype, device=flat.device)

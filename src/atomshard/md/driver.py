@@ -26,7 +26,7 @@ from atomshard.errors import InputError
 from atomshard.md.config import MDConfig
 from atomshard.md.ensemble import conserved_energy, ensemble_init, ensemble_step
 from atomshard.md.forcefield import SerialForceField
-from atomshard.md.outputs import THERMO_COLUMNS, AppendLog, extxyz_frame, plot_thermo, thermo_row
+from atomshard.md.outputs import extxyz_frame, open_logs, plot_thermo, thermo_row
 from atomshard.md.state import ForceField, MDState, maxwell_boltzmann, state_from_ase
 from atomshard.utils.config import config_from_dict, config_to_dict
 from atomshard.utils.files import atomic_save_torch, atomic_write
@@ -167,14 +167,7 @@ def run_md(
 
     ensemble_init(state, force_field, config)
 
-    traj = AppendLog(
-        out / "trajectory.extxyz", resume_at=offsets["trajectory"] if offsets else None
-    )
-    thermo = AppendLog(
-        out / "thermo.csv",
-        header=",".join(THERMO_COLUMNS) + "\n",
-        resume_at=offsets["thermo"] if offsets else None,
-    )
+    traj, thermo = open_logs(out, offsets)
 
     def record() -> None:
         if config.log_every and state.step % config.log_every == 0:

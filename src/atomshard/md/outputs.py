@@ -53,6 +53,19 @@ class AppendLog:
         self.handle.close()
 
 
+def open_logs(out: Path, offsets: dict[str, int] | None) -> tuple[AppendLog, AppendLog]:
+    """``(trajectory, thermo)`` logs in ``out``: new, or cut back to ``offsets`` on resume."""
+    traj = AppendLog(
+        out / "trajectory.extxyz", resume_at=offsets["trajectory"] if offsets else None
+    )
+    thermo = AppendLog(
+        out / "thermo.csv",
+        header=",".join(THERMO_COLUMNS) + "\n",
+        resume_at=offsets["thermo"] if offsets else None,
+    )
+    return traj, thermo
+
+
 def thermo_row(state: MDState, conserved: float) -> str:
     ekin = state.kinetic_energy()
     pressure = state.pressure_gpa()

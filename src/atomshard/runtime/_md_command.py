@@ -106,13 +106,7 @@ def md_rank(
         save_restart,
     )
     from atomshard.md.ensemble import conserved_energy, ensemble_init, ensemble_step
-    from atomshard.md.outputs import (
-        THERMO_COLUMNS,
-        AppendLog,
-        extxyz_frame,
-        plot_thermo,
-        thermo_row,
-    )
+    from atomshard.md.outputs import extxyz_frame, open_logs, plot_thermo, thermo_row
     from atomshard.utils.config import config_from_dict
     from atomshard.utils.files import atomic_write
 
@@ -167,14 +161,7 @@ def md_rank(
         out.mkdir(parents=True, exist_ok=True)
         with atomic_write(out / "config.yaml") as handle:
             handle.write(config.to_yaml())
-        traj = AppendLog(
-            out / "trajectory.extxyz", resume_at=offsets["trajectory"] if offsets else None
-        )
-        thermo = AppendLog(
-            out / "thermo.csv",
-            header=",".join(THERMO_COLUMNS) + "\n",
-            resume_at=offsets["thermo"] if offsets else None,
-        )
+        traj, thermo = open_logs(out, offsets)
 
     def conserved() -> float:
         return conserved_energy(state, config)
