@@ -170,7 +170,13 @@ def run_training(prepared: Prepared, *, resume: bool = True) -> dict[str, Any]:
     recipe = prepared.recipe
     if env_world() is not None:
         comm = init_communicator(backend="auto")
-        summary = _rank_main(comm, prepared, resume)
+        try:
+            summary = _rank_main(comm, prepared, resume)
+            comm.barrier(what="training finished")
+        finally:
+            # a gloo group left alive at interpreter exit aborts the process
+            # ("terminate called without an active exception"): close it on every rank
+            comm.close()
         if getattr(comm, "rank", 0) != 0:
             return summary
     elif recipe.ranks > 1:
