@@ -8,6 +8,7 @@ makes its peers fail with a readable message instead of hanging.
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Sequence
 from datetime import timedelta
@@ -247,6 +248,11 @@ class TorchCommunicator:
 Communicator = NullCommunicator | TorchCommunicator
 
 
+def _destroy_at_exit() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def env_world() -> tuple[int, int, int] | None:
     """``(rank, world_size, local_rank)`` from torchrun's or srun's variables, or None."""
     env = os.environ
@@ -318,6 +324,9 @@ def init_communicator(
             world_size=world_size,
             timeout=timedelta(seconds=timeout_s),
         )
+        # a group still alive when the interpreter exits aborts the process ("terminate
+        # called without an active exception"); scripts that never call close() are covered
+        atexit.register(_destroy_at_exit)
     except Exception as exc:
         raise CommError(
             f"rank {rank}/{world_size}: could not join the {backend} process group at "
