@@ -79,14 +79,14 @@ class SO2Linear(nn.Module):
         size = (self.l_max + 1) ** 2
         out = x.new_zeros(n_edges, size, self.out_channels)
         idx0 = self._index("plus", 0)
-        y0 = self.linear_m0(x.index_select(1, idx0).reshape(n_edges, -1))
-        out = out.index_copy(1, idx0, y0.reshape(n_edges, -1, self.out_channels))
+        y0 = self.linear_m0(x.index_select(1, idx0).flatten(1))
+        out = out.index_copy(1, idx0, y0.unflatten(1, (-1, self.out_channels)))
         for m in range(1, self.l_max + 1):
             im, ip = self._index("minus", m), self._index("plus", m)
-            xm = x.index_select(1, im).reshape(n_edges, -1)
-            xp = x.index_select(1, ip).reshape(n_edges, -1)
+            xm = x.index_select(1, im).flatten(1)
+            xp = x.index_select(1, ip).flatten(1)
             w1, w2 = self.real[m - 1], self.imag[m - 1]
-            ym = (w1(xm) - w2(xp)).reshape(n_edges, -1, self.out_channels)
-            yp = (w2(xm) + w1(xp)).reshape(n_edges, -1, self.out_channels)
+            ym = (w1(xm) - w2(xp)).unflatten(1, (-1, self.out_channels))
+            yp = (w2(xm) + w1(xp)).unflatten(1, (-1, self.out_channels))
             out = out.index_copy(1, im, ym).index_copy(1, ip, yp)
         return out
