@@ -1,0 +1,324 @@
+"""``atomshard predict --ranks N`` (or under torchrun): graph-parallel Hamiltonian prediction.
+
+Per structure: rank 0 tiles it (``--repeat``), builds the graph, the partition and every
+rank's part and scatters them; every rank predicts its owned blocks and writes them to a
+part file; rank 0 merges the parts by streaming (:mod:`._hamiltonian_output`) into
+``NAME.pred.h5`` and/or ``NAME.pred.npz`` and removes them. Part files live in
+``OUT/.NAME.parts/``, so under torchrun on several machines ``OUT`` must be shared.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from atomshard.comm import (
+    DEFAULT_TIMEOUT_S,
+    Communicator,
+    ExchangeProfiler,
+    HaloExchange,
+    NullCommunicator,
+    env_world,
+    init_communicator,
+    launch,
+)
+from atomshard.errors import InputError
+from atomshard.graph import Structure
+from atomshard.hamiltonian.assembly import BlochAssembler
+from atomshard.hamiltonian.files import BlockFile
+from atomshard.models.hamiltonian.data import make_sample
+from atomshard.models.hamiltonian.model import HamiltonianModel
+from atomshard.runtime._hamiltonian import HamiltonianPart, predict_part, split_hamiltonian
+from atomshard.runtime._hamiltonian_output import (
+    DEFAULT_SLAB,
+    eigenvalues_near,
+    merge_block_parts,
+    merge_csr_parts,
+    read_csr,
+    write_part,
+)
+from atomshard.runtime._partition import PartitionSpec
+
+__all__ = ["PredictOptions", "predict_distributed", "predict_rank", "tile"]
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What to write and how to split.
+
+    Attributes:
+        formats: ``"h5"`` (DeepH-style blocks) and/or ``"npz"`` (Γ-point CSR)
+        repeat: tile every structure ``a x b x c`` before predicting (``(1, 1, 1)``: as is)
+        n_eigs, sigma: eigenvalues nearest ``sigma`` (eV) by shift-invert (0: none)
+        slab: blocks (h5) or atoms (CSR) copied per step of the merge
+    """
+
+    formats: tuple[str, ...] = ("h5",)
+    partition: PartitionSpec = "lownn"
+    transport: str = "auto"
+    repeat: tuple[int, int, int] = (1, 1, 1)
+    n_eigs: int = 0
+    sigma: float = 0.0
+    profile: bool = False
+    slab: int = DEFAULT_SLAB
+
+
+def tile(source: BlockFile, repeat: Sequence[int]) -> BlockFile:
+    """``source``'s structure repeated ``a x b x c`` (matrices dropped unless 1x1x1)."""
+    reps = tuple(int(r) for r in repeat)
+    if len(reps) != 3 or min(reps) < 1:
+        raise InputError(f"--repeat needs three integers >= 1, got {list(repeat)}")
+    if reps == (1, 1, 1):
+        return source
+    if not all(source.pbc[k] or reps[k] == 1 for k in range(3)):
+        raise InputError(f"--repeat {reps}: only periodic directions can be tiled")
+    atoms = source.to_ase().repeat(reps)
+    return BlockFile.from_ase(atoms, source.basis)
+
+
+def _load(model: str | HamiltonianModel, device: torch.device) -> HamiltonianModel:
+    if isinstance(model, str):
+        from atomshard.models.checkpoint import load_model
+
+        model = load_model(model)  # type: ignore[assignment]
+    if not isinstance(model, HamiltonianModel):
+        raise InputError(f"{model} is not a Hamiltonian model")
+    return model.to(device).eval()
+
+
+def _mae(comm: Communicator, pred: Any, part: HamiltonianPart) -> dict[str, float]:
+    sums = []
+    for kind in ("node", "edge"):
+        s, n = 0.0, 0
+        got = getattr(pred, kind)
+        for key, (_, target) in getattr(part, kind).items():
+            d = (got[key][1].detach().cpu() - target).abs()
+            s, n = s + float(d.sum()), n + d.numel()
+        sums += [s, float(n)]
+    sn, nn, se, ne = comm.all_reduce_sum(
+        torch.tensor(sums, dtype=torch.float64), what="prediction errors"
+    ).tolist()
+    return {
+        "mae_meV": 1000 * (sn + se) / max(nn + ne, 1.0),
+        "mae_node_meV": 1000 * sn / max(nn, 1.0),
+        "mae_edge_meV": 1000 * se / max(ne, 1.0),
+        "n_elements": nn + ne,
+    }
+
+
+def _scatter_part(
+    comm: Communicator,
+    model: HamiltonianModel,
+    source: BlockFile | None,
+    options: PredictOptions,
+) -> tuple[Any, HamiltonianPart | Exception]:
+    """Rank 0 splits; every rank gets ``(header, part)`` (an exception goes to all)."""
+    payload: list[Any] | None = None
+    header: Any = None
+    if comm.rank == 0:
+        try:
+            assert source is not None
+            tiled = tile(source, options.repeat)
+            model.check_species(torch.as_tensor(tiled.species))
+            st = Structure(
+                positions=tiled.positions, species=tiled.species, cell=tiled.cell, pbc=tiled.pbc
+            )
+            sample = None
+            if tiled is source and "H" in source.matrices:
+                sample = make_sample("input", source, model.basis, model.cutoff)
+            t0 = time.perf_counter()
+            parts = split_hamiltonian(
+                st, model.cutoff, comm.world_size, options.partition, sample=sample
+            )
+            header = {
+                "tiled": tiled,
+                "has_reference": sample is not None,
+                "split_s": time.perf_counter() - t0,
+            }
+            payload = [(header if r == 0 else None, p) for r, p in enumerate(parts)]
+        except Exception as exc:
+            payload = [(None, exc)] * comm.world_size
+    got = comm.scatter_objects(payload) if comm.world_size > 1 else payload[0]  # type: ignore[index]
+    return got[0], got[1]
+
+
+def predict_rank(
+    comm: Communicator,
+    model: str | HamiltonianModel,
+    out: str,
+    options: PredictOptions,
+    *,
+    inputs: list[tuple[str, BlockFile]] | None,
+) -> list[dict[str, Any]] | None:
+    """One rank of a distributed prediction of every input (rank 0 holds ``inputs``).
+
+    Returns per-structure summaries on rank 0 (paths, sizes, timings, errors when the
+    input holds a reference H, eigenvalues when asked), None elsewhere.
+    """
+    net = _load(model, comm.device)
+    names = comm.broadcast_object([n for n, _ in inputs] if inputs is not None else None)
+    folder = Path(out)
+    results = []
+    for i, name in enumerate(names):
+        source = inputs[i][1] if inputs is not None else None
+        header, part = _scatter_part(comm, net, source, options)
+        if isinstance(part, Exception):
+            raise part
+        profiler = ExchangeProfiler() if options.profile else None
+        ex = HaloExchange(part.plan, comm, transport=options.transport, profiler=profiler)
+        graph = part.graph(comm.device)
+        t0 = time.perf_counter()
+        if profiler is not None:
+            profiler.start_step()
+        with torch.no_grad():
+            pred = predict_part(net, part, ex, graph=graph)
+        if profiler is not None:
+            profiler.end_step()
+        t_predict = time.perf_counter() - t0
+        errors = (
+            _mae(comm, pred, part)
+            if comm.broadcast_object(bool(header and header["has_reference"]))
+            else None
+        )
+        parts_dir = folder / f".{name}.parts"
+        if comm.rank == 0:
+            parts_dir.mkdir(parents=True, exist_ok=True)
+        comm.barrier(what="part folder")
+        species = comm.broadcast_object(header["tiled"].species if comm.rank == 0 else None)
+        t1 = time.perf_counter()
+        n_blocks = write_part(
+            parts_dir / f"rank{comm.rank}.h5", pred, part, net.basis, np.asarray(species)
+        )
+        t_write = time.perf_counter() - t1
+        summary = {
+            "rank": comm.rank,
+            "atoms": part.plan.n_owned,
+            "halo": part.plan.n_halo,
+            "edges": part.n_owned_edges,
+            "reverse_edges": int(graph.n_edges - part.n_owned_edges),
+            "blocks": n_blocks,
+            "predict_s": t_predict,
+            "write_s": t_write,
+        }
+        if profiler is not None:
+            summary.update(profiler.summary())
+        per_rank = comm.gather_objects(summary) if comm.world_size > 1 else [summary]
+        comm.barrier(what="part files written")
+        if comm.rank == 0:
+            assert header is not None and per_rank is not None
+            results.append(
+                _merge(folder, name, parts_dir, comm.world_size, net, header, options)
+                | {"ranks": per_rank, "errors": errors}
+            )
+        comm.barrier(what="merge")
+    return results if comm.rank == 0 else None
+
+
+def _merge(
+    folder: Path,
+    name: str,
+    parts_dir: Path,
+    n_ranks: int,
+    net: HamiltonianModel,
+    header: dict[str, Any],
+    options: PredictOptions,
+) -> dict[str, Any]:
+    tiled: BlockFile = header["tiled"]
+    parts = [parts_dir / f"rank{r}.h5" for r in range(n_ranks)]
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {"name": name, "n_atoms": len(tiled.species)}
+    out["split_s"] = header["split_s"]
+    if "h5" in options.formats:
+        extra = {"S": tiled.matrices["S"]} if "S" in tiled.matrices else None
+        path = folder / f"{name}.pred.h5"
+        out["blocks"] = merge_block_parts(
+            path,
+            parts,
+            basis=net.basis,
+            species=tiled.species,
+            positions=tiled.positions,
+            cell=tiled.cell,
+            pbc=tiled.pbc,
+            extra=extra,
+            slab=options.slab,
+        )
+        out["h5"] = str(path)
+    csr_path = folder / f"{name}.pred.npz"
+    if "npz" in options.formats or options.n_eigs:
+        out["orbitals"], out["nnz"] = merge_csr_parts(
+            csr_path, parts, basis=net.basis, species=tiled.species, slab=options.slab
+        )
+        out["npz"] = str(csr_path)
+    out["merge_s"] = time.perf_counter() - t0
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    if options.n_eigs:
+        h = read_csr(csr_path)
+        s = None
+        if "S" in tiled.matrices:
+            s = BlochAssembler(tiled.matrices["S"], net.basis).at([0.0, 0.0, 0.0], real=True)
+        t1 = time.perf_counter()
+        vals = eigenvalues_near(h, options.sigma, options.n_eigs, s=s)
+        out["eigs_s"] = time.perf_counter() - t1
+        eig_path = folder / f"{name}.eigs_near.txt"
+        np.savetxt(
+            eig_path,
+            vals,
+            header=f"Γ eigenvalues (eV) nearest sigma = {options.sigma} eV, shift-invert"
+            + (", generalized with S" if s is not None else ", S = 1 (no overlap given)"),
+        )
+        out["eigenvalues"] = vals.tolist()
+        if "npz" not in options.formats:
+            csr_path.unlink()
+            out.pop("npz")
+    return out
+
+
+def predict_distributed(
+    model: str | HamiltonianModel,
+    inputs: list[tuple[str, BlockFile]],
+    out: str | Path,
+    options: PredictOptions,
+    *,
+    n_ranks: int = 1,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    threads_per_rank: int | None = None,
+) -> list[dict[str, Any]] | None:
+    """Predict ``inputs`` on ``n_ranks`` local ranks, or on the torchrun/srun group.
+
+    Under torchrun every process calls this with ``n_ranks=1``; only rank 0 needs (and
+    reads) ``inputs``. Returns the summaries on rank 0, None on the other ranks.
+    """
+    Path(out).mkdir(parents=True, exist_ok=True)
+    world = env_world()
+    if world is not None and world[1] > 1:
+        if n_ranks != 1:
+            raise InputError("--ranks spawns local processes; under torchrun/srun leave it at 1")
+        comm = init_communicator(timeout_s=timeout_s)
+        try:
+            return predict_rank(
+                comm, model, str(out), options, inputs=inputs if comm.rank == 0 else None
+            )
+        finally:
+            comm.close()
+    if n_ranks < 1:
+        raise InputError(f"--ranks must be at least 1, got {n_ranks}")
+    if n_ranks == 1:
+        return predict_rank(NullCommunicator(), model, str(out), options, inputs=inputs)
+    results = launch(
+        predict_rank,
+        n_ranks,
+        model,
+        str(out),
+        options,
+        timeout_s=timeout_s,
+        threads_per_rank=threads_per_rank,
+        root_only={"inputs": inputs},
+    )
+    return results[0]  # type: ignore[no-any-return]
