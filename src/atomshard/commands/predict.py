@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
+    from atomshard.commands import _predict_parallel
+
+    _predict_parallel.add_arguments(parser)
 
 
 def _inputs(items: list[str], basis):  # type: ignore[no-untyped-def]
@@ -92,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.model} is not a Hamiltonian model")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    from atomshard.commands import _predict_parallel
+
+    if _predict_parallel.requested(args):
+        return _predict_parallel.run(args, list(_inputs(args.inputs, model.basis)))
     all_rows = []
     for name, source in _inputs(args.inputs, model.basis):
         sample = make_sample(name, source, model.basis, model.cutoff, required=False)
