@@ -155,3 +155,38 @@ def test_cli_predict_ranks_repeat(tmp_path, capsys):
         blocks = m(sample.graph).to_blockset(sample.graph)
     write_csr(tmp_path / "serial.npz", blocks, m)
     _same_npz(tmp_path / "out" / "cell.pred.npz", tmp_path / "serial.npz")
+
+
+@pytest.mark.slow
+def test_torchrun_predict_equals_serial(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    if not Path(torchrun).exists():
+        pytest.skip("torchrun not installed")
+    root = Path(__file__).resolve().parents[2]
+    cfg = config()
+    m = model(cfg)
+    save_checkpoint(tmp_path / "m.pt", m, model_type="hamiltonian", config=cfg)
+    from ase.io import write
+
+    write(tmp_path / "cell.extxyz", quartz((1, 1, 1)))
+    cmd = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "atomshard", "predict",
+           str(tmp_path / "cell.extxyz"), "--model", str(tmp_path / "m.pt"), "-o",
+           str(tmp_path / "out"), "--format", "npz", "--repeat", "1", "1", "2",
+           "--partition", "lownn"]  # fmt: skip
+    env = {"PYTHONPATH": str(root / "src") + ":" + str(root), "OMP_NUM_THREADS": "1",
+           "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"}  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("18 atoms on 2 rank(s)") == 1, proc.stdout  # rank 0 prints
+    from ase.io import read
+
+    tiled = BlockFile.from_ase(read(tmp_path / "cell.extxyz").repeat((1, 1, 2)), m.basis)
+    sample = make_sample("t", tiled, m.basis, m.cutoff, required=False)
+    with torch.no_grad():
+        blocks = m(sample.graph).to_blockset(sample.graph)
+    write_csr(tmp_path / "serial.npz", blocks, m)
+    _same_npz(tmp_path / "out" / "cell.pred.npz", tmp_path / "serial.npz")
