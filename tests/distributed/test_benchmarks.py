@@ -36,3 +36,14 @@ def test_bench_scaling_smoke(tmp_path):
     assert two["n_ranks"] == 2 and 0.0 < two["max_exchange_fraction"] < 1.0
     assert {r["rank"] for r in two["per_rank"]} == {0, 1}
     assert (tmp_path / "bench_scaling.png").exists()
+
+
+@pytest.mark.slow
+def test_bench_hamiltonian_scaling_smoke(tmp_path):
+    report = _load("bench_hamiltonian_scaling").main(["--smoke", "--out", str(tmp_path)])
+    one, two = report["worlds"]
+    assert one["n_ranks"] == 1 and one["max_send_recv_s"] == 0.0
+    assert two["n_ranks"] == 2 and two["reverse_edge_fraction"] > 0
+    assert sum(r["n_owned_edges"] for r in two["per_rank"]) == one["per_rank"][0]["n_owned_edges"]
+    assert (tmp_path / "bench_hamiltonian_scaling.png").exists()
+    assert json.loads((tmp_path / "bench_hamiltonian_scaling.json").read_text())["n_atoms"] == 64
