@@ -36,6 +36,13 @@ def processor_grid(n_parts: int, lengths: np.ndarray) -> tuple[int, int, int]:
 def grid_partition(
     graph: PartitionInput, n_parts: int, *, grid: tuple[int, int, int] | None = None
 ) -> np.ndarray:
+    """Split the cell into equal bricks in lattice coordinates (see :func:`grid_layout`)."""
+    return grid_layout(graph, n_parts, grid=grid)[0]
+
+
+def grid_layout(
+    graph: PartitionInput, n_parts: int, *, grid: tuple[int, int, int] | None = None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Split the cell into equal bricks in lattice coordinates.
 
     Periodic axes are divided from fractional coordinate 0; non-periodic axes over the
@@ -46,7 +53,10 @@ def grid_partition(
         grid: processor grid ``(a, b, c)``; default :func:`processor_grid`.
 
     Returns:
-        ``[n_atoms]`` int64; part ``(i * b + j) * c + k`` for brick ``(i, j, k)``.
+        ``part``: ``[n_atoms]`` int64, part ``(i * b + j) * c + k`` for brick ``(i, j, k)``;
+        ``layout``: ``{"dims", "lo", "width"}`` ([3] arrays), so that the brick of a
+        fractional point ``f`` is ``clip(floor((f - lo) / width * dims), 0, dims - 1)``
+        (used by :func:`atomshard.partition.regions.grid_regions`).
     """
     n = graph.n_atoms
     n_parts = check_n_parts(n_parts, n)
@@ -64,4 +74,5 @@ def grid_partition(
     width = np.where(hi > lo, hi - lo, 1.0)
     cell_index = np.floor((frac - lo) / width * dims).astype(np.int64)
     cell_index = np.clip(cell_index, 0, dims - 1)
-    return (cell_index[:, 0] * dims[1] + cell_index[:, 1]) * dims[2] + cell_index[:, 2]
+    part = (cell_index[:, 0] * dims[1] + cell_index[:, 1]) * dims[2] + cell_index[:, 2]
+    return part, {"dims": dims, "lo": lo, "width": width}

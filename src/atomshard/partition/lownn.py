@@ -60,6 +60,9 @@ class _Domain:
     k: int
     first_part: int
     grid: tuple[int, int, int] | None = None  # pieces per axis, fixed by the root
+    box_lo: np.ndarray | None = None  # [3] region bounds (open outer sides are -inf/inf)
+    box_hi: np.ndarray | None = None
+    node: int = 0  # index of this domain in the cut tree
 
 
 def _with(grid: tuple[int, int, int], axis: int, pieces: int) -> tuple[int, int, int]:
@@ -142,12 +145,46 @@ def lownn_partition(
     Returns:
         ``[n_atoms]`` int64 part of each atom.
     """
+    return lownn_layout(graph, n_parts, cost_model=cost_model)[0]
+
+
+def lownn_layout(
+    graph: PartitionInput,
+    n_parts: int,
+    *,
+    cost_model: CommCostModel | None = None,
+) -> tuple[np.ndarray, dict[str, object]]:
+    """:func:`lownn_partition` and the cut tree that reproduces it as a function of position.
+
+    Returns:
+        ``part`` and ``layout``: ``{"modes": [3] int, "origins": [3] float, "nodes":
+        [(axis, plane, left, right)], "boxes": [n_parts, 3, 2]}``. Axis ``a`` of a
+        wrapped fractional point ``f`` becomes ``t = f`` (mode 0, non-periodic),
+        ``t = o + mod(f - o, 1)`` (mode 1, periodic, ``o`` the shared free origin) or
+        ``t = mod(f - o, 1)`` (mode 2, periodic axis unwrapped at a vacuum gap). Node 0
+        is the root; a child ``c < 0`` is the leaf of part ``-c - 1``; a point goes left
+        when ``t[axis] < plane``. ``boxes`` bound each part's region in ``t`` (infinite
+        on open sides, NaN for parts left empty). A domain with no more atoms than parts
+        gives them one part each here, while its region (the tree) gives them all to its
+        first part and leaves the others empty.
+    """
     n = graph.n_atoms
     n_parts = check_n_parts(n_parts, n)
     cost = cost_model or CommCostModel()
     part = np.zeros(n, np.int64)
+    modes = np.where(np.asarray(graph.pbc, dtype=bool), 1, 0).astype(np.int64)
+    origins_arr = np.zeros(3)
+    nodes: list[tuple[int, float, int, int]] = []
+    boxes = np.full((n_parts, 3, 2), np.nan)
+    boxes[0, :, 0], boxes[0, :, 1] = -np.inf, np.inf
+    layout: dict[str, object] = {
+        "modes": modes,
+        "origins": origins_arr,
+        "nodes": nodes,
+        "boxes": boxes,
+    }
     if n_parts == 1 or n == 0:
-        return part
+        return part, layout
     weight = graph.degree().astype(np.float64) + 1.0
     frac, spacing = lattice_frame(graph.positions, graph.cell, graph.pbc)
     periodic = np.asarray(graph.pbc, dtype=bool).copy()
@@ -162,14 +199,25 @@ def lownn_partition(
             origin = values[(widest + 1) % n]
             coord[:, a] = np.mod(frac[:, a] - origin, 1.0)
             periodic[a] = False
+            modes[a], origins_arr[a] = 2, origin
     lo = np.where(periodic, 0.0, coord.min(axis=0))
     hi = np.where(periodic, 1.0, coord.max(axis=0))
     period = np.where(periodic, spacing, (hi - lo) * spacing)
 
     origins: dict[int, float] = {}  # one origin per periodic axis, shared by all domains
-    stack = [_Domain(np.arange(n), lo, hi, periodic.copy(), n_parts, 0)]
+    unbounded = np.array([-np.inf, np.inf])
+    root = _Domain(np.arange(n), lo, hi, periodic.copy(), n_parts, 0)
+    root.box_lo, root.box_hi = np.full(3, unbounded[0]), np.full(3, unbounded[1])
+    nodes.append((0, 0.0, -1, -1))  # the root; replaced when it is cut
+    stack = [root]
     while stack:
         dom = stack.pop()
+        assert dom.box_lo is not None and dom.box_hi is not None
+        if dom.k == 1 or len(dom.atoms) <= dom.k:
+            boxes[dom.first_part, :, 0], boxes[dom.first_part, :, 1] = dom.box_lo, dom.box_hi
+            axis_, plane_, _, _ = nodes[dom.node]
+            leaf = -dom.first_part - 1  # the whole domain is its first part's region
+            nodes[dom.node] = (axis_, plane_, leaf, leaf)
         if dom.k == 1:
             part[dom.atoms] = dom.first_part
             continue
@@ -188,14 +236,17 @@ def lownn_partition(
         atoms = dom.atoms
         w = weight[atoms]
         lo, hi, wraps = dom.lo.copy(), dom.hi.copy(), dom.wraps.copy()
+        box_lo, box_hi = dom.box_lo.copy(), dom.box_hi.copy()
         if wraps[axis]:
             window = min(_BINS // 4, math.ceil(graph.cutoff / spacing[axis] * _BINS))
             if axis not in origins:  # chosen on all atoms, then shared: cuts stay aligned
                 origins[axis] = _free_origin(frac[:, axis], weight, fraction, window)
             origin = origins[axis]
+            origins_arr[axis] = origin
             coord[atoms, axis] = origin + np.mod(frac[atoms, axis] - origin, 1.0)
             lo[axis], hi[axis] = origin, origin + 1.0
             wraps[axis] = False
+            box_lo[axis], box_hi[axis] = origin, origin + 1.0
         c = coord[atoms, axis]
         sort = np.argsort(c, kind="stable")
         cum = np.cumsum(w[sort])
@@ -207,6 +258,11 @@ def lownn_partition(
         plane = 0.5 * (c[sort[s - 1]] + c[sort[s]])
         left_hi, right_lo = hi.copy(), lo.copy()
         left_hi[axis] = right_lo[axis] = plane
+        left_box_hi, right_box_lo = box_hi.copy(), box_lo.copy()
+        left_box_hi[axis] = right_box_lo[axis] = plane
+        left_node, right_node = len(nodes), len(nodes) + 1
+        nodes[dom.node] = (axis, float(plane), left_node, right_node)
+        nodes.extend([(0, 0.0, -1, -1), (0, 0.0, -1, -1)])
         stack.append(
             _Domain(
                 atoms[sort[s:]],
@@ -216,6 +272,9 @@ def lownn_partition(
                 dom.k - k_left,
                 dom.first_part + k_left,
                 _with(grid, axis, pieces[axis] - pieces[axis] // 2),
+                right_box_lo,
+                box_hi,
+                right_node,
             )
         )
         stack.append(
@@ -227,6 +286,9 @@ def lownn_partition(
                 k_left,
                 dom.first_part,
                 _with(grid, axis, pieces[axis] // 2),
+                box_lo,
+                left_box_hi,
+                left_node,
             )
         )
-    return part
+    return part, layout
