@@ -5,6 +5,8 @@ imports ``torch.distributed``.
   arguments) and returns a communicator; :class:`NullCommunicator` is the serial one.
 - :class:`HaloExchange` is the differentiable per-layer exchange of one rank's halo plan.
 - :class:`LocalGroup` / :func:`launch` start N ranks on this machine (``--ranks N``).
+- :func:`exchange_rows` sends any number of rows from every rank to every other one
+  (atom migration and ghost atoms at a distributed neighbour-list rebuild).
 """
 
 from atomshard.comm._exchange import AUTO_TRANSPORT, TRANSPORTS, HaloExchange
@@ -18,6 +20,7 @@ from atomshard.comm._group import (
     init_communicator,
 )
 from atomshard.comm._launch import LocalGroup, RankFailure, free_port, launch
+from atomshard.comm._migrate import exchange_rows
 from atomshard.comm._profile import ExchangeProfiler, ExchangeRecord
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "RankFailure",
     "TorchCommunicator",
     "env_world",
+    "exchange_rows",
     "free_port",
     "init_communicator",
     "launch",
