@@ -16,7 +16,6 @@ from atomshard.runtime._hamiltonian import (
     distributed_gradients,
     predict_part,
     split_hamiltonian,
-    train_distributed,
 )
 from tests.distributed.distributed_cases import quartz, tiny_triclinic
 
@@ -124,19 +123,6 @@ def rank_gradients(comm, cfg, state, tcfg, spec, *, sample):
     part = comm.scatter_objects(parts)
     loss = distributed_gradients(comm, m, part, tcfg)
     return loss, {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}
-
-
-def rank_train(comm, cfg, tcfg, spec, *, sample):
-    """Rank side: distributed training from the serial trainer's initial weights."""
-    torch.manual_seed(tcfg.seed)
-    m = HamiltonianModel(cfg)
-    parts = None
-    if comm.rank == 0:
-        st = sample.graph.structure()
-        parts = split_hamiltonian(st, cfg.cutoff, comm.world_size, spec, sample=sample)
-    part = comm.scatter_objects(parts)
-    res = train_distributed(comm, m, part, tcfg)
-    return res.state_dict, res.history
 
 
 def training_config(epochs: int = 3) -> TrainingConfig:

@@ -28,6 +28,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ import torch
 from atomshard.comm import Communicator, ExchangeProfiler, HaloExchange
 from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph, Structure, neighbor_list
+from atomshard.models.hamiltonian.config import HamiltonianConfig
 from atomshard.models.hamiltonian.data import Sample
 from atomshard.models.hamiltonian.heads import BlockHead
 from atomshard.models.hamiltonian.model import HamiltonianModel, HamiltonianPrediction
@@ -44,11 +46,14 @@ from atomshard.partition import HaloPlan, build_halo_plans
 from atomshard.runtime._partition import PartitionSpec, partition_atoms
 
 __all__ = [
+    "DistributedTrainResult",
     "HamiltonianPart",
     "distributed_gradients",
+    "fit_distributed",
     "predict_part",
     "split_hamiltonian",
     "train_distributed",
+    "train_rank",
 ]
 
 Pair = tuple[int, int]
@@ -424,3 +429,80 @@ def train_distributed(
         ema_state=None if ema is None else {k: v.clone() for k, v in ema.shadow.items()},
         history=history,
     )
+
+
+def train_rank(
+    comm: Communicator,
+    config: HamiltonianConfig,
+    cfg: TrainingConfig,
+    partition: PartitionSpec = "lownn",
+    *,
+    sample: Sample | None,
+) -> DistributedTrainResult | None:
+    """One rank of :func:`fit_distributed` (rank 0 holds ``sample``); result on rank 0."""
+    torch.manual_seed(cfg.seed)  # the serial trainer's initial weights, on every rank
+    model = HamiltonianModel(config).to(comm.device)
+    parts: list[Any] | None = None
+    if comm.rank == 0:
+        try:
+            if sample is None:
+                raise InputError("rank 0 must hold the training structure")
+            st = sample.graph.structure()
+            parts = split_hamiltonian(st, config.cutoff, comm.world_size, partition, sample=sample)
+        except Exception as exc:
+            parts = [exc] * comm.world_size
+    part = comm.scatter_objects(parts) if comm.world_size > 1 else parts[0]  # type: ignore[index]
+    if isinstance(part, Exception):
+        raise part
+    res = train_distributed(comm, model, part, cfg)
+    return res if comm.rank == 0 else None
+
+
+def fit_distributed(
+    config: HamiltonianConfig,
+    sample: Sample,
+    cfg: TrainingConfig,
+    *,
+    n_ranks: int,
+    partition: PartitionSpec = "lownn",
+    output: str | Path | None = None,
+    timeout_s: float = 600.0,
+) -> DistributedTrainResult:
+    """Full-batch training on one structure over ``n_ranks`` local ranks.
+
+    With ``output``, writes ``model.pt`` (the EMA weights, like the serial ``best.pt``, or
+    the final weights without EMA; loads with ``load_model``) and ``log.csv``.
+    """
+    from atomshard.comm import NullCommunicator, launch
+
+    if n_ranks < 1:
+        raise InputError(f"n_ranks must be at least 1, got {n_ranks}")
+    if n_ranks == 1:
+        res = train_rank(NullCommunicator(), config, cfg, partition, sample=sample)
+    else:
+        res = launch(
+            train_rank, n_ranks, config, cfg, partition, timeout_s=timeout_s,
+            root_only={"sample": sample},
+        )[0]  # fmt: skip
+    assert isinstance(res, DistributedTrainResult)
+    if output is not None:
+        import csv
+
+        from atomshard.models.checkpoint import save_checkpoint
+        from atomshard.utils.files import atomic_write
+
+        out = Path(output)
+        out.mkdir(parents=True, exist_ok=True)
+        model = HamiltonianModel(config)
+        model.load_state_dict(res.ema_state if res.ema_state is not None else res.state_dict)
+        save_checkpoint(
+            out / "model.pt", model, model_type="hamiltonian", config=config,
+            metadata={"epochs": len(res.history), "ranks": n_ranks,
+                      **({} if not res.history else {"val_mae": res.history[-1]["val_mae"]})},
+        )  # fmt: skip
+        with atomic_write(str(out / "log.csv")) as handle:
+            if res.history:
+                w = csv.DictWriter(handle, fieldnames=list(res.history[0]))
+                w.writeheader()
+                w.writerows(res.history)
+    return res
