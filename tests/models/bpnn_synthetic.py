@@ -25,6 +25,8 @@ SF_LINES = [
     "{c} 24 0.5 4.0 -90.0 90.0 p2",
     "{c} 25 -4.0 4.0 30.0 150.0 p3a",
 ]
+#: The types of the fused native kernel (2, 3, 9, 12, 13).
+NATIVE_SF_LINES = SF_LINES[:8]
 
 
 def write_synthetic_potential(
@@ -34,11 +36,13 @@ def write_synthetic_potential(
     activations: str = "t p l",
     extra: str = "",
     seed: int = 0,
+    sf_lines: list[str] | None = None,
 ) -> Path:
     """Write ``input.nn``, ``scaling.data`` and weights (Å, eV) into ``folder``."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    sf = "\n".join("symfunction_short " + line.format(c=c) for c in "HO" for line in SF_LINES)
+    sf_lines = SF_LINES if sf_lines is None else sf_lines
+    sf = "\n".join("symfunction_short " + line.format(c=c) for c in "HO" for line in sf_lines)
     (folder / "input.nn").write_text(
         "# Length unit : Angstrom\n# Energy unit : eV\n"
         "number_of_elements 2\nelements O H\n"
@@ -50,7 +54,7 @@ def write_synthetic_potential(
         "mean_energy -1.5\nconv_energy 2.0\nconv_length 1.3\natom_energy O -3.0\n"
         f"epochs 10\n{extra}\n{sf}\n"
     )
-    n_sf = len(SF_LINES)
+    n_sf = len(sf_lines)
     rows = []
     for e in (1, 2):
         for s in range(1, n_sf + 1):

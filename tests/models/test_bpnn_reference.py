@@ -32,10 +32,10 @@ REFERENCES = [
 
 
 @pytest.mark.parametrize(("name", "length", "energy"), REFERENCES)
-def test_reference_prediction(name: str, length: str, energy: str) -> None:
+def test_reference_prediction(name: str, length: str, energy: str, kernel: str = "auto") -> None:
     folder = shared_data("n2p2", name)
     ref = json.loads((folder / "reference_prediction.json").read_text())
-    model = load_n2p2_potential(folder, length_unit=length, energy_unit=energy)
+    model = load_n2p2_potential(folder, length_unit=length, energy_unit=energy, kernel=kernel)
     atoms = read_n2p2_data(folder / "input.data", length_unit=length, energy_unit=energy)[0]
     graph = AtomicGraph.from_ase(atoms, model.cutoff)
     out = compute_properties(model, graph, stress=False)
@@ -46,6 +46,12 @@ def test_reference_prediction(name: str, length: str, energy: str) -> None:
     assert abs(e - ref["energy"]) <= 1e-10 * abs(ref["energy"]), (e, ref["energy"])
     err = np.abs(f - np.asarray(ref["forces"])).max()
     assert err <= 1e-8, f"{name}: max force component error {err:.3e}"
+
+
+@pytest.mark.parametrize(("name", "length", "energy"), REFERENCES[:2])
+def test_reference_prediction_torch_path(name: str, length: str, energy: str) -> None:
+    """The torch path too (``auto`` picks the fused kernel for these two)."""
+    test_reference_prediction(name, length, energy, kernel="torch")
 
 
 def test_cutoff_function_values() -> None:

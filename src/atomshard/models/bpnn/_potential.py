@@ -15,10 +15,19 @@ from atomshard.io.n2p2 import N2P2Potential, read_n2p2_potential
 from atomshard.models.base import Exchange, Potential
 from atomshard.models.bpnn._backward import block_features_backward
 from atomshard.models.bpnn._functions import activation
+from atomshard.models.bpnn._native import (
+    NativePlan,
+    load_kernel,
+    native_backward,
+    native_forward,
+    supports,
+)
 from atomshard.models.bpnn._symmetry import SymmetryPlan, block_features
 
 #: Ways to get the gradient of the symmetry functions (see :class:`BPNNPotential`).
 BACKWARD_MODES = ("explicit", "recompute", "store")
+#: Implementations of the symmetry functions (see :class:`BPNNPotential`).
+KERNELS = ("auto", "native", "torch")
 
 
 class _RecomputedFeatures(torch.autograd.Function):
@@ -67,6 +76,31 @@ class _ExplicitFeatures(torch.autograd.Function):
         return ctx.bwd(vec, grad), None, None
 
 
+class _NativeFeatures(torch.autograd.Function):
+    """Features of all atoms by the fused C++ kernel; its backward recomputes every term
+    and contracts it with ``dE/dG`` (nothing stored but the edge vectors)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        vec: torch.Tensor,
+        plan: NativePlan,
+        index: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        ctx.plan, ctx.index = plan, index
+        ctx.save_for_backward(vec)
+        return native_forward(plan, vec, *index, torch.get_num_threads())
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (vec,) = ctx.saved_tensors
+        start, centre_elem, nbr_elem = ctx.index
+        threads = torch.get_num_threads()
+        grad_vec = native_backward(ctx.plan, vec, start, centre_elem, nbr_elem, grad, threads)
+        return grad_vec, None, None
+
+
 class BPNNPotential(Potential):
     """Behler-Parrinello potential reproducing n2p2's predictions.
 
@@ -81,8 +115,14 @@ class BPNNPotential(Potential):
             float64 either way).
         backward: ``"recompute"`` (default) keeps only edge vectors per block and
             recomputes the block in the backward pass; ``"store"`` keeps the whole
-            autograd graph of every block (more memory; also supports double backward).
-        block_pairs: neighbour pairs per block (bounds the memory of angular terms).
+            autograd graph of every block (more memory; also supports double backward);
+            ``"explicit"``: hand-written backward of the torch path.
+        block_pairs: neighbour pairs per block of the torch path (bounds the memory of
+            angular terms).
+        kernel: ``"native"`` the fused C++ kernel (types 2, 3, 9, 12, 13; forces by its
+            hand-written backward, no double backward), ``"torch"`` the torch path (all
+            types, every backward mode), ``"auto"`` (default) native where the potential's
+            functions allow it, the kernel builds and ``backward`` is not ``"store"``.
     """
 
     needs_feature_exchange = False
@@ -94,10 +134,13 @@ class BPNNPotential(Potential):
         dtype: torch.dtype = torch.float64,
         backward: str = "recompute",
         block_pairs: int = 1 << 19,
+        kernel: str = "auto",
     ) -> None:
         super().__init__()
         if backward not in BACKWARD_MODES:
             raise InputError(f"backward must be one of {BACKWARD_MODES}, got {backward!r}")
+        if kernel not in KERNELS:
+            raise InputError(f"kernel must be one of {KERNELS}, got {kernel!r}")
         if block_pairs < 1:
             raise InputError(f"block_pairs must be positive, got {block_pairs}")
         s = data.settings
@@ -112,6 +155,24 @@ class BPNNPotential(Potential):
             s.symmetry_functions, s.atomic_numbers, s.cutoff_type, s.cutoff_alpha, dtype
         )
         self.cutoff = self.plan.max_cutoff * data.units.length
+        self.native: NativePlan | None = None
+        if kernel != "torch":
+            usable = supports(s.symmetry_functions) and backward != "store"
+            if kernel == "native" and not usable:
+                raise InputError(
+                    "kernel='native' needs symmetry functions of types 2, 3, 9, 12, 13 only "
+                    f"and backward != 'store' (potential {data.folder})"
+                )
+            if usable and load_kernel() is None:
+                if kernel == "native":
+                    from atomshard.models.bpnn._native import kernel_unavailable_reason
+
+                    raise InputError(f"native kernel unavailable: {kernel_unavailable_reason()}")
+            elif usable:
+                self.native = NativePlan(
+                    s.symmetry_functions, s.atomic_numbers, s.cutoff_type, s.cutoff_alpha
+                )
+        self.kernel = "native" if self.native is not None else "torch"
         lut = torch.full((119,), -1, dtype=torch.int64)
         lut[torch.tensor(s.atomic_numbers)] = torch.arange(len(s.atomic_numbers))
         self.element_of_z: torch.Tensor = lut
@@ -148,6 +209,13 @@ class BPNNPotential(Potential):
             vec, dst, src = vec.index_select(0, order), dst[order], src[order]
         n_atoms = graph.n_atoms
         counts = torch.bincount(dst, minlength=n_atoms)
+        if self.native is not None:
+            edge_start = torch.zeros(n_atoms + 1, dtype=torch.int64)
+            torch.cumsum(counts, 0, out=edge_start[1:])
+            index = (edge_start, elem.contiguous(), elem[src].contiguous())
+            if vec.requires_grad:
+                return _NativeFeatures.apply(vec.contiguous(), self.native, index)
+            return native_forward(self.native, vec.contiguous(), *index, torch.get_num_threads())
         pairs = counts * (counts - 1) // 2
         block_of = (torch.cumsum(pairs, 0) - pairs) // self.block_pairs
         _, atoms_per_block = torch.unique_consecutive(block_of, return_counts=True)
@@ -215,7 +283,8 @@ class BPNNPotential(Potential):
     def extra_repr(self) -> str:
         return (
             f"folder={str(self.folder)!r}, elements={self.settings.elements}, "
-            f"cutoff={self.cutoff:.4f} Å, dtype={self.dtype}, backward={self.backward_mode}"
+            f"cutoff={self.cutoff:.4f} Å, dtype={self.dtype}, backward={self.backward_mode}, "
+            f"kernel={self.kernel}"
         )
 
 
@@ -261,6 +330,7 @@ def load_n2p2_potential(
     length_unit: str | float | None = None,
     energy_unit: str | float | None = None,
     backward: str = "recompute",
+    kernel: str = "auto",
 ) -> BPNNPotential:
     """Load an n2p2 potential folder as a :class:`BPNNPotential`.
 
@@ -269,7 +339,7 @@ def load_n2p2_potential(
         dtype: float64 (exact to n2p2) or float32.
         length_unit, energy_unit: the potential's units (see
             :func:`atomshard.io.n2p2.read_n2p2_potential`).
-        backward: see :class:`BPNNPotential`.
+        backward, kernel: see :class:`BPNNPotential`.
     """
     data = read_n2p2_potential(folder, length_unit=length_unit, energy_unit=energy_unit)
-    return BPNNPotential(data, dtype=dtype, backward=backward)
+    return BPNNPotential(data, dtype=dtype, backward=backward, kernel=kernel)
