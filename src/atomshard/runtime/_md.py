@@ -9,15 +9,23 @@ Every step: one position exchange refreshes the halo, local edges beyond the cut
 masked (the plan was built at ``cutoff + skin``), and the model runs as in
 :class:`~atomshard.runtime.DistributedEvaluator`. When any atom has moved more than half
 the skin since the last build (the serial :class:`~atomshard.graph.NeighborList`
-criterion, reduced over ranks), the plan is rebuilt: owned atoms are gathered on rank 0,
-re-partitioned, and every atom migrates with its velocity to its new owner.
+criterion, reduced over ranks), the plan is rebuilt and atoms migrate with their
+velocities to their new owners.
 
-Limitation: the rebuild gathers the whole system on rank 0 (only at rebuilds; steps in
-between hold no global arrays on any rank).
+Two rebuild paths:
+
+* **local** (grid and Low-NN partitions, the default for them): the partitioner runs once,
+  at set-up, on rank 0; its :class:`~atomshard.partition.Regions` are broadcast and
+  every later rebuild is done by messages between ranks
+  (:mod:`atomshard.runtime._local_rebuild`): no rank holds arrays sized by the whole
+  system.
+* **gather** (METIS, a callable or explicit partition, or ``rebuild="gather"``): owned
+  atoms are gathered on rank 0, re-partitioned, and plans and atoms are scattered.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,11 +34,16 @@ import torch
 
 from atomshard.comm import Communicator, ExchangeProfiler
 from atomshard.errors import InputError
-from atomshard.graph import AtomicGraph, Structure
+from atomshard.graph import AtomicGraph, Structure, neighbor_list
 from atomshard.md.state import MDState
 from atomshard.models.base import Potential
+from atomshard.partition import REGION_PARTITIONERS, PartitionWarning, Regions
 from atomshard.runtime._evaluate import DistributedEvaluator, LocalPart, split_structure
+from atomshard.runtime._local_rebuild import OwnedAtoms, build_local_part, migrate
 from atomshard.runtime._partition import PartitionSpec
+
+#: ``rebuild=`` values of :class:`DistributedForceField`.
+REBUILD_MODES = ("auto", "local", "gather")
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,10 @@ class DistributedForceField:
         transport: halo-exchange transport.
         stress: compute the stress (periodic cells only).
         profiler: per-rank exchange timings.
+        rebuild: ``"auto"`` (local rebuilds when the partition is ``grid``, ``lownn``,
+            or ``auto`` choosing one of them; else gather), ``"local"`` (the same, but an
+            error for a partition without regions) or ``"gather"`` (always gather on
+            rank 0 and re-partition).
     """
 
     def __init__(
@@ -120,9 +137,20 @@ class DistributedForceField:
         transport: str = "auto",
         stress: bool = True,
         profiler: ExchangeProfiler | None = None,
+        rebuild: str = "auto",
     ) -> None:
         if skin < 0:
             raise InputError(f"neighbour-list skin must be >= 0, got {skin}")
+        if rebuild not in REBUILD_MODES:
+            raise InputError(f"rebuild must be one of {', '.join(REBUILD_MODES)}, got {rebuild!r}")
+        self.rebuild = rebuild
+        #: the set-up partition's regions (local rebuilds); None: gather path or not set up
+        self.regions: Regions | None = None
+        self._setup_done = False
+        #: rows of the largest per-atom array of a local rebuild after set-up, over the run
+        self.peak_rows = 0
+        #: fewest atoms this rank owned after any rebuild
+        self.min_owned: int | None = None
         self.model = model
         self.comm = comm
         self.skin = float(skin)
@@ -148,17 +176,178 @@ class DistributedForceField:
             flag[0] = 1.0
         return bool(self.comm.all_reduce_max(flag, what="neighbour-list rebuild check")[0] > 0)
 
-    def restore(self, state: MDState, reference: torch.Tensor | None) -> None:
+    def restore(
+        self,
+        state: MDState,
+        reference: torch.Tensor | None,
+        regions: dict[str, Any] | None = None,
+    ) -> None:
         """Rebuild the plans of a resumed run from the positions of its last rebuild.
 
         ``reference`` (rows aligned with ``state.atom_ids``, from a restart file) are the
         positions the interrupted run last partitioned and built its plans on. Building on
         them again gives the same partition, plans and edge order, and the same rebuild
-        decisions afterwards, so a resumed run continues bit-identically. Collective.
+        decisions afterwards, so a resumed run continues bit-identically. ``regions``
+        (:meth:`Regions.to_dict`, from the same file; rank 0's copy is used) are the
+        set-up regions of a local-rebuild run; they are reused when they are for this
+        number of ranks, this cell and this partitioner. Collective.
         """
+        if regions is not None and self.comm.rank == 0 and self.rebuild != "gather":
+            stored = Regions.from_dict(regions)
+            name = self.evaluator.partition
+            usable = (
+                stored.n_parts == self.comm.world_size
+                and np.array_equal(stored.cell, state.cell.cpu().numpy())
+                and isinstance(name, str)
+                and name.lower() in ("auto", stored.kind)
+            )
+            regions = regions if usable else None
+        if self.comm.world_size > 1:  # rank 0 decides (the others hold no atoms yet)
+            regions = self.comm.broadcast_object(regions)
+        if regions is not None and self.rebuild != "gather":
+            self.regions = Regions.from_dict(regions)
+            self._setup_done = True
         self._rebuild(state, reference=reference)
 
+    @property
+    def regions_dict(self) -> dict[str, Any] | None:
+        """The regions of a local-rebuild run as plain data (for restart files), or None."""
+        return None if self.regions is None else self.regions.to_dict()
+
     def _rebuild(self, state: MDState, reference: torch.Tensor | None = None) -> None:
+        """Re-partition and rebuild the plans; atoms migrate to their new owners.
+
+        With ``reference``, plans are built on those positions and the current ones
+        travel with their atoms (see :meth:`restore`).
+        """
+        if (
+            self.regions is not None
+            and self._ref_cell is not None  # set on every rank by the previous build
+            and not np.array_equal(self.regions.cell, state.cell.cpu().numpy())
+        ):
+            self.regions, self._setup_done = None, False  # the cell changed: set up again
+        if not self._setup_done:
+            self._setup(state, reference)
+        if self.regions is not None:
+            self._rebuild_local(state, reference)
+        else:
+            self._rebuild_gather(state, reference)
+
+    def _setup(self, state: MDState, reference: torch.Tensor | None) -> None:
+        """Decide the rebuild path; for a local one, rank 0 computes the regions.
+
+        Set-up gathers ids, positions and species on rank 0 (at the start of a run rank 0
+        holds every atom anyway) and broadcasts the regions. Collective.
+        """
+        self._setup_done = True
+        spec = self.evaluator.partition
+        name = spec.lower() if isinstance(spec, str) else None
+        if self.rebuild == "gather" or self.comm.world_size == 1:
+            self.regions = None
+            return
+        if name not in ("auto", *REGION_PARTITIONERS):
+            if self.rebuild == "local":
+                raise InputError(
+                    f"local rebuilds need a spatial partition (grid, lownn or auto), "
+                    f"got {spec if name is not None else type(spec).__name__!r}"
+                )
+            self.regions = None
+            return
+        positions = state.positions if reference is None else reference
+        mine = (
+            state.atom_ids.cpu().numpy(),
+            positions.detach().cpu().numpy(),
+            state.species.cpu().numpy(),
+        )
+        gathered = self.comm.gather_objects(mine)
+        result: Any = None
+        if gathered is not None:
+            try:
+                result = self._regions_on_root(gathered, state, name)
+            except Exception as exc:  # every rank raises it, none waits for a timeout
+                result = exc
+        result = self.comm.broadcast_object(result)
+        if isinstance(result, Exception):
+            raise result
+        self.regions = None if result is None else Regions.from_dict(result)
+        if self.regions is None and self.rebuild == "local":
+            raise InputError("local rebuilds: partition 'auto' chose METIS, which has no regions")
+
+    def _regions_on_root(
+        self, gathered: list[Any], state: MDState, name: str | None
+    ) -> dict[str, Any] | None:
+        from atomshard.partition import as_partition_input, compare
+
+        ids = np.concatenate([g[0] for g in gathered]).astype(np.int64)
+        n_atoms = len(ids)
+        if not np.array_equal(np.sort(ids), np.arange(n_atoms)):
+            raise InputError("distributed MD: atom ids must be 0..n_atoms-1, each once")
+        positions = np.zeros((n_atoms, 3))
+        positions[ids] = np.concatenate([g[1].reshape(-1, 3) for g in gathered])
+        species = np.zeros(n_atoms, np.int64)
+        species[ids] = np.concatenate([g[2] for g in gathered])
+        self.model.check_species(torch.as_tensor(species))
+        cell, pbc = state.cell.cpu().numpy(), state.pbc.cpu().numpy()
+        cutoff = float(self.model.cutoff) + self.skin
+        src, dst, shifts = neighbor_list(positions, cell, pbc, cutoff=cutoff)
+        graph = as_partition_input(
+            {
+                "positions": positions,
+                "cell": cell,
+                "pbc": pbc,
+                "src": src,
+                "dst": dst,
+                "shifts": shifts,
+                "cutoff": cutoff,
+            }
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PartitionWarning)  # empty ranks are allowed
+            if name == "auto":
+                results = compare(graph, self.comm.world_size, methods=("auto",))
+                name = str(results["auto"][1].method).split(":")[-1]
+            if name not in REGION_PARTITIONERS:
+                return None
+            _, regions = REGION_PARTITIONERS[name](graph, self.comm.world_size)
+        return regions.to_dict()
+
+    def _rebuild_local(self, state: MDState, reference: torch.Tensor | None) -> None:
+        """Migrate atoms to their regions' owners and build plans by messages. Collective."""
+        assert self.regions is not None
+        current = state.positions.detach().cpu().numpy()
+        atoms = OwnedAtoms(
+            ids=state.atom_ids.cpu().numpy(),
+            positions=current if reference is None else reference.detach().cpu().numpy(),
+            current=None if reference is None else current,
+            velocities=state.velocities.cpu().numpy(),
+            masses=state.masses.cpu().numpy(),
+            species=state.species.cpu().numpy(),
+        )
+        first = self.n_builds == 0
+        atoms, n_left = migrate(self.comm, self.regions, atoms)
+        counts = torch.tensor([float(atoms.n), float(n_left)], dtype=torch.float64)
+        counts = self.comm.all_reduce_sum(counts, what="atom and migration counts")
+        n_global = int(counts[0])
+        if not first:  # the first build distributes rank 0's atoms: not a migration
+            self.n_migrated += int(counts[1])
+        cell, pbc = self.regions.cell, self.regions.pbc  # ranks without atoms know no cell
+        built = build_local_part(
+            self.comm,
+            self.regions,
+            atoms.ids,
+            atoms.positions,
+            atoms.species,
+            cell,
+            pbc,
+            float(self.model.cutoff) + self.skin,
+            n_global,
+        )
+        if not first:
+            self.peak_rows = max(self.peak_rows, built.peak_rows)
+        owned = _Owned(velocities=atoms.velocities, masses=atoms.masses, positions=atoms.current)
+        self._install(state, built.part, owned)
+
+    def _rebuild_gather(self, state: MDState, reference: torch.Tensor | None = None) -> None:
         """Gather owned atoms on rank 0, re-partition, scatter: atoms migrate.
 
         With ``reference``, plans are built on those positions and the current ones
@@ -189,6 +378,10 @@ class DistributedForceField:
             raise got
         assert got is not None
         local, owned = got
+        self._install(state, local, owned)
+
+    def _install(self, state: MDState, local: LocalPart, owned: _Owned) -> None:
+        """Make ``local`` this rank's part and its owned atoms the state's rows."""
         plan = local.plan
         n = plan.n_owned
         f64 = torch.float64
@@ -209,6 +402,7 @@ class DistributedForceField:
         self._ref_positions = ref_positions
         self._ref_cell = state.cell.clone()
         self.n_builds += 1
+        self.min_owned = n if self.min_owned is None else min(self.min_owned, n)
 
     def _split(self, gathered: list[Any], state: MDState) -> list[Any]:
         ids = np.concatenate([g[0] for g in gathered]).astype(np.int64)
@@ -329,11 +523,14 @@ def run_md(
     every: int = 10,
     stress: bool = False,
     dtype: torch.dtype | None = None,
+    rebuild: str = "auto",
 ) -> dict[str, Any] | None:
     """A distributed NVE, Langevin or Nosé–Hoover run from rank 0's ``atoms`` (with velocities).
 
     Returns (rank 0): ``{"steps", "positions": [n_frames, n_atoms, 3] Å, "energy",
-    "total_energy" (eV, per frame), "n_builds", "n_migrated"}``; None on other ranks.
+    "total_energy" (eV, per frame), "n_builds", "n_migrated", "local_rebuilds" (bool),
+    "peak_rows" (largest per-atom array of any rank's local rebuilds after set-up),
+    "min_owned" (fewest atoms a rank owned after any rebuild)}``; None on other ranks.
     """
     from atomshard.md.integrators import (
         langevin_init,
@@ -352,7 +549,10 @@ def run_md(
         )
     potential = load_potential(model, dtype=dtype).to(comm.device)
     state = distributed_state(state_from_ase(atoms) if comm.rank == 0 else None, comm)
-    ff = DistributedForceField(potential, comm, skin=skin, partition=partition, stress=stress)
+    ff = DistributedForceField(
+        potential, comm, skin=skin, partition=partition, stress=stress, rebuild=rebuild
+    )
+
     if integrator == "nve":
         nve_init(state, ff)
     elif integrator == "langevin":
@@ -381,6 +581,9 @@ def run_md(
         if state.step % every == 0:
             record()
     n_migrated = comm.broadcast_object(ff.n_migrated)
+    fewest = -float(ff.min_owned or 0)
+    stats = torch.tensor([float(ff.peak_rows), fewest], dtype=torch.float64)
+    stats = comm.all_reduce_max(stats, what="rebuild statistics")
     if comm.rank != 0:
         return None
     return {
@@ -390,4 +593,7 @@ def run_md(
         "total_energy": frames["total"],
         "n_builds": ff.n_builds,
         "n_migrated": n_migrated,
+        "local_rebuilds": ff.regions is not None,
+        "peak_rows": int(stats[0]),
+        "min_owned": int(-stats[1]),
     }

@@ -12,7 +12,9 @@ the positions and cell of the last neighbour-list rebuild. A serial run resumes 
 file as its own (it ignores the extra entry); a distributed run with any number of ranks
 resumes it, rebuilding its plans on the reference positions, so with the same rank count
 and partitioner it makes the same partition, edge order and rebuild decisions as the
-interrupted run and continues bit-identically.
+interrupted run and continues bit-identically. A run with local rebuilds (grid, Low-NN)
+also stores its set-up regions there (``reference["regions"]``, plain lists), so the
+resumed run keeps the same regions instead of re-partitioning.
 """
 
 from __future__ import annotations
@@ -93,11 +95,13 @@ def md_rank(
     progress: bool,
     resume: bool = False,
     model: Any = None,
+    rebuild: str = "auto",
 ) -> dict[str, Any] | None:
     """One rank of a distributed ``md`` run; rank 0 writes the outputs and restart files.
 
     ``model`` (a :class:`~atomshard.models.base.Potential`) replaces ``config.model``,
-    as in the serial :func:`atomshard.md.run_md`.
+    as in the serial :func:`atomshard.md.run_md`. ``rebuild`` is passed to
+    :class:`DistributedForceField` (``"gather"`` forces the gather-on-rank-0 rebuilds).
     """
     from atomshard.md.driver import (
         _initial_state,
@@ -116,6 +120,7 @@ def md_rank(
     full: MDState | None = None
     offsets: dict[str, int] | None = None
     reference: torch.Tensor | None = None
+    regions: dict[str, Any] | None = None
     header: Any = None
     if root:
         try:
@@ -127,6 +132,7 @@ def md_rank(
                 extra = load_restart_extra(restart_path, "reference")
                 if extra is not None and torch.equal(extra["cell"], full.cell):
                     reference = extra["positions"]
+                    regions = extra.get("regions")
             elif out.exists() and (out / "thermo.csv").exists():
                 raise InputError(
                     f"output folder {str(out)!r} already holds a run; pass --resume to continue "
@@ -150,11 +156,11 @@ def md_rank(
     state.step, state.time = int(step), float(time_fs)
     state.thermostat = {k: v.clone() for k, v in thermostat.items()}
     ff = DistributedForceField(
-        potential, comm, skin=config.skin, partition=partition, transport=transport
+        potential, comm, skin=config.skin, partition=partition, transport=transport, rebuild=rebuild
     )
     if has_reference:
-        ff.restore(state, reference if root else torch.zeros(0, 3, dtype=torch.float64))
-    reference = None
+        ff.restore(state, reference if root else torch.zeros(0, 3, dtype=torch.float64), regions)
+    reference = regions = None
     ensemble_init(state, ff, config)
     traj = thermo = None
     if root:
@@ -188,7 +194,13 @@ def md_rank(
             whole,
             config,
             {"trajectory": traj.offset(), "thermo": thermo.offset()},
-            extra={"reference": {"positions": ref_rows, "cell": state.cell.detach().cpu()}},
+            extra={
+                "reference": {
+                    "positions": ref_rows,
+                    "cell": state.cell.detach().cpu(),
+                    "regions": ff.regions_dict,
+                }
+            },
         )
 
     if not resume:
