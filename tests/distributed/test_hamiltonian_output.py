@@ -11,14 +11,14 @@ import scipy.linalg
 import torch
 
 from atomshard.cli import main
-from atomshard.comm import LocalGroup
+from atomshard.comm import LocalGroup, NullCommunicator
 from atomshard.hamiltonian.assembly import BlochAssembler
 from atomshard.hamiltonian.blocks import BlockSet
-from atomshard.hamiltonian.files import BlockFile, write_block_file
+from atomshard.hamiltonian.files import BlockFile, read_block_file, write_block_file
 from atomshard.models.checkpoint import save_checkpoint
 from atomshard.models.hamiltonian.data import make_sample
 from atomshard.models.hamiltonian.predict import write_csr, write_prediction
-from atomshard.runtime._hamiltonian_command import PredictOptions, predict_rank
+from atomshard.runtime._hamiltonian_command import PredictOptions, predict_rank, tile_blockset
 from atomshard.runtime._hamiltonian_output import eigenvalues_near, read_csr
 from tests.distributed.distributed_cases import quartz
 from tests.distributed.hamiltonian_cases import config, model, synthetic_sample
@@ -126,6 +126,41 @@ def test_merged_outputs_equal_serial_files(tmp_path):
         got = eigenvalues_near(h, sigma, 6, s=overlap)
         want = np.sort(dense[np.argsort(np.abs(dense - sigma))[:6]])
         assert np.abs(got - want).max() <= 1e-9 * np.abs(dense).max()
+
+
+def test_tiled_prediction_equals_tiled_blocks(tmp_path):
+    """A 2x1x2 supercell predicted (1 rank) == the primitive cell's prediction tiled; the
+    reference H and S are tiled too, so errors are those of the primitive cell."""
+    cfg = config()
+    m = model(cfg)
+    sample = synthetic_sample(quartz((1, 1, 1)), cfg)
+    source = _with_overlap(sample.source)
+    sample = make_sample("q", source, m.basis, m.cutoff)
+    with torch.no_grad():
+        pred = m(sample.graph)
+    want = tile_blockset(pred.to_blockset(sample.graph), (2, 1, 2))
+    options = PredictOptions(formats=("h5",), repeat=(2, 1, 2))
+    res = predict_rank(NullCommunicator(), m, str(tmp_path), options, inputs=[("q", source)])
+    assert res is not None and res[0]["n_atoms"] == 4 * len(source.species)
+    got = read_block_file(tmp_path / "q.pred.h5")
+    h = got.matrices["H"]
+    assert np.array_equal(h.atom_pairs, want.atom_pairs)
+    worst = max(np.abs(a - b).max() for a, b in zip(h.blocks, want.blocks, strict=True))
+    assert worst <= TOL * max(np.abs(b).max() for b in want.blocks)
+    s_want = tile_blockset(source.matrices["S"], (2, 1, 2))
+    assert np.array_equal(got.matrices["S"].atom_pairs, s_want.atom_pairs)
+    serial_mae = np.mean(
+        np.concatenate(
+            [
+                np.abs(p[1].numpy() - t[1].numpy()).ravel()
+                for kind in ("node", "edge")
+                for p, t in zip(
+                    getattr(pred, kind).values(), getattr(sample, kind).values(), strict=True
+                )
+            ]
+        )
+    )
+    assert res[0]["errors"]["mae_meV"] == pytest.approx(1000 * serial_mae, rel=1e-10)
 
 
 def test_cli_predict_ranks_repeat(tmp_path, capsys):

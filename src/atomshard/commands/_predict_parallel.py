@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("A", "B", "C"),
         default=None,
         help="tile every structure A x B x C before predicting (periodic directions only; "
-        "errors and S are then not available)",
+        "the input's H and S are tiled with it, for errors and eigenvalues)",
     )
     group.add_argument(
         "--eigs",

@@ -32,6 +32,7 @@ from atomshard.comm import (
 from atomshard.errors import InputError
 from atomshard.graph import Structure
 from atomshard.hamiltonian.assembly import BlochAssembler
+from atomshard.hamiltonian.blocks import BlockSet
 from atomshard.hamiltonian.files import BlockFile
 from atomshard.models.hamiltonian.data import make_sample
 from atomshard.models.hamiltonian.model import HamiltonianModel
@@ -46,7 +47,7 @@ from atomshard.runtime._hamiltonian_output import (
 )
 from atomshard.runtime._partition import PartitionSpec
 
-__all__ = ["PredictOptions", "predict_distributed", "predict_rank", "tile"]
+__all__ = ["PredictOptions", "predict_distributed", "predict_rank", "tile", "tile_blockset"]
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,39 @@ class PredictOptions:
     slab: int = DEFAULT_SLAB
 
 
+def tile_blockset(blocks: BlockSet, repeat: Sequence[int]) -> BlockSet:
+    """The blocks of a crystal's ``a x b x c`` supercell (atoms in ASE's ``repeat`` order).
+
+    Block ``(R, i, j)`` couples atom ``i`` of cell 0 with atom ``j`` of cell ``R``; in the
+    supercell, atom ``i`` of tile ``t`` couples with atom ``j`` of tile ``(t + R) mod reps``
+    in supercell ``floor((t + R) / reps)``.
+    """
+    reps = np.asarray(repeat, dtype=np.int64).reshape(3)
+    n = len(blocks.species)
+    tiles = np.array(
+        [(a, b, c) for a in range(reps[0]) for b in range(reps[1]) for c in range(reps[2])],
+        dtype=np.int64,
+    )
+    n_tiles = len(tiles)
+    pairs = blocks.atom_pairs
+    shift = pairs[:, None, :3] + tiles[None, :, :]  # [n_blocks, n_tiles, 3] primitive cells
+    target = np.mod(shift, reps)
+    new_shift = np.floor_divide(shift, reps)
+    tile_of = lambda t: (t[..., 0] * reps[1] + t[..., 1]) * reps[2] + t[..., 2]  # noqa: E731
+    rows = tile_of(np.broadcast_to(tiles, shift.shape)) * n + pairs[:, None, 3]
+    cols = tile_of(target) * n + pairs[:, None, 4]
+    out = np.concatenate([new_shift, rows[..., None], cols[..., None]], axis=2).reshape(-1, 5)
+    order = np.lexsort(out.T[::-1]) if len(out) else np.zeros(0, np.int64)
+    source_block = np.repeat(np.arange(len(pairs)), n_tiles)[order]
+    return BlockSet(
+        species=np.tile(blocks.species, n_tiles),
+        atom_pairs=out[order],
+        blocks=tuple(blocks.blocks[k] for k in source_block.tolist()),
+    )
+
+
 def tile(source: BlockFile, repeat: Sequence[int]) -> BlockFile:
-    """``source``'s structure repeated ``a x b x c`` (matrices dropped unless 1x1x1)."""
+    """``source`` repeated ``a x b x c``, its matrices (H, S) tiled with it."""
     reps = tuple(int(r) for r in repeat)
     if len(reps) != 3 or min(reps) < 1:
         raise InputError(f"--repeat needs three integers >= 1, got {list(repeat)}")
@@ -80,7 +112,16 @@ def tile(source: BlockFile, repeat: Sequence[int]) -> BlockFile:
     if not all(source.pbc[k] or reps[k] == 1 for k in range(3)):
         raise InputError(f"--repeat {reps}: only periodic directions can be tiled")
     atoms = source.to_ase().repeat(reps)
-    return BlockFile.from_ase(atoms, source.basis)
+    tiled = BlockFile.from_ase(atoms, source.basis)
+    matrices = {name: tile_blockset(b, reps) for name, b in source.matrices.items()}
+    return BlockFile(
+        basis=tiled.basis,
+        species=tiled.species,
+        positions=tiled.positions,
+        cell=tiled.cell,
+        pbc=tiled.pbc,
+        matrices=matrices,
+    )
 
 
 def _load(model: str | HamiltonianModel, device: torch.device) -> HamiltonianModel:
@@ -131,8 +172,8 @@ def _scatter_part(
                 positions=tiled.positions, species=tiled.species, cell=tiled.cell, pbc=tiled.pbc
             )
             sample = None
-            if tiled is source and "H" in source.matrices:
-                sample = make_sample("input", source, model.basis, model.cutoff)
+            if "H" in tiled.matrices:
+                sample = make_sample("input", tiled, model.basis, model.cutoff)
             t0 = time.perf_counter()
             parts = split_hamiltonian(
                 st, model.cutoff, comm.world_size, options.partition, sample=sample
