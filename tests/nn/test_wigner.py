@@ -6,7 +6,7 @@ import pytest
 import torch
 from e3nn import o3
 
-from atomshard.nn.wigner import edge_frame_rotation, wigner_D_from_matrix
+from atomshard.nn.wigner import edge_frame_rotation, wigner_D, wigner_D_from_matrix
 
 
 @pytest.mark.parametrize("l", [0, 1, 2, 3, 4])
@@ -45,3 +45,21 @@ def test_edge_frame_takes_y_to_edge() -> None:
 def test_improper_rotation_rejected() -> None:
     with pytest.raises(ValueError, match="proper"):
         wigner_D_from_matrix(1, -torch.eye(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("l", [0, 1, 2, 4, 6])
+def test_closed_form_equals_matrix_exponentials(l: int) -> None:
+    """wigner_D (closed-form rotations about y) == exp(a g_y) exp(b g_x) exp(c g_y)."""
+    torch.set_default_dtype(torch.float64)  # e3nn builds generators in the default dtype
+    try:
+        gx, gy = o3.so3_generators(l)[:2]
+    finally:
+        torch.set_default_dtype(torch.float32)
+    gen = torch.Generator().manual_seed(l)
+    a, b, c = (2 * torch.pi * torch.rand(50, dtype=torch.float64, generator=gen) for _ in "abc")
+    ref = (
+        torch.matrix_exp(a[:, None, None] * gy)
+        @ torch.matrix_exp(b[:, None, None] * gx)
+        @ torch.matrix_exp(c[:, None, None] * gy)
+    )
+    assert torch.allclose(wigner_D(l, a, b, c), ref, atol=1e-13, rtol=0)
