@@ -20,10 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph
 from atomshard.hamiltonian.blocks import BlockSet
 from atomshard.models.base import Exchange, identity_exchange
+from atomshard.models.hamiltonian.chunked import chunk_bounds, chunked_layer
 from atomshard.models.hamiltonian.config import HamiltonianConfig
 from atomshard.models.hamiltonian.heads import BlockHead
 from atomshard.models.hamiltonian.layers import (
@@ -37,6 +40,12 @@ from atomshard.nn.wigner import edge_frame_rotation
 __all__ = ["HamiltonianModel", "HamiltonianPrediction"]
 
 Pair = tuple[int, int]
+
+
+def _apply_head(head: nn.Module, e: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    out = head(e.index_select(0, idx))
+    assert isinstance(out, torch.Tensor)
+    return out
 
 
 @dataclass
@@ -108,6 +117,9 @@ class HamiltonianModel(nn.Module):
         self.edge_heads = nn.ModuleDict(
             {f"{a}_{b}": BlockHead(self.basis, a, b, lm, c) for a in zs for b in zs}
         )
+        #: memory settings (see :meth:`set_memory`); they never change the results
+        self.edge_chunk = 0
+        self.checkpoint = False
         body = torch.float64 if config.dtype == "float64" else torch.float32
         self.to(body)
         for head in [*self.node_heads.values(), *self.edge_heads.values()]:
@@ -117,6 +129,36 @@ class HamiltonianModel(nn.Module):
     @classmethod
     def from_config(cls, config: HamiltonianConfig) -> HamiltonianModel:
         return cls(config)
+
+    def set_memory(self, *, edge_chunk: int = 0, checkpoint: bool = False) -> None:
+        """Bound memory: edges in chunks of ``edge_chunk`` (0: all at once), Wigner-D
+        recomputed per chunk; ``checkpoint`` recomputes each chunk's activations in the
+        backward pass (``torch.utils.checkpoint``, non-reentrant). Results are unchanged
+        (round-off); see :mod:`atomshard.models.hamiltonian.chunked`."""
+        if int(edge_chunk) < 0:
+            raise InputError(f"edge_chunk must be >= 0 (0: no chunking), got {edge_chunk!r}")
+        self.edge_chunk = int(edge_chunk)
+        self.checkpoint = bool(checkpoint)
+
+    @property
+    def _chunked(self) -> bool:
+        return self.edge_chunk > 0 or self.checkpoint
+
+    @property
+    def _recompute(self) -> bool:
+        return self.checkpoint and torch.is_grad_enabled()
+
+    def _edge_head(self, head: nn.Module, e: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``head(e[idx])``; in chunks (checkpointed when training) in memory-bounded mode."""
+        if not self._chunked:
+            return head(e.index_select(0, idx))
+        parts = []
+        for a, b in chunk_bounds(len(idx), self.edge_chunk):
+            if self._recompute:
+                parts.append(_checkpoint(_apply_head, head, e, idx[a:b], use_reentrant=False))
+            else:
+                parts.append(_apply_head(head, e, idx[a:b]))
+        return torch.cat(parts)
 
     @property
     def body_dtype(self) -> torch.dtype:
@@ -137,11 +179,10 @@ class HamiltonianModel(nn.Module):
         dtype = self.body_dtype
         vec = graph.edge_vectors().to(torch.float64)
         if graph.n_edges and bool((vec.norm(dim=1) < 1e-8).any()):
-            from atomshard.errors import InputError
-
             raise InputError("two atoms coincide (an edge of zero length)")
         size = (self.l_max + 1) ** 2
-        rot = edge_frame_rotation(vec, self.l_max).to(dtype)
+        # memory-bounded mode recomputes the Wigner-D per chunk of edges instead
+        rot = None if self._chunked else edge_frame_rotation(vec, self.l_max).to(dtype)
         types = self.type_of.index_select(0, graph.species)
         x = torch.zeros(graph.n_atoms, size, self.config.channels, dtype=dtype, device=graph.device)
         x[:, 0, :] = self.species_embedding(types)
@@ -155,8 +196,24 @@ class HamiltonianModel(nn.Module):
         with autocast:
             for node_update, edge_update in zip(self.node_updates, self.edge_updates, strict=True):
                 x = exchange(x)
-                x_new = node_update(x, e, rot, graph.src, graph.dst)
-                e = edge_update(x, e, rot, graph.src, graph.dst)
+                if rot is None:
+                    assert isinstance(node_update, NodeUpdate)
+                    assert isinstance(edge_update, EdgeUpdate)
+                    x_new, e = chunked_layer(
+                        node_update,
+                        edge_update,
+                        x,
+                        e,
+                        vec,
+                        graph.src,
+                        graph.dst,
+                        l_max=self.l_max,
+                        chunk=self.edge_chunk,
+                        checkpoint=self._recompute,
+                    )
+                else:
+                    x_new = node_update(x, e, rot, graph.src, graph.dst)
+                    e = edge_update(x, e, rot, graph.src, graph.dst)
                 x = x_new
         return x.to(dtype), e.to(dtype)
 
@@ -178,7 +235,7 @@ class HamiltonianModel(nn.Module):
             for b in self.atomic_numbers:
                 idx = torch.nonzero((zd == a) & (zs == b)).flatten()
                 if len(idx):
-                    raw[(a, b)] = (idx, self.edge_heads[f"{a}_{b}"](e.index_select(0, idx)))
+                    raw[(a, b)] = (idx, self._edge_head(self.edge_heads[f"{a}_{b}"], e, idx))
                     position[idx] = torch.arange(len(idx), device=graph.device)
         rev = reverse_edges(graph.src, graph.dst, graph.shifts) if graph.n_edges else position
         edge: dict[Pair, tuple[torch.Tensor, torch.Tensor]] = {}

@@ -42,6 +42,10 @@ class TrainingConfig:
         plateau_patience, plateau_factor, min_lr: ReduceLROnPlateau on validation MAE
         seed: initialisation and shuffling
         checkpoint_every: epochs between ``last.pt`` writes
+        edge_chunk: edges per chunk in the model's layers and edge heads (0: all at once);
+            bounds memory, results unchanged (:meth:`HamiltonianModel.set_memory`)
+        activation_checkpoint: activation checkpointing per chunk of edges (activations
+            recomputed in the backward pass: one extra forward of time, far less memory)
     """
 
     epochs: int = 100
@@ -55,6 +59,8 @@ class TrainingConfig:
     min_lr: float = 1e-5
     seed: int = 0
     checkpoint_every: int = 1
+    edge_chunk: int = 0
+    activation_checkpoint: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -68,6 +74,7 @@ class TrainingConfig:
             "plateau_factor": 0 < self.plateau_factor < 1,
             "min_lr": self.min_lr >= 0,
             "checkpoint_every": self.checkpoint_every >= 1,
+            "edge_chunk": self.edge_chunk >= 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -219,6 +226,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = HamiltonianModel(model_config)
+    model.set_memory(edge_chunk=cfg.edge_chunk, checkpoint=cfg.activation_checkpoint)
     fit_output_statistics(model, train_samples)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
