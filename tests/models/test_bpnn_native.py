@@ -90,3 +90,18 @@ def test_rjk_powers() -> None:
     assert _rjk_powers([(0.1, 0.0), (0.25, 0.0)])[2] == [1, -1]
     assert _rjk_powers([(0.3, 0.0), (0.2, 0.0)])[2] == [-1, 1]
     assert _rjk_powers([]) == (0.0, 0.0, [])
+
+
+def test_native_model_pickles(tmp_path) -> None:
+    """Rank launchers pickle models: the kernel's plan is rebuilt, results unchanged."""
+    import pickle
+
+    folder = write_synthetic_potential(tmp_path, sf_lines=NATIVE_SF_LINES)
+    model = load_n2p2_potential(folder)
+    copy = pickle.loads(pickle.dumps(model))
+    atoms = random_structure((1, 8), 5, periodic=True, min_distance=1.0, seed=14)
+    graph = AtomicGraph.from_ase(atoms, model.cutoff)
+    a, b = compute_properties(model, graph), compute_properties(copy, graph)
+    assert copy.kernel == "native"
+    assert a.forces is not None and b.forces is not None
+    torch.testing.assert_close(a.forces, b.forces, rtol=0, atol=0)

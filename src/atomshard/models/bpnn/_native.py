@@ -154,6 +154,7 @@ class NativePlan:
         cutoff_type: int,
         cutoff_alpha: float,
     ) -> None:
+        self._args = (functions, atomic_numbers, cutoff_type, cutoff_alpha)
         n = len(functions)
         self.n_elements = n
         self.n_features_max = max(len(f) for f in functions)
@@ -258,6 +259,10 @@ class NativePlan:
             max_comb=max_comb,
             **values,
         )
+
+    def __reduce__(self) -> tuple[Any, tuple]:
+        """Pickle (and deepcopy) by rebuilding: the struct holds raw pointers."""
+        return (NativePlan, self._args)
 
 
 def _rjk_powers(params: list[tuple[float, float]]) -> tuple[float, float, list[int]]:
