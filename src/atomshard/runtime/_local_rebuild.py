@@ -29,7 +29,7 @@ import torch
 
 from atomshard.comm import Communicator, exchange_rows
 from atomshard.errors import AtomshardError
-from atomshard.graph import neighbor_list
+from atomshard.graph._neighbors import raw_pairs
 from atomshard.partition import HaloPlan, Regions
 from atomshard.runtime._evaluate import LocalPart
 
@@ -100,6 +100,29 @@ def migrate(comm: Communicator, regions: Regions, atoms: OwnedAtoms) -> tuple[Ow
     return out, int((owner != me).sum())
 
 
+def _edge_order(
+    dst: np.ndarray, ids: np.ndarray, src: np.ndarray, shifts: np.ndarray
+) -> np.ndarray:
+    """Permutation sorting edges by (``dst`` row, global id of ``src``, shift).
+
+    ``dst`` rows are owned rows (ascending id), so this is the global list's order. One
+    combined integer key sorts several times faster than a five-column lexsort.
+    """
+    if len(dst) == 0:
+        return np.zeros(0, np.int64)
+    n = len(ids)
+    id_rank = np.empty(n, np.int64)
+    id_rank[np.argsort(ids, kind="stable")] = np.arange(n)
+    lo = shifts.min(axis=0)
+    span = shifts.max(axis=0) - lo + 1
+    if float(n) ** 2 * float(np.prod(span)) >= 2.0**62:
+        return np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], ids[src], ids[dst]))
+    key = dst * n + id_rank[src]
+    for axis in range(3):
+        key = key * span[axis] + (shifts[:, axis] - lo[axis])
+    return np.argsort(key, kind="stable")
+
+
 @dataclass
 class LocalBuild:
     """A rank's part from :func:`build_local_part` and the size of its largest array."""
@@ -150,8 +173,8 @@ def build_local_part(
 
     # 2. edges into owned atoms, from the neighbour list of owned atoms and ghosts
     if n_own:
-        src, dst, shifts = neighbor_list(all_pos, cell, pbc, cutoff=cutoff)
-        keep = dst < n_own
+        dst, src, shifts, _ = raw_pairs(all_pos, cell, pbc, cutoff=cutoff)
+        keep = np.flatnonzero(dst < n_own)
         src, dst, shifts = src[keep], dst[keep], shifts[keep]
     else:
         src = dst = np.zeros(0, np.int64)
@@ -161,8 +184,8 @@ def build_local_part(
     row_of[:n_own] = np.arange(n_own)
     row_of[halo] = n_own + np.arange(len(halo))
     local_src = row_of[src]
-    # the global graph's edge order: (dst id, src id, shift)
-    order = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], all_ids[src], all_ids[dst]))
+    # the global graph's edge order: (dst id, src id, shift); owned rows are in id order
+    order = _edge_order(dst, all_ids, src, shifts)
     local_src, local_dst, shifts = local_src[order], dst[order], shifts[order]
 
     # 3. halo requests: each owner learns which of its atoms this rank needs, in order

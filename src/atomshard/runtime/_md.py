@@ -117,7 +117,8 @@ class DistributedForceField:
         model: the potential (same weights on every rank).
         comm: the communicator.
         skin: neighbour-list skin, Å (plans are rebuilt when an atom moved > skin/2).
-        partition: how rank 0 assigns atoms at every rebuild.
+        partition: how rank 0 assigns atoms: once at set-up for local rebuilds (grid,
+            Low-NN), at every rebuild for gather rebuilds.
         transport: halo-exchange transport.
         stress: compute the stress (periodic cells only).
         profiler: per-rank exchange timings.
@@ -162,7 +163,8 @@ class DistributedForceField:
         self._ref_positions: torch.Tensor | None = None
         self._ref_cell: torch.Tensor | None = None
         self.n_builds = 0
-        self.n_migrated = 0  # atoms that changed owner at rebuilds (counted on rank 0)
+        #: atoms that changed owner at rebuilds (on rank 0; on every rank for local rebuilds)
+        self.n_migrated = 0
 
     # -- rebuild and migration ------------------------------------------------------------
     def _needs_rebuild(self, state: MDState) -> bool:
