@@ -100,8 +100,11 @@ def test_merged_outputs_equal_serial_files(tmp_path):
         pred = m(sample.graph)
     blocks = write_prediction(tmp_path / "serial.h5", m, sample, pred)
     write_csr(tmp_path / "serial.npz", blocks, m)
-    # small slabs: the merge copies several slabs, each from several parts
-    options = PredictOptions(formats=("h5", "npz"), partition="lownn", slab=7)
+    # small slabs: the merge copies several slabs, each from several parts; rank 1 owns
+    # nothing and writes an empty part
+    x = source.positions[:, 0]
+    part = np.where(x < np.median(x), 0, 2)
+    options = PredictOptions(formats=("h5", "npz"), partition=part, slab=7)
     with LocalGroup(3, timeout_s=60, threads_per_rank=1) as group:
         res = group.run(
             predict_rank, m, str(tmp_path / "d"), options, root_only={"inputs": [("q", source)]}
@@ -109,6 +112,7 @@ def test_merged_outputs_equal_serial_files(tmp_path):
     _same_h5(tmp_path / "d" / "q.pred.h5", tmp_path / "serial.h5")
     _same_npz(tmp_path / "d" / "q.pred.npz", tmp_path / "serial.npz")
     assert not (tmp_path / "d" / ".q.parts").exists()
+    assert [r["atoms"] for r in res["ranks"]][1] == 0
     assert res["errors"]["n_elements"] > 0 and sum(r["blocks"] for r in res["ranks"]) == len(
         blocks.blocks
     )
