@@ -228,3 +228,16 @@ def test_resume_with_local_rebuilds_is_bit_identical(tmp_path, partition):
     got = ase.io.read(tmp_path / "three" / "trajectory.extxyz", index=":")
     assert len(got) == len(want)
     assert max(np.max(np.abs(a.positions - b.positions)) for a, b in zip(got, want)) <= 1e-9
+
+
+def test_local_rebuild_needs_a_spatial_partition():
+    from atomshard.comm import NullCommunicator
+    from atomshard.errors import InputError
+    from atomshard.runtime import DistributedForceField
+
+    model = ToyMPNN(cutoff=3.0)
+    for partition in ("metis", np.zeros(3, np.int64)):
+        with pytest.raises(InputError, match="local rebuilds need a spatial partition"):
+            DistributedForceField(model, NullCommunicator(), partition=partition, rebuild="local")
+    with pytest.raises(InputError, match="rebuild must be one of"):
+        DistributedForceField(model, NullCommunicator(), rebuild="sometimes")

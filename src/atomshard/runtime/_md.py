@@ -144,6 +144,12 @@ class DistributedForceField:
             raise InputError(f"neighbour-list skin must be >= 0, got {skin}")
         if rebuild not in REBUILD_MODES:
             raise InputError(f"rebuild must be one of {', '.join(REBUILD_MODES)}, got {rebuild!r}")
+        spatial = isinstance(partition, str) and partition.lower() in ("auto", *REGION_PARTITIONERS)
+        if rebuild == "local" and not spatial:
+            shown = partition if isinstance(partition, str) else type(partition).__name__
+            raise InputError(
+                f"local rebuilds need a spatial partition (grid, lownn or auto), got {shown!r}"
+            )
         self.rebuild = rebuild
         #: the set-up partition's regions (local rebuilds); None: gather path or not set up
         self.regions: Regions | None = None
@@ -248,11 +254,6 @@ class DistributedForceField:
             self.regions = None
             return
         if name not in ("auto", *REGION_PARTITIONERS):
-            if self.rebuild == "local":
-                raise InputError(
-                    f"local rebuilds need a spatial partition (grid, lownn or auto), "
-                    f"got {spec if name is not None else type(spec).__name__!r}"
-                )
             self.regions = None
             return
         positions = state.positions if reference is None else reference
