@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -105,3 +106,35 @@ def test_native_model_pickles(tmp_path) -> None:
     assert copy.kernel == "native"
     assert a.forces is not None and b.forces is not None
     torch.testing.assert_close(a.forces, b.forces, rtol=0, atol=0)
+
+
+def test_positions_path_equals_graph_path(tmp_path) -> None:
+    """evaluate_positions (cell list in the kernel, no edge list) == compute_properties,
+    with two kernel threads (per-thread force buffers)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _positions_path_equals_graph_path(tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _positions_path_equals_graph_path(tmp_path) -> None:
+    folder = write_synthetic_potential(tmp_path, sf_lines=NATIVE_SF_LINES)
+    atoms = random_structure((1, 8), 60, periodic=True, min_distance=1.0, seed=15)
+    atoms = atoms.repeat((3, 3, 3))  # cells at least 3 cutoffs wide
+    atoms.rattle(0.05, seed=1)
+    atoms.set_cell(atoms.cell.array + np.array([[0, 0, 0], [0.7, 0, 0], [0.3, -0.4, 0]]))
+    for dtype, atol in ((torch.float64, 1e-11), (torch.float32, 2e-4)):
+        model = load_n2p2_potential(folder, dtype=dtype)
+        assert min(atoms.cell.cellpar()[:3]) > 3 * model.cutoff
+        ref = compute_properties(model, AtomicGraph.from_ase(atoms, model.cutoff))
+        out = model.evaluate_positions(atoms.positions, atoms.numbers, atoms.cell.array)
+        assert ref.forces is not None and out.forces is not None
+        assert ref.stress is not None and out.stress is not None
+        torch.testing.assert_close(out.energies, ref.energies, rtol=0, atol=atol)
+        torch.testing.assert_close(out.forces, ref.forces, rtol=0, atol=atol)
+        torch.testing.assert_close(out.stress, ref.stress, rtol=0, atol=atol / 10)
+    small = random_structure((1, 8), 6, periodic=True, min_distance=1.0, seed=16)
+    with pytest.raises(InputError, match="3 cutoffs"):
+        model.evaluate_positions(small.positions, small.numbers, small.cell.array)

@@ -12,6 +12,7 @@
 // input type.
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -170,7 +171,8 @@ inline double cos_power(double cos, double lam, double zeta, double pre, double*
 struct Scratch {
   std::vector<double> x, y, z, r, tab, dtab, gr, gx, gy, gz, acc, grow, rad, drj, drk, drjk, ang,
       dang, grad_rad, grad_ang;
-  std::vector<double> tmp;
+  std::vector<double> tmp, nbr_vec, nbr_grad;
+  std::vector<int64_t> nbr_el, nbr_j;
   std::vector<int64_t> el, edge, boff, pos, perm, tmpi, cand;
 };
 
@@ -185,12 +187,12 @@ struct Edges {
 
 // One centre atom: forward (gG == nullptr: accumulate G into s.acc) or backward (write
 // dE/dv of its edges into gvec).
-template <typename T, bool bwd>
-void centre(const Plan& p, const Edges<T>& in, int64_t i, const T* gG, T* gvec, Scratch& s) {
+template <typename T, bool bwd, typename TG = T>
+void centre(const Plan& p, const Edges<T>& in, int64_t i, const TG* gG, T* gvec, Scratch& s) {
   const int64_t E = p.n_elem;
   const int64_t c = in.centre_elem[i];
   const int64_t e0 = in.edge_start[i], e1 = in.edge_start[i + 1];
-  const T* g_row = bwd ? gG + i * p.n_feat : nullptr;
+  const TG* g_row = bwd ? gG + i * p.n_feat : nullptr;
   double* g_row_d = s.grow.data();
   if constexpr (bwd) {
     for (int64_t f = 0; f < p.n_feat; ++f) g_row_d[f] = static_cast<double>(g_row[f]);
@@ -429,6 +431,131 @@ void run(const Plan& p, const Edges<T>& in, T* out, const T* gG, T* gvec, int n_
   for (auto& th : pool) th.join();
 }
 
+// ---- positions path: neighbours from a cell list, forces and virial directly (no edge
+// list for the whole system). Periodic cells only, with at least 3 bins of width >= the
+// cutoff along every lattice direction, so the 27 neighbouring bins are distinct and each
+// (atom, image) pair is seen once.
+struct Cells {
+  int64_t n_atoms;
+  const double* pos;   // [n, 3] wrapped Cartesian positions (potential length unit)
+  const int64_t* elem;
+  const double* cell;  // rows a, b, c
+  int64_t nb[3];
+  const int64_t* bin_of;     // [n] bin of each atom (x-major)
+  const int64_t* bin_start;  // [nbins + 1] CSR into order
+  const int64_t* order;      // atoms sorted by bin
+  double cutoff;
+};
+
+// Neighbours of atom i into s.nbr_vec / s.nbr_el / s.nbr_j.
+inline void gather(const Cells& c, int64_t i, Scratch& s) {
+  s.nbr_vec.clear(), s.nbr_el.clear(), s.nbr_j.clear();
+  const int64_t b = c.bin_of[i];
+  const int64_t bz = b % c.nb[2], by = (b / c.nb[2]) % c.nb[1], bx = b / (c.nb[1] * c.nb[2]);
+  const double xi = c.pos[3 * i], yi = c.pos[3 * i + 1], zi = c.pos[3 * i + 2];
+  const double rc2 = c.cutoff * c.cutoff;
+  for (int dx = -1; dx <= 1; ++dx) {
+    int64_t nx = bx + dx, wx = 0;
+    if (nx < 0) nx += c.nb[0], wx = -1;
+    if (nx >= c.nb[0]) nx -= c.nb[0], wx = 1;
+    for (int dy = -1; dy <= 1; ++dy) {
+      int64_t ny = by + dy, wy = 0;
+      if (ny < 0) ny += c.nb[1], wy = -1;
+      if (ny >= c.nb[1]) ny -= c.nb[1], wy = 1;
+      for (int dz = -1; dz <= 1; ++dz) {
+        int64_t nz = bz + dz, wz = 0;
+        if (nz < 0) nz += c.nb[2], wz = -1;
+        if (nz >= c.nb[2]) nz -= c.nb[2], wz = 1;
+        const double sx = wx * c.cell[0] + wy * c.cell[3] + wz * c.cell[6];
+        const double sy = wx * c.cell[1] + wy * c.cell[4] + wz * c.cell[7];
+        const double sz = wx * c.cell[2] + wy * c.cell[5] + wz * c.cell[8];
+        const bool home = wx == 0 && wy == 0 && wz == 0;
+        const int64_t nbin = (nx * c.nb[1] + ny) * c.nb[2] + nz;
+        for (int64_t q = c.bin_start[nbin]; q < c.bin_start[nbin + 1]; ++q) {
+          const int64_t j = c.order[q];
+          if (home && j == i) continue;
+          const double vx = c.pos[3 * j] + sx - xi, vy = c.pos[3 * j + 1] + sy - yi,
+                       vz = c.pos[3 * j + 2] + sz - zi;
+          if (vx * vx + vy * vy + vz * vz < rc2) {
+            s.nbr_vec.push_back(vx), s.nbr_vec.push_back(vy), s.nbr_vec.push_back(vz);
+            s.nbr_el.push_back(c.elem[j]), s.nbr_j.push_back(j);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Forward (forces == nullptr): G rows. Backward: forces [n, 3] (= -dE/dpos) and
+// virial [9] (= -sum_e v_e (x) dE/dv_e), from dE/dG.
+template <typename TG>
+void run_cells(const Plan& p, const Cells& c, TG* out, const TG* gG, double* forces,
+               double* virial, int n_threads) {
+  constexpr int64_t kChunk = 16;
+  const int64_t n = c.n_atoms;
+  std::atomic<int64_t> next{0};
+  const bool bwd = gG != nullptr;
+  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n_threads, (n + kChunk - 1) / kChunk)));
+  // per-thread force buffers (thread 0 writes into `forces` itself)
+  std::vector<std::vector<double>> fbuf(bwd ? nt - 1 : 0);
+  std::vector<std::array<double, 9>> vir(nt);
+  auto work = [&](int tid) {
+    Scratch s;
+    s.acc.resize(p.n_feat), s.grow.resize(p.n_feat);
+    for (auto* v : {&s.rad, &s.drj, &s.drk, &s.drjk, &s.ang, &s.dang, &s.grad_rad, &s.grad_ang}) {
+      v->resize(p.max_comb);
+    }
+    if (bwd && tid > 0) fbuf[tid - 1].assign(3 * n, 0.0);
+    double* f = bwd ? (tid == 0 ? forces : fbuf[tid - 1].data()) : nullptr;
+    std::array<double, 9> w{};
+    int64_t start[2];
+    for (;;) {
+      const int64_t q0 = next.fetch_add(kChunk);
+      if (q0 >= n) break;
+      for (int64_t q = q0; q < std::min(q0 + kChunk, n); ++q) {
+        const int64_t i = c.order[q];  // bin order: neighbours stay in cache
+        gather(c, i, s);
+        const int64_t m = static_cast<int64_t>(s.nbr_j.size());
+        start[0] = 0, start[1] = m;
+        Edges<double> in{1, start, s.nbr_vec.data(), c.elem + i, s.nbr_el.data()};
+        if (!bwd) {
+          std::fill(s.acc.begin(), s.acc.end(), 0.0);
+          centre<double, false, TG>(p, in, 0, nullptr, nullptr, s);
+          for (int64_t k = 0; k < p.n_feat; ++k) out[i * p.n_feat + k] = static_cast<TG>(s.acc[k]);
+          continue;
+        }
+        s.nbr_grad.resize(3 * m);
+        centre<double, true, TG>(p, in, 0, gG + i * p.n_feat, s.nbr_grad.data(), s);
+        for (int64_t e = 0; e < m; ++e) {
+          const double* g = &s.nbr_grad[3 * e];
+          const double* v = &s.nbr_vec[3 * e];
+          const int64_t j = s.nbr_j[e];
+          // v = pos_j - pos_i: dE/dpos_j += g, dE/dpos_i -= g
+          for (int a = 0; a < 3; ++a) {
+            f[3 * i + a] += g[a];
+            f[3 * j + a] -= g[a];
+            for (int b = 0; b < 3; ++b) w[3 * a + b] -= v[a] * g[b];
+          }
+        }
+      }
+    }
+    vir[tid] = w;
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < nt; ++t) pool.emplace_back(work, t);
+  work(0);
+  for (auto& th : pool) th.join();
+  if (bwd) {
+    for (auto& fb : fbuf) {
+      for (int64_t k = 0; k < 3 * n; ++k) forces[k] += fb[k];
+    }
+    for (int k = 0; k < 9; ++k) {
+      virial[k] = 0.0;
+      for (int t = 0; t < nt; ++t) virial[k] += vir[t][k];
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -463,6 +590,22 @@ int bp_backward(const Plan* p, int64_t n_centres, const int64_t* edge_start, con
                     nbr_elem};
     run<float>(*p, in, nullptr, static_cast<const float*>(grad_g),
                static_cast<float*>(grad_vec), n_threads);
+  }
+  return 0;
+}
+
+// Positions path (see run_cells). forces must be zero on entry; dtype of G and dE/dG.
+int bp_cells(const Plan* p, int64_t n_atoms, const double* pos, const int64_t* elem,
+             const double* cell, const int64_t* nb, const int64_t* bin_of,
+             const int64_t* bin_start, const int64_t* order, double cutoff, int dtype,
+             void* out, const void* grad_g, double* forces, double* virial, int n_threads) {
+  Cells c{n_atoms, pos, elem, cell, {nb[0], nb[1], nb[2]}, bin_of, bin_start, order, cutoff};
+  if (dtype == 0) {
+    run_cells<double>(*p, c, static_cast<double*>(out), static_cast<const double*>(grad_g),
+                      forces, virial, n_threads);
+  } else {
+    run_cells<float>(*p, c, static_cast<float*>(out), static_cast<const float*>(grad_g), forces,
+                     virial, n_threads);
   }
   return 0;
 }

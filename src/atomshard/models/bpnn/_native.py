@@ -134,7 +134,10 @@ def _build_and_load() -> ctypes.CDLL:
     common += [_P64, _P64, ctypes.c_int]
     lib.bp_forward.argtypes = [*common, ctypes.c_void_p, ctypes.c_int]
     lib.bp_backward.argtypes = [*common, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
-    lib.bp_forward.restype = lib.bp_backward.restype = ctypes.c_int
+    lib.bp_cells.argtypes = [ctypes.POINTER(_PlanStruct), ctypes.c_int64, _PD, _P64, _PD, _P64]
+    lib.bp_cells.argtypes += [_P64, _P64, _P64, ctypes.c_double, ctypes.c_int, ctypes.c_void_p]
+    lib.bp_cells.argtypes += [ctypes.c_void_p, _PD, _PD, ctypes.c_int]
+    lib.bp_forward.restype = lib.bp_backward.restype = lib.bp_cells.restype = ctypes.c_int
     return lib
 
 
@@ -364,3 +367,53 @@ def native_backward(
         n_threads,
     )
     return out
+
+
+def _dptr(t: torch.Tensor) -> Any:
+    assert t.dtype == torch.float64 and t.is_contiguous()
+    return ctypes.cast(t.data_ptr(), _PD)
+
+
+def native_cells(
+    plan: NativePlan,
+    cells: dict[str, Any],
+    *,
+    features: torch.Tensor | None = None,
+    grad: torch.Tensor | None = None,
+    n_threads: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The positions path: neighbours from a cell list, no edge list.
+
+    With ``features`` (``[n, n_features_max]``, float32/64, written): the symmetry
+    functions. With ``grad`` (``dE/dG``, same shape): returns ``(forces [n, 3],
+    virial [3, 3])`` in potential units, forces ``= -dE/dpos``, virial ``= -sum v (x) g``.
+
+    ``cells``: ``pos`` (wrapped, ``[n, 3]`` float64), ``elem``, ``cell`` (rows), ``nb``
+    (bins per axis), ``bin_of``, ``bin_start``, ``order`` (int64), ``cutoff`` (float).
+    """
+    lib = load_kernel()
+    assert lib is not None
+    target = features if features is not None else grad
+    assert target is not None and target.is_contiguous()
+    n = int(cells["elem"].numel())
+    forces = torch.zeros(n, 3, dtype=torch.float64) if grad is not None else None
+    virial = torch.zeros(3, 3, dtype=torch.float64)
+    lib.bp_cells(
+        ctypes.byref(plan.struct),
+        n,
+        _dptr(cells["pos"]),
+        _ptr(cells["elem"]),
+        _dptr(cells["cell"]),
+        _ptr(cells["nb"]),
+        _ptr(cells["bin_of"]),
+        _ptr(cells["bin_start"]),
+        _ptr(cells["order"]),
+        float(cells["cutoff"]),
+        _dtype_code(target),
+        features.data_ptr() if features is not None else None,
+        grad.data_ptr() if grad is not None else None,
+        _dptr(forces) if forces is not None else None,
+        _dptr(virial),
+        n_threads,
+    )
+    return None if forces is None else (forces, virial)

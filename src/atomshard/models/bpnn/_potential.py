@@ -12,13 +12,14 @@ from torch import nn
 from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph
 from atomshard.io.n2p2 import N2P2Potential, read_n2p2_potential
-from atomshard.models.base import Exchange, Potential
+from atomshard.models.base import Exchange, Potential, Properties
 from atomshard.models.bpnn._backward import block_features_backward
 from atomshard.models.bpnn._functions import activation
 from atomshard.models.bpnn._native import (
     NativePlan,
     load_kernel,
     native_backward,
+    native_cells,
     native_forward,
     supports,
 )
@@ -279,6 +280,89 @@ class BPNNPotential(Potential):
             # isolated atoms: keep energies connected to the geometry (zero gradient)
             energies = energies + 0.0 * edge_vec.sum()
         return energies
+
+    def evaluate_positions(
+        self,
+        positions: Any,
+        numbers: Any,
+        cell: Any,
+        *,
+        stress: bool = True,
+        chunk_atoms: int = 1 << 16,
+    ) -> Properties:
+        """Energy, forces (and stress) of a periodic structure with no edge list.
+
+        The fused kernel finds each atom's neighbours in a cell list as it goes, so memory
+        is a few hundred bytes per atom (positions, bins, symmetry functions and their
+        gradients; the networks run ``chunk_atoms`` atoms at a time) instead of the
+        graph's ~10 KiB per atom: the path for millions of atoms. Same numbers as
+        :func:`~atomshard.models.compute_properties` on the graph (to round-off).
+
+        Needs the native kernel and a periodic cell at least three cutoffs wide (between
+        opposite faces) in every direction.
+
+        Shapes:
+            positions: ``[n, 3]`` Å; numbers: ``[n]`` atomic numbers; cell: ``[3, 3]`` rows, Å
+        """
+        if self.native is None:
+            raise InputError("evaluate_positions needs the native kernel (kernel='native')")
+        length = self.units.length
+        cell_t = torch.as_tensor(cell, dtype=torch.float64).reshape(3, 3) / length
+        species = torch.as_tensor(numbers, dtype=torch.int64)
+        self.check_species(species)
+        elem = self.element_of_z[species].contiguous()
+        volume = float(torch.linalg.det(cell_t).abs())
+        rc = self.plan.max_cutoff
+        normals = torch.linalg.cross(cell_t[[1, 2, 0]], cell_t[[2, 0, 1]])
+        widths = volume / torch.linalg.vector_norm(normals, dim=1)
+        nb = torch.floor(widths / rc).to(torch.int64)
+        if volume == 0.0 or bool((nb < 3).any()):
+            raise InputError(
+                f"evaluate_positions needs a periodic cell at least 3 cutoffs "
+                f"({3 * self.cutoff:.2f} Å) wide in every direction; widths "
+                f"{[round(float(w) * length, 2) for w in widths]} Å: use the graph path"
+            )
+        frac = torch.as_tensor(positions, dtype=torch.float64).reshape(-1, 3) / length
+        frac = frac @ torch.linalg.inv(cell_t)
+        frac -= torch.floor(frac)
+        bins = torch.minimum((frac * nb).to(torch.int64), nb - 1)
+        bin_of = (bins[:, 0] * nb[1] + bins[:, 1]) * nb[2] + bins[:, 2]
+        del bins
+        order = torch.argsort(bin_of, stable=True)
+        counts = torch.bincount(bin_of, minlength=int(nb.prod()))
+        bin_start = torch.zeros(counts.numel() + 1, dtype=torch.int64)
+        torch.cumsum(counts, 0, out=bin_start[1:])
+        pos = (frac @ cell_t).contiguous()
+        del frac
+        cells = {
+            **{"pos": pos, "elem": elem, "cell": cell_t.contiguous(), "nb": nb},
+            **{"bin_of": bin_of, "bin_start": bin_start, "order": order, "cutoff": rc},
+        }
+        n = elem.numel()
+        threads = torch.get_num_threads()
+        feats = torch.empty(n, self.plan.n_features_max, dtype=self.dtype)
+        native_cells(self.native, cells, features=feats, n_threads=threads)
+        energies = torch.empty(n, dtype=torch.float64)
+        grad = torch.empty_like(feats)
+        for a in range(0, n, chunk_atoms):
+            g = feats[a : a + chunk_atoms].requires_grad_(True)
+            with torch.enable_grad():
+                e = self.network_energies(g, elem[a : a + chunk_atoms])
+                (grad[a : a + chunk_atoms],) = torch.autograd.grad(e.sum(), g)
+            energies[a : a + chunk_atoms] = e.detach()
+        del feats
+        result = native_cells(self.native, cells, grad=grad, n_threads=threads)
+        assert result is not None
+        forces, virial = result
+        scale = self.units.energy
+        energies *= scale
+        forces *= scale / length
+        virial *= scale
+        out = Properties(energy=energies.sum(), energies=energies, forces=forces)
+        if stress:
+            out.virial = virial
+            out.stress = -virial / (volume * length**3)
+        return out
 
     def extra_repr(self) -> str:
         return (
