@@ -17,7 +17,10 @@ def test_bench_bpnn_smoke(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path)], check=True,
                    capture_output=True, text=True, timeout=300)  # fmt: skip
     report = json.loads((tmp_path / "bpnn.json").read_text())
-    (run,) = report["results"]
-    assert run["n_atoms"] == 150 and run["atom_evals_per_s"] > 0 and run["peak_rss_mib"] > 0
+    graph, positions = report["results"]
+    assert (graph["path"], positions["path"]) == ("graph", "positions")
+    for run in (graph, positions):
+        assert run["n_atoms"] == 150 and run["atom_evals_per_s"] > 0 and run["peak_rss_mib"] > 0
+    assert {f["path"] for f in report["memory_extrapolation"]} == {"graph", "positions"}
     assert set(report["time_split"][0]) >= {"symmetry_functions", "network", "forces_backward"}
     assert (tmp_path / "bpnn.png").stat().st_size > 1000
