@@ -10,7 +10,7 @@ from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph
 from atomshard.models import compute_properties
 from atomshard.models.bpnn import load_n2p2_potential
-from atomshard.models.bpnn._native import _rjk_powers, load_kernel
+from atomshard.models.bpnn._native import _power_refs, _rjk_powers, load_kernel
 from atomshard.testing import (
     check_forces_finite_difference,
     check_stress_finite_difference,
@@ -82,6 +82,14 @@ def test_kernel_choice_errors(tmp_path) -> None:
     assert load_n2p2_potential(native_only).kernel == "native"
     # double backward needs the torch graph
     assert load_n2p2_potential(native_only, backward="store").kernel == "torch"
+
+
+def test_power_refs() -> None:
+    """Radial exps as integer powers of an earlier one with the same rs and rc."""
+    params = [(0.001, 0.0, 12.0), (0.01, 0.0, 12.0), (0.03, 0.0, 12.0), (0.07, 0.0, 12.0)]
+    assert _power_refs(params) == [(-1, 0), (0, 10), (0, 30), (1, 7)]
+    other = [(0.1, 0.0, 4.0), (0.2, 0.5, 4.0), (0.2, 0.0, 5.0), (0.25, 0.0, 4.0), (30.0, 0, 4.0)]
+    assert _power_refs(other) == [(-1, 0), (-1, 0), (-1, 0), (-1, 0), (-1, 0)]
 
 
 def test_rjk_powers() -> None:

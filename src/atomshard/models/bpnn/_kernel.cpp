@@ -37,11 +37,17 @@ struct Plan {
   const double* rad_rc;
   const double* rad_w;
   const int64_t* rad_col;
+  // exp(-eta (r - rs)^2) of function f as ex[rad_ref[f]]^rad_pw[f] (ref: an earlier
+  // function of the same list, rs and rc) or, with rad_ref[f] = -1, by its own exp
+  const int64_t* rad_ref;
+  const int64_t* rad_pw;
   // Per-edge tables of centre element c: distinct (eta, rs, rc), [tab_ptr[c], tab_ptr[c+1]).
   const int64_t* tab_ptr;
   const double* tab_eta;
   const double* tab_rs;
   const double* tab_rc;
+  const int64_t* tab_ref;  // as rad_ref, local to the centre element's tables
+  const int64_t* tab_pw;
   const double* ang_rc;  // per centre element: edges at r >= ang_rc[c] form no pairs
   // Radial factors of list L: table index (global) and whether r_jk enters.
   const int64_t* rcomb_ptr;
@@ -171,7 +177,7 @@ inline double cos_power(double cos, double lam, double zeta, double pre, double*
 struct Scratch {
   std::vector<double> x, y, z, r, tab, dtab, gr, gx, gy, gz, acc, grow, rad, drj, drk, drjk, ang,
       dang, grad_rad, grad_ang;
-  std::vector<double> tmp, nbr_vec, nbr_grad;
+  std::vector<double> tmp, nbr_vec, nbr_grad, rex, tex;
   std::vector<int64_t> nbr_el, nbr_j;
   std::vector<int64_t> el, edge, boff, pos, perm, tmpi, cand;
 };
@@ -207,7 +213,9 @@ void centre(const Plan& p, const Edges<T>& in, int64_t i, const TG* gG, T* gvec,
     const int64_t l = c * E + a;
     double g_r = 0.0;
     double last_rc = -1.0, fc = 0.0, dfc = 0.0;
-    for (int64_t f = p.rad_ptr[l]; f < p.rad_ptr[l + 1]; ++f) {
+    const int64_t f0 = p.rad_ptr[l];
+    double* rex = s.rex.data();
+    for (int64_t f = f0; f < p.rad_ptr[l + 1]; ++f) {
       const double rc = p.rad_rc[f];
       if (!(r < rc)) continue;
       if (rc != last_rc) {
@@ -215,7 +223,10 @@ void centre(const Plan& p, const Edges<T>& in, int64_t i, const TG* gG, T* gvec,
         last_rc = rc;
       }
       const double sft = r - p.rad_rs[f];
-      const double ex = std::exp(-p.rad_eta[f] * sft * sft);
+      const int64_t ref = p.rad_ref[f];
+      const double ex =
+          ref < 0 ? std::exp(-p.rad_eta[f] * sft * sft) : ipow(rex[ref - f0], p.rad_pw[f]);
+      rex[f - f0] = ex;
       if constexpr (bwd) {
         g_r += p.rad_w[f] * g_row_d[p.rad_col[f]] * ex *
                (dfc - 2.0 * p.rad_eta[f] * sft * fc);
@@ -254,12 +265,29 @@ void centre(const Plan& p, const Edges<T>& in, int64_t i, const TG* gG, T* gvec,
   s.edge.swap(s.tmpi);
   // ---- per-edge tables of the angular radial factors
   const int64_t t0 = p.tab_ptr[c], nt = p.tab_ptr[c + 1] - t0;
-  s.tab.resize(m * nt), s.dtab.resize(m * nt);
+  s.tab.resize(m * nt), s.dtab.resize(m * nt), s.tex.resize(nt);
   for (int64_t j = 0; j < m; ++j) {
+    const double r = s.r[j];
+    double last_rc = -1.0, fc = 0.0, dfc = 0.0;
     for (int64_t t = 0; t < nt; ++t) {
-      s.tab[j * nt + t] =
-          gauss_cut(s.r[j], p.tab_eta[t0 + t], p.tab_rs[t0 + t], p.tab_rc[t0 + t], p,
-                    &s.dtab[j * nt + t]);
+      const double rc = p.tab_rc[t0 + t];
+      double* tv = &s.tab[j * nt + t];
+      double* dtv = &s.dtab[j * nt + t];
+      if (!(r < rc)) {
+        *tv = *dtv = s.tex[t] = 0.0;
+        continue;
+      }
+      if (rc != last_rc) {
+        fc = cutoff(r, rc, static_cast<int>(p.cutoff_type), p.alpha, &dfc);
+        last_rc = rc;
+      }
+      const double eta = p.tab_eta[t0 + t];
+      const double sft = r - p.tab_rs[t0 + t];
+      const int64_t ref = p.tab_ref[t0 + t];
+      const double ex = ref < 0 ? std::exp(-eta * sft * sft) : ipow(s.tex[ref], p.tab_pw[t0 + t]);
+      s.tex[t] = ex;
+      *tv = ex * fc;
+      *dtv = ex * (dfc - 2.0 * eta * sft * fc);
     }
   }
   if constexpr (bwd) {
@@ -404,7 +432,7 @@ void run(const Plan& p, const Edges<T>& in, T* out, const T* gG, T* gvec, int n_
   std::atomic<int64_t> next{0};
   auto work = [&]() {
     Scratch s;
-    s.acc.resize(p.n_feat), s.grow.resize(p.n_feat);
+    s.acc.resize(p.n_feat), s.grow.resize(p.n_feat), s.rex.resize(p.n_feat * p.n_elem + 1);
     for (auto* v : {&s.rad, &s.drj, &s.drk, &s.drjk, &s.ang, &s.dang, &s.grad_rad, &s.grad_ang}) {
       v->resize(p.max_comb);
     }
@@ -501,7 +529,7 @@ void run_cells(const Plan& p, const Cells& c, TG* out, const TG* gG, double* for
   std::vector<std::array<double, 9>> vir(nt);
   auto work = [&](int tid) {
     Scratch s;
-    s.acc.resize(p.n_feat), s.grow.resize(p.n_feat);
+    s.acc.resize(p.n_feat), s.grow.resize(p.n_feat), s.rex.resize(p.n_feat * p.n_elem + 1);
     for (auto* v : {&s.rad, &s.drj, &s.drk, &s.drjk, &s.ang, &s.dang, &s.grad_rad, &s.grad_ang}) {
       v->resize(p.max_comb);
     }

@@ -53,10 +53,14 @@ class _PlanStruct(ctypes.Structure):
         ("rad_rc", _PD),
         ("rad_w", _PD),
         ("rad_col", _P64),
+        ("rad_ref", _P64),
+        ("rad_pw", _P64),
         ("tab_ptr", _P64),
         ("tab_eta", _PD),
         ("tab_rs", _PD),
         ("tab_rc", _PD),
+        ("tab_ref", _P64),
+        ("tab_pw", _P64),
         ("ang_rc", _PD),
         ("rcomb_ptr", _P64),
         ("rcomb_tab", _P64),
@@ -182,10 +186,15 @@ class NativePlan:
                     w = z[a] * z[b] if sf.weighted else 1.0
                     lists[(c * n + a) * n + b].append((sf, col, w))
         for fl in radial:
-            fl.sort(key=lambda t: t[0])  # group by rc: one cutoff evaluation per rc
+            # by rc (one cutoff evaluation per rc), then rs and eta: exp powers of earlier ones
+            fl.sort(key=lambda t: (t[0], t[2], t[1]))
         arrays: dict[str, list] = {k: [] for k, _ in _ARRAYS}
         arrays["rad_ptr"].append(0)
         for fl in radial:
+            base = len(arrays["rad_rc"])
+            for ref, pw in _power_refs([(eta, rs, rc) for rc, eta, rs, _, _ in fl]):
+                arrays["rad_ref"].append(ref + base if ref >= 0 else -1)
+                arrays["rad_pw"].append(pw)
             for rc, eta, rs, w, col in fl:
                 arrays["rad_rc"].append(rc)
                 arrays["rad_eta"].append(eta)
@@ -202,6 +211,10 @@ class NativePlan:
                     key = (sf.eta, sf.rs, sf.rc)
                     if key not in tables[c]:
                         tables[c].append(key)
+            tables[c].sort(key=lambda k: (k[2], k[1], k[0]))
+            for ref, pw in _power_refs(tables[c]):
+                arrays["tab_ref"].append(ref)
+                arrays["tab_pw"].append(pw)
             for eta, rs, rc in tables[c]:
                 arrays["tab_eta"].append(eta)
                 arrays["tab_rs"].append(rs)
@@ -266,6 +279,25 @@ class NativePlan:
     def __reduce__(self) -> tuple[Any, tuple]:
         """Pickle (and deepcopy) by rebuilding: the struct holds raw pointers."""
         return (NativePlan, self._args)
+
+
+def _power_refs(params: list[tuple[float, float, float]]) -> list[tuple[int, int]]:
+    """For each ``(eta, rs, rc)`` in order: ``(ref, n)`` with ``exp(-eta (r - rs)^2) =
+    exp(-eta_ref (r - rs)^2)^n`` for an earlier entry ``ref`` of the same ``rs`` and
+    ``rc`` (smallest ``n`` <= 64), or ``(-1, 0)``: an exp of its own. The radial etas of
+    n2p2 potentials are often integer multiples (0.001, 0.01, 0.03, 0.06 ...)."""
+    out: list[tuple[int, int]] = []
+    for i, (eta, rs, rc) in enumerate(params):
+        best = (-1, 0)
+        for j in range(i):
+            eta_j, rs_j, rc_j = params[j]
+            if rs_j != rs or rc_j != rc or eta_j <= 0:
+                continue
+            n = round(eta / eta_j)
+            if 2 <= n <= 64 and abs(eta / eta_j - n) <= 1e-12 * n and (best[0] < 0 or n < best[1]):
+                best = (j, n)
+        out.append(best)
+    return out
 
 
 def _rjk_powers(params: list[tuple[float, float]]) -> tuple[float, float, list[int]]:
