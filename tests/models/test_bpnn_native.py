@@ -87,7 +87,7 @@ def test_kernel_choice_errors(tmp_path) -> None:
 def test_power_refs() -> None:
     """Radial exps as integer powers of an earlier one with the same rs and rc."""
     params = [(0.001, 0.0, 12.0), (0.01, 0.0, 12.0), (0.03, 0.0, 12.0), (0.07, 0.0, 12.0)]
-    assert _power_refs(params) == [(-1, 0), (0, 10), (0, 30), (1, 7)]
+    assert _power_refs(params) == [(-1, 0), (0, 10), (1, 3), (1, 7)]  # smallest power
     other = [(0.1, 0.0, 4.0), (0.2, 0.5, 4.0), (0.2, 0.0, 5.0), (0.25, 0.0, 4.0), (30.0, 0, 4.0)]
     assert _power_refs(other) == [(-1, 0), (-1, 0), (-1, 0), (-1, 0), (-1, 0)]
 
