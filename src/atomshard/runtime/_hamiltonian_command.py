@@ -36,7 +36,12 @@ from atomshard.hamiltonian.blocks import BlockSet
 from atomshard.hamiltonian.files import BlockFile
 from atomshard.models.hamiltonian.data import make_sample
 from atomshard.models.hamiltonian.model import HamiltonianModel
-from atomshard.runtime._hamiltonian import HamiltonianPart, predict_part, split_hamiltonian
+from atomshard.runtime._hamiltonian import (
+    HamiltonianPart,
+    owned_errors,
+    predict_part,
+    split_hamiltonian,
+)
 from atomshard.runtime._hamiltonian_output import (
     DEFAULT_SLAB,
     eigenvalues_near,
@@ -134,24 +139,9 @@ def _load(model: str | HamiltonianModel, device: torch.device) -> HamiltonianMod
     return model.to(device).eval()
 
 
-def _mae(comm: Communicator, pred: Any, part: HamiltonianPart) -> dict[str, float]:
-    sums = []
-    for kind in ("node", "edge"):
-        s, n = 0.0, 0
-        got = getattr(pred, kind)
-        for key, (_, target) in getattr(part, kind).items():
-            d = (got[key][1].detach().cpu() - target).abs()
-            s, n = s + float(d.sum()), n + d.numel()
-        sums += [s, float(n)]
-    sn, nn, se, ne = comm.all_reduce_sum(
-        torch.tensor(sums, dtype=torch.float64), what="prediction errors"
-    ).tolist()
-    return {
-        "mae_meV": 1000 * (sn + se) / max(nn + ne, 1.0),
-        "mae_node_meV": 1000 * sn / max(nn, 1.0),
-        "mae_edge_meV": 1000 * se / max(ne, 1.0),
-        "n_elements": nn + ne,
-    }
+def _errors_mev(errors: dict[str, float]) -> dict[str, float]:
+    out = {f"{k}_meV": 1000 * v for k, v in errors.items() if k.startswith("mae")}
+    return out | {"n_elements": errors["n_elements"]}
 
 
 def _scatter_part(
@@ -224,7 +214,7 @@ def predict_rank(
             profiler.end_step()
         t_predict = time.perf_counter() - t0
         errors = (
-            _mae(comm, pred, part)
+            _errors_mev(owned_errors(comm, pred, part))
             if comm.broadcast_object(bool(header and header["has_reference"]))
             else None
         )
