@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from atomshard.comm import LocalGroup
 from atomshard.graph import AtomicGraph
 from atomshard.models.checkpoint import read_checkpoint
 from atomshard.models.hamiltonian import HamiltonianModel
@@ -27,18 +26,9 @@ pytestmark = pytest.mark.distributed
 TOL = 1e-10
 
 
-@pytest.fixture(scope="module")
-def groups():
-    opened: dict[int, LocalGroup] = {}
-
-    def get(n: int) -> LocalGroup:
-        if n not in opened:
-            opened[n] = LocalGroup(n, timeout_s=60, threads_per_rank=1)
-        return opened[n]
-
-    yield get
-    for g in opened.values():
-        g.close()
+@pytest.fixture
+def groups(hamiltonian_groups):
+    return hamiltonian_groups
 
 
 def _empty_part(atoms, n_ranks: int) -> np.ndarray:

@@ -11,7 +11,8 @@ import scipy.linalg
 import torch
 
 from atomshard.cli import main
-from atomshard.comm import LocalGroup, NullCommunicator
+from atomshard.comm import NullCommunicator
+from atomshard.errors import InputError
 from atomshard.hamiltonian.assembly import BlochAssembler
 from atomshard.hamiltonian.blocks import BlockSet
 from atomshard.hamiltonian.files import BlockFile, read_block_file, write_block_file
@@ -21,7 +22,11 @@ from atomshard.models.hamiltonian.predict import write_csr, write_prediction
 from atomshard.runtime._hamiltonian_command import PredictOptions, predict_rank, tile_blockset
 from atomshard.runtime._hamiltonian_output import eigenvalues_near, read_csr
 from tests.distributed.distributed_cases import quartz
-from tests.distributed.hamiltonian_cases import config, model, synthetic_sample
+from tests.distributed.hamiltonian_cases import (
+    config,
+    model,
+    synthetic_sample,
+)
 
 pytestmark = pytest.mark.distributed
 TOL = 1e-10
@@ -90,7 +95,7 @@ def _same_npz(a: Path, b: Path) -> None:
                 assert np.array_equal(x, y), k
 
 
-def test_merged_outputs_equal_serial_files(tmp_path):
+def test_merged_outputs_equal_serial_files(hamiltonian_groups, tmp_path):
     cfg = config()
     m = model(cfg)
     sample = synthetic_sample(quartz((2, 1, 1)), cfg)
@@ -105,10 +110,9 @@ def test_merged_outputs_equal_serial_files(tmp_path):
     x = source.positions[:, 0]
     part = np.where(x < np.median(x), 0, 2)
     options = PredictOptions(formats=("h5", "npz"), partition=part, slab=7)
-    with LocalGroup(3, timeout_s=60, threads_per_rank=1) as group:
-        res = group.run(
-            predict_rank, m, str(tmp_path / "d"), options, root_only={"inputs": [("q", source)]}
-        )[0][0]
+    res = hamiltonian_groups(3).run(
+        predict_rank, m, str(tmp_path / "d"), options, root_only={"inputs": [("q", source)]}
+    )[0][0]
     _same_h5(tmp_path / "d" / "q.pred.h5", tmp_path / "serial.h5")
     _same_npz(tmp_path / "d" / "q.pred.npz", tmp_path / "serial.npz")
     assert not (tmp_path / "d" / ".q.parts").exists()
@@ -165,6 +169,9 @@ def test_tiled_prediction_equals_tiled_blocks(tmp_path):
         )
     )
     assert res[0]["errors"]["mae_meV"] == pytest.approx(1000 * serial_mae, rel=1e-10)
+    with pytest.raises(InputError, match=r"--eigs 1000: must be in 1\.\.142 "):
+        bad = PredictOptions(repeat=(2, 1, 2), n_eigs=1000)
+        predict_rank(NullCommunicator(), m, str(tmp_path), bad, inputs=[("q", source)])
 
 
 def test_cli_predict_ranks_repeat(tmp_path, capsys):

@@ -158,6 +158,12 @@ def _scatter_part(
             assert source is not None
             tiled = tile(source, options.repeat)
             model.check_species(torch.as_tensor(tiled.species))
+            n_orb = int(model.basis.offsets(tiled.species)[-1])
+            if options.n_eigs and not 0 < options.n_eigs < n_orb - 1:
+                raise InputError(
+                    f"--eigs {options.n_eigs}: must be in 1..{n_orb - 2} for the "
+                    f"{n_orb} orbitals of {len(tiled.species)} atoms"
+                )
             st = Structure(
                 positions=tiled.positions, species=tiled.species, cell=tiled.cell, pbc=tiled.pbc
             )
