@@ -28,10 +28,15 @@ from e3nn import o3
 from e3nn.nn import Gate
 from torch import nn
 
+from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph
 from atomshard.models.base import Exchange, Potential
 from atomshard.models.potential.config import NequIPConfig
+from atomshard.models.potential.conv import DEFAULT_CHUNK_EDGES, FusedUVUConvolution
 from atomshard.nn.radial import ACTIVATIONS, BesselBasis, PolynomialCutoff, RadialMLP, XPLORCutoff
+
+#: Implementations of the convolution (:meth:`NequIPPotential.set_convolution`).
+CONVOLUTIONS = ("fused", "e3nn")
 
 
 def filter_irreps(config: NequIPConfig) -> o3.Irreps:
@@ -106,6 +111,11 @@ def _gate(irreps_out: o3.Irreps, config: NequIPConfig) -> Gate:
     )
 
 
+def _reload_3j(module: nn.Module, incompatible_keys: object) -> None:
+    assert isinstance(module, Interaction)
+    module.fused.load_3j(module.tp)
+
+
 class Interaction(nn.Module):
     """One NequIP interaction layer (see the module docstring).
 
@@ -146,6 +156,14 @@ class Interaction(nn.Module):
             shared_weights=False,
             internal_weights=False,
         )
+        self.fused = FusedUVUConvolution(self.tp)
+        # a loaded state dict may bring its own 3j buffers for the e3nn path: follow them
+        self.register_load_state_dict_post_hook(_reload_3j)
+        #: ``"fused"`` (default, :mod:`~atomshard.models.potential.conv`) or ``"e3nn"``
+        #: (the reference ``TensorProduct`` path); see :meth:`NequIPPotential.set_convolution`.
+        self.convolution = "fused"
+        self.chunk_edges = DEFAULT_CHUNK_EDGES
+        self.recompute = False
         self.radial = RadialMLP(
             [config.n_radial, *config.radial_hidden, self.tp.weight_numel],
             config.radial_activation,
@@ -180,9 +198,21 @@ class Interaction(nn.Module):
         else:
             sc = self.self_connection(x)
         h = exchange(self.linear_1(x))
-        weights = self.radial(edge_radial)
-        messages = self.tp(h.index_select(0, src), edge_sh, weights)
-        agg = messages.new_zeros((h.shape[0], messages.shape[1])).index_add_(0, dst, messages)
+        if self.convolution == "fused":
+            agg = self.fused(
+                h,
+                edge_sh,
+                edge_radial,
+                self.radial,
+                src,
+                dst,
+                chunk_edges=self.chunk_edges,
+                recompute=self.recompute,
+            )
+        else:
+            weights = self.radial(edge_radial)
+            messages = self.tp(h.index_select(0, src), edge_sh, weights)
+            agg = messages.new_zeros((h.shape[0], messages.shape[1])).index_add_(0, dst, messages)
         out = self.linear_2(agg / self.denominator)
         if sc is not None:
             out = out + sc
@@ -257,6 +287,38 @@ class NequIPPotential(Potential):
         layer = self.layers[t]
         assert isinstance(layer, Interaction)
         return layer
+
+    def set_convolution(
+        self,
+        kind: str = "fused",
+        *,
+        chunk_edges: int | None = None,
+        recompute: bool | None = None,
+    ) -> NequIPPotential:
+        """Choose how every layer computes its convolution (a run-time setting, not stored).
+
+        Args:
+            kind: ``"fused"`` (specialised, chunked; the default) or ``"e3nn"`` (the
+                reference ``TensorProduct`` path). Both give the same numbers to round-off.
+            chunk_edges: edges per chunk of the fused path (None: keep the current value).
+            recompute: recompute each chunk in the backward pass instead of storing its
+                temporaries (less memory, one more forward; None: keep the current value).
+
+        Returns:
+            the model itself.
+        """
+        if kind not in CONVOLUTIONS:
+            raise InputError(f"unknown convolution {kind!r}; choose one of {CONVOLUTIONS}")
+        if chunk_edges is not None and (isinstance(chunk_edges, bool) or int(chunk_edges) < 1):
+            raise InputError(f"chunk_edges={chunk_edges!r}: must be a positive integer")
+        for t in range(len(self.layers)):
+            layer = self.interaction(t)
+            layer.convolution = kind
+            if chunk_edges is not None:
+                layer.chunk_edges = int(chunk_edges)
+            if recompute is not None:
+                layer.recompute = bool(recompute)
+        return self
 
     @property
     def body_dtype(self) -> torch.dtype:

@@ -1,0 +1,353 @@
+"""A specialised ``uvu`` convolution: gather, tensor product, weights and scatter in edge chunks.
+
+The NequIP convolution of one layer is, for every edge ``k = (src -> dst)`` and every path
+``p = (x irrep l1, Y irrep l2 -> out irrep l3)`` of the e3nn ``TensorProduct`` it replaces::
+
+    m_k[p, u, c] = pw_p w_k[p, u] Σ_{a,b} C^{l1 l2 l3}[a, b, c] h[src_k, l1, u, a] Y_k[l2, b]
+    agg[i] = Σ_{k: dst_k = i} m_k
+
+with ``C`` e3nn's Wigner 3j symbol (``o3.wigner_3j``) and ``pw_p`` the e3nn instruction's
+``path_weight`` (irrep and path normalisation), read from the ``TensorProduct`` object, so
+the two paths agree to round-off by construction.
+
+Instead of e3nn's generic code (one broadcast product and sum per path over a
+``[E, u, d1, d2]`` outer product), the paths are grouped by the node irrep ``l1`` they read:
+
+1. ``M_k = Y_k · C_g``: one small matmul per group gives, per edge, the matrix
+   ``[d1, K_g]`` that maps the ``d1`` components of ``h`` to all ``K_g`` output components
+   of the group's paths (3j symbols and path weights folded into a dense ``[dim Y, d1 K_g]``
+   constant);
+2. ``o_k = h[src_k]_g · M_k``: a batched ``[u, d1] @ [d1, K_g]`` product per edge
+   (an outer product for scalars);
+3. ``o_k *= w_k``: the radial weights, expanded from paths to output components;
+4. ``agg_g[dst_k] += o_k``: scattered straight into per-node sums, so the full
+   ``[E, Σ u d3]`` message tensor never exists; the per-group node sums are permuted into
+   the e3nn output layout on the ``N``-row side at the end.
+
+The radial MLP runs inside the same edge chunks. With ``recompute=True`` each chunk is
+wrapped in :func:`torch.utils.checkpoint.checkpoint` (non-reentrant): the backward pass
+recomputes the chunk instead of storing its per-edge temporaries, so the memory held for
+the force pass is only the inputs (``O(E · (dim Y + n_radial))``) — linear in edges with a
+small constant — at the price of one more forward evaluation of the convolution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from e3nn import o3
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from atomshard.nn.radial import RadialMLP
+
+#: Default number of edges per chunk (bounds the per-chunk temporaries).
+DEFAULT_CHUNK_EDGES = 16384
+
+
+class _Path:
+    """One instruction: its class, ``(l1, l2, l3)``, Y slice, offset in the class, weight."""
+
+    def __init__(self, cls: int, ls: tuple[int, int, int], y_slice: slice, k: int, weight: float):
+        self.cls = cls
+        self.ls = ls
+        self.y_slice = y_slice
+        self.k = k
+        self.weight = weight
+
+
+class _Class:
+    """Consecutive paths of one group with the same output dimension ``d3``."""
+
+    def __init__(self, k_start: int, n_paths: int, d3: int, p_start: int) -> None:
+        self.k_start = k_start
+        self.n_paths = n_paths
+        self.d3 = d3
+        self.p_start = p_start
+
+
+class _Group:
+    """Paths that read the same node irrep (static layout, Python ints only)."""
+
+    def __init__(
+        self, x_index: int, mul: int, d1: int, k_total: int, w_start: int, col_start: int
+    ) -> None:
+        self.x_index = x_index
+        self.mul = mul
+        self.d1 = d1
+        self.k_total = k_total
+        self.n_paths = 0
+        self.index = 0
+        self.w_start = w_start
+        self.col_start = col_start
+        self.classes: list[_Class] = []
+
+
+class FusedUVUConvolution(nn.Module):
+    """Gather + ``uvu`` tensor product + radial weights + scatter, without e3nn's codegen.
+
+    Built from the e3nn ``TensorProduct`` it replaces (which stays the reference and keeps
+    the state-dict keys); it holds no parameters of its own, only non-persistent constant
+    buffers (dense 3j blocks, index maps), so checkpoints are unchanged.
+
+    Layout: within a group the paths are ordered by output dimension ``d3`` (stable), and
+    per edge the group's output is ``[K, u]`` (``K`` = the group's output components), so a
+    run of paths with equal ``d3`` is a ``[n, d3, u]`` view that the radial weights
+    ``[n, 1, u]`` multiply by broadcasting, never expanded to ``K``. The radial MLP's last
+    matrix is used with its columns permuted into that order (``wperm``), so the weights of
+    a group are a contiguous ``[P, u]`` slice of its output.
+
+    Args:
+        tp: an e3nn ``TensorProduct`` with ``uvu`` instructions, per-edge weights, second
+            input of multiplicity one per irrep, and exactly one instruction per output block.
+    """
+
+    def __init__(self, tp: o3.TensorProduct) -> None:
+        super().__init__()
+        irreps_x, irreps_y, irreps_out = tp.irreps_in1, tp.irreps_in2, tp.irreps_out
+        if any(mul != 1 for mul, _ in irreps_y):
+            raise ValueError(f"second input must have multiplicity 1, got {irreps_y}")
+        if tp.shared_weights:
+            raise ValueError("the fused convolution needs per-edge (unshared) weights")
+        covered = sorted(ins.i_out for ins in tp.instructions)
+        if covered != list(range(len(irreps_out))):
+            raise ValueError("every output block needs exactly one instruction")
+        self.dim_x = irreps_x.dim
+        self.dim_out = irreps_out.dim
+        self.weight_numel = tp.weight_numel
+        y_slices = irreps_y.slices()
+        out_slices = irreps_out.slices()
+
+        # weight offsets of each instruction in e3nn's flat weight layout
+        offsets, off = [], 0
+        for ins in tp.instructions:
+            if ins.connection_mode != "uvu" or not ins.has_weight:
+                raise ValueError(f"only weighted 'uvu' instructions are supported, got {ins}")
+            offsets.append(off)
+            off += irreps_x[ins.i_in1].mul
+
+        self._groups: list[_Group] = []
+        self._paths: list[_Path] = []
+        self._class_shapes: list[tuple[int, int]] = []  # (d1, n d3) of every class
+        self._dim_y = irreps_y.dim
+        perm = torch.empty(self.dim_out, dtype=torch.int64)
+        wperm: list[int] = []
+        col = 0
+        n_classes = 0
+        for i1, (mul, ir1) in enumerate(irreps_x):
+            members = [k for k, ins in enumerate(tp.instructions) if ins.i_in1 == i1]
+            if not members:
+                continue
+            dim_of = lambda k: irreps_out[tp.instructions[k].i_out].ir.dim  # noqa: E731
+            members.sort(key=dim_of)  # stable: runs of equal d3
+            d1 = ir1.dim
+            k_total = sum(dim_of(k) for k in members)
+            grp = _Group(i1, mul, d1, k_total, len(wperm), col)
+            koff = 0
+            for p, k in enumerate(members):
+                ins = tp.instructions[k]
+                l2 = irreps_y[ins.i_in2].ir.l
+                ir_out = irreps_out[ins.i_out].ir
+                d3 = ir_out.dim
+                if grp.classes and grp.classes[-1].d3 == d3:
+                    grp.classes[-1].n_paths += 1
+                else:
+                    grp.classes.append(_Class(koff, 1, d3, p))
+                cls = grp.classes[-1]
+                self._paths.append(
+                    _Path(
+                        n_classes + len(grp.classes) - 1,
+                        (ir1.l, l2, ir_out.l),
+                        y_slices[ins.i_in2],
+                        koff - cls.k_start,
+                        ins.path_weight,
+                    )
+                )
+                # e3nn output element (block i_out, channel u, component c) -> column
+                # col + (koff + c) * mul + u of the [K, u] node sums
+                u = torch.arange(mul).unsqueeze(1)
+                c = torch.arange(d3).unsqueeze(0)
+                start = out_slices[ins.i_out].start
+                perm[start + (u * d3 + c).reshape(-1)] = (col + (koff + c) * mul + u).reshape(-1)
+                koff += d3
+            # radial weight columns of the group, [P, u] order
+            wperm.extend(offsets[k] + u_ for k in members for u_ in range(mul))
+            grp.n_paths = len(members)
+            for cls in grp.classes:
+                self._class_shapes.append((d1, cls.n_paths * cls.d3))
+            n_classes += len(grp.classes)
+            grp.index = len(self._groups)
+            self._groups.append(grp)
+            col += mul * k_total
+        self.register_buffer("perm", perm, persistent=False)
+        self.register_buffer("wperm", torch.tensor(wperm, dtype=torch.int64), persistent=False)
+        self.group_dim = col
+        self._x_sizes = [mul_ir.dim for mul_ir in irreps_x]
+        self._w_sizes = [grp.n_paths * grp.mul for grp in self._groups]
+        self.load_3j(None)
+
+    def load_3j(self, tp: o3.TensorProduct | None) -> None:
+        """(Re)build the dense 3j blocks, from ``tp``'s 3j buffers where it has them.
+
+        A loaded checkpoint may carry its own copies of e3nn's 3j symbols (a SevenNet
+        conversion stores float32-rounded ones); reading them back keeps the fused path
+        equal to the e3nn path of the same loaded model. Without ``tp`` (or without such a
+        buffer) the symbols come from ``o3.wigner_3j`` in float64.
+        """
+        stored = {}
+        if tp is not None:
+            stored = {
+                name.rsplit(".", 1)[-1]: buf for name, buf in tp.named_buffers() if "_w3j_" in name
+            }
+        blocks = [
+            torch.zeros(self._dim_y, d1, k, dtype=torch.float64) for d1, k in self._class_shapes
+        ]
+        for path in self._paths:
+            l1, l2, l3 = path.ls
+            buf = stored.get(f"_w3j_{l1}_{l2}_{l3}")
+            w3j = (
+                buf.detach().to("cpu", torch.float64)
+                if buf is not None
+                else o3.wigner_3j(l1, l2, l3, dtype=torch.float64)
+            )  # [d1, d2, d3]
+            d3 = 2 * l3 + 1
+            blocks[path.cls][path.y_slice, :, path.k : path.k + d3] = path.weight * w3j.permute(
+                1, 0, 2
+            )
+        for c, block in enumerate(blocks):
+            old = getattr(self, f"cg_{c}", None)
+            like = old if isinstance(old, torch.Tensor) else None
+            # per class: M = Y @ cg_c -> [n, d3, d1] per edge
+            flat = block.permute(0, 2, 1).reshape(self._dim_y, -1).contiguous()
+            if like is not None:
+                flat = flat.to(like.device, like.dtype)
+            self.register_buffer(f"cg_{c}", flat, persistent=False)
+
+    def _cg(self, g: int) -> torch.Tensor:
+        buf = getattr(self, f"cg_{g}")
+        assert isinstance(buf, torch.Tensor)
+        return buf
+
+    def radial_weights(self, radial: RadialMLP, edge_radial: torch.Tensor) -> torch.Tensor:
+        """``radial(edge_radial)`` with its output columns in the fused (group) order."""
+        x = edge_radial
+        last = len(radial.weights) - 1
+        wperm = self.wperm
+        assert isinstance(wperm, torch.Tensor)
+        for i, w in enumerate(radial.weights):
+            if i == last:
+                w = w.index_select(1, wperm)
+            x = x @ (w / math.sqrt(w.shape[0]))
+            if i < last:
+                x = radial.act(x)
+        return x
+
+    def _chunk(
+        self,
+        h: torch.Tensor,
+        sh: torch.Tensor,
+        weights: torch.Tensor,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        n_nodes: int,
+    ) -> torch.Tensor:
+        """Node sums ``[n_nodes, group_dim]`` (group layout) of one chunk of edges."""
+        n_edges = src.shape[0]
+        # split (not slice): the backward of split is one cat, a slice's is a zero-filled
+        # full-size gradient per slice
+        xs = h.index_select(0, src).split(self._x_sizes, dim=1)
+        ws = weights.split(self._w_sizes, dim=1)
+        sums = []
+        c = 0
+        for grp in self._groups:
+            u, d1 = grp.mul, grp.d1
+            xg = xs[grp.x_index].reshape(n_edges, u, d1)
+            if d1 == 1:
+                # scalars: weights first on the small [E, n, u] side, then one broadcast
+                # product per run of paths -> [E n, d3, u]
+                w_parts = ws[grp.index].split([cls.n_paths * u for cls in grp.classes], dim=1)
+                for cls, wc in zip(grp.classes, w_parts):
+                    n, d3 = cls.n_paths, cls.d3
+                    xw = (xg.reshape(n_edges, 1, u) * wc.reshape(n_edges, n, u)).reshape(
+                        n_edges * n, 1, u
+                    )
+                    m = (sh @ self._cg(c)).reshape(n_edges * n, d3, 1)
+                    sums.append(self._scatter((m * xw).reshape(n_edges, n * d3 * u), dst, n_nodes))
+                    c += 1
+                continue
+            # l1 > 0: per run of paths with equal d3, a [d3, d1] @ [d1, u] product per
+            # edge (and path); the radial weights go on the smaller side of it
+            x_t = xg.transpose(1, 2).contiguous()  # [E, d1, u]
+            w_parts = ws[grp.index].split([cls.n_paths * u for cls in grp.classes], dim=1)
+            for cls, wc in zip(grp.classes, w_parts):
+                n, d3 = cls.n_paths, cls.d3
+                m = sh @ self._cg(c)
+                c += 1
+                if d3 >= d1:
+                    xw = x_t.reshape(n_edges, 1, d1, u) * wc.reshape(n_edges, n, 1, u)
+                    o = torch.bmm(m.reshape(n_edges * n, d3, d1), xw.reshape(n_edges * n, d1, u))
+                    part = o.reshape(n_edges, n * d3 * u)
+                else:
+                    o = torch.bmm(m.reshape(n_edges, n * d3, d1), x_t)
+                    part = (o.reshape(n_edges, n, d3, u) * wc.reshape(n_edges, n, 1, u)).reshape(
+                        n_edges, n * d3 * u
+                    )
+                sums.append(self._scatter(part, dst, n_nodes))
+        return torch.cat(sums, dim=1)
+
+    @staticmethod
+    def _scatter(part: torch.Tensor, dst: torch.Tensor, n_nodes: int) -> torch.Tensor:
+        return part.new_zeros((n_nodes, part.shape[1])).index_add_(0, dst, part)
+
+    def _chunk_with_radial(
+        self,
+        radial: RadialMLP,
+        h: torch.Tensor,
+        sh: torch.Tensor,
+        edge_radial: torch.Tensor,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        n_nodes: int,
+    ) -> torch.Tensor:
+        return self._chunk(h, sh, self.radial_weights(radial, edge_radial), src, dst, n_nodes)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        sh: torch.Tensor,
+        edge_radial: torch.Tensor,
+        radial: RadialMLP,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        *,
+        chunk_edges: int = DEFAULT_CHUNK_EDGES,
+        recompute: bool = False,
+    ) -> torch.Tensor:
+        """Summed messages per node in the e3nn output layout.
+
+        Shapes:
+            h: ``[n_nodes, irreps_in1.dim]``
+            sh: ``[n_edges, irreps_in2.dim]``
+            edge_radial: ``[n_edges, n_radial]`` (input of ``radial``)
+            src, dst: ``[n_edges]`` int64
+            returns: ``[n_nodes, irreps_out.dim]``
+        """
+        n_nodes = h.shape[0]
+        step = max(int(chunk_edges), 1)
+        total: torch.Tensor | None = None
+        # split, not slices: the backward of a split is one cat, while each slice's
+        # backward would allocate a zero-filled gradient of the full size
+        pieces = zip(sh.split(step), edge_radial.split(step), src.split(step), dst.split(step))
+        for sh_c, radial_c, src_c, dst_c in pieces:
+            args = (h, sh_c, radial_c, src_c, dst_c, n_nodes)
+            if recompute and torch.is_grad_enabled():
+                part = checkpoint(self._chunk_with_radial, radial, *args, use_reentrant=False)
+            else:
+                part = self._chunk_with_radial(radial, *args)
+            total = part if total is None else total + part
+        if total is None:
+            total = h.new_zeros((n_nodes, self.group_dim))
+        perm = self.perm
+        assert isinstance(perm, torch.Tensor)
+        return total.index_select(1, perm)
