@@ -164,6 +164,43 @@ def time_split(tile: int, dtype_name: str, threads: int, backward: str, subset: 
     return {"tile": tile, "n_atoms": graph.n_atoms, "dtype": dtype_name, **best}
 
 
+def compare_kernels(tile: int, repeats: int, subset: int = 0) -> dict:
+    """CPU-s per evaluation (float64, 1 thread) of the fused kernel and the torch path's
+    backward modes, interleaved in one process so that load affects all alike."""
+    import ase
+    import torch
+
+    from atomshard.graph import AtomicGraph
+    from atomshard.models import compute_properties
+    from atomshard.models.bpnn import load_n2p2_potential
+
+    torch.set_num_threads(1)
+    settings = {
+        "native": {"kernel": "native"},
+        "torch store": {"kernel": "torch", "backward": "store"},
+        "torch recompute": {"kernel": "torch", "backward": "recompute"},
+        "torch explicit": {"kernel": "torch", "backward": "explicit"},
+    }
+    models = {k: load_n2p2_potential(DATA, **kw) for k, kw in settings.items()}
+    pos, numbers, cell = _tiled(tile, subset)
+    atoms = ase.Atoms(numbers=numbers, positions=pos, cell=cell, pbc=True)
+    c0 = time.process_time()
+    graph = AtomicGraph.from_ase(atoms, models["native"].cutoff)
+    t_graph = time.process_time() - c0
+    cpu: dict[str, list[float]] = {k: [] for k in models}
+    for model in models.values():
+        compute_properties(model, graph, stress=False)  # warm-up
+    for _ in range(repeats):
+        for name, model in models.items():
+            c0 = time.process_time()
+            compute_properties(model, graph, stress=False)
+            cpu[name].append(time.process_time() - c0)
+    med = {k: statistics.median(v) for k, v in cpu.items()}
+    return {"n_atoms": graph.n_atoms, "cpu_s": cpu, "cpu_median_s": med,
+            "atom_evals_per_cpu_s": {k: graph.n_atoms / v for k, v in med.items()},
+            "neighbour_list_cpu_s": t_graph}  # fmt: skip
+
+
 def _child(args: argparse.Namespace, mode: str, tile: int, dtype: str, path: str = "graph") -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--tile", str(tile), "--dtype", dtype,
            "--threads", str(args.threads), "--repeats", str(args.repeats),
@@ -240,7 +277,9 @@ def main() -> None:
     p.add_argument("--path", default="graph", help=argparse.SUPPRESS)
     p.add_argument("--subset", type=int, default=0, help="keep only the first N atoms")
     p.add_argument("--smoke", action="store_true", help="150 atoms, one repeat (seconds)")
-    p.add_argument("--child", choices=["run", "split", "both"], help=argparse.SUPPRESS)
+    p.add_argument("--kernels", action="store_true",
+                   help="compare kernel/backward modes interleaved at the first tile")  # fmt: skip
+    p.add_argument("--child", choices=["run", "split", "both", "kernels"], help=argparse.SUPPRESS)
     p.add_argument("--tile", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="float64", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -256,6 +295,9 @@ def main() -> None:
                             args.subset, "positions")  # fmt: skip
         print(json.dumps({"run": run, "positions": positions, "split": split}))
         return
+    if args.child == "kernels":
+        print(json.dumps(compare_kernels(args.tile, args.repeats, args.subset)))
+        return
     if args.child == "split":
         print(json.dumps(time_split(args.tile, args.dtype, args.threads, args.backward,
                                     args.subset)))  # fmt: skip
@@ -264,7 +306,7 @@ def main() -> None:
         sys.exit(f"reference data {DATA} not present")
     if args.smoke:
         args.tiles, args.dtypes, args.repeats, args.subset = [1], ["float64"], 1, 150
-        args.threads = 1
+        args.threads, args.kernels = 1, True
     results, splits = [], []
     if args.smoke:
         both = _child(args, "both", 1, "float64")
@@ -286,6 +328,12 @@ def main() -> None:
               f"{f['atoms_in_24_gib'] / 1e6:.1f} M atoms in 24 GiB")  # fmt: skip
     if not args.smoke:
         splits = [_child(args, "split", 1, dtype) for dtype in args.dtypes]
+    kernels = _child(args, "kernels", args.tiles[0], "float64") if args.kernels else None
+    if kernels is not None:
+        for name, value in kernels["cpu_median_s"].items():
+            print(f"{name:16s} {kernels['n_atoms']} atoms: {value:.3f} CPU-s/eval = "
+                  f"{kernels['atom_evals_per_cpu_s'][name]:.0f} atom·evals per CPU-s")  # fmt: skip
+        print(f"neighbour list {kernels['neighbour_list_cpu_s']:.3f} CPU-s")
     for s in splits:
         print(f"split {s['dtype']} {s['n_atoms']} atoms: symmetry functions "
               f"{s['symmetry_functions']:.3f} CPU-s, network {s['network']:.3f} CPU-s, "
@@ -297,7 +345,8 @@ def main() -> None:
             "torch": torch.__version__, "threads": args.threads, "world_size": 1,
             "backward": args.backward, "potential": "H2O_RPBE-D3", "smoke": args.smoke}  # fmt: skip
     (args.out / "bpnn.json").write_text(json.dumps(
-        {"meta": meta, "results": results, "time_split": splits, "memory_extrapolation": fits},
+        {"meta": meta, "results": results, "time_split": splits, "memory_extrapolation": fits,
+         "kernels": kernels},
         indent=1))  # fmt: skip
     _plot(results, args.out / "bpnn.png")
     print(f"wrote {args.out / 'bpnn.json'} and {args.out / 'bpnn.png'}")

@@ -22,5 +22,11 @@ def test_bench_bpnn_smoke(tmp_path: Path) -> None:
     for run in (graph, positions):
         assert run["n_atoms"] == 150 and run["atom_evals_per_s"] > 0 and run["peak_rss_mib"] > 0
     assert {f["path"] for f in report["memory_extrapolation"]} == {"graph", "positions"}
+    assert set(report["kernels"]["cpu_median_s"]) == {
+        "native",
+        "torch store",
+        "torch recompute",
+        "torch explicit",
+    }
     assert set(report["time_split"][0]) >= {"symmetry_functions", "network", "forces_backward"}
     assert (tmp_path / "bpnn.png").stat().st_size > 1000
