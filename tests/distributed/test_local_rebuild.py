@@ -148,19 +148,25 @@ def _low_slab_start() -> ase.Atoms:
 
 
 @pytest.mark.parametrize(
-    ("partition", "start"),
-    [("lownn", _start), ("grid", _low_slab_start)],
-    ids=["lownn-quartz", "grid-slab-with-empty-rank"],
+    ("partition", "start", "integrator"),
+    [
+        ("lownn", _start, "nve"),
+        ("grid", _low_slab_start, "nve"),
+        ("lownn", _start, "langevin"),
+        ("grid", _start, "nose-hoover"),
+    ],
+    ids=["lownn-nve", "grid-nve-slab-with-empty-rank", "lownn-langevin", "grid-nose-hoover"],
 )
-def test_md_with_local_rebuilds_matches_serial(partition, start):
-    """2 ranks, 60 NVE steps; on the slab the grid brick above it owns no atoms."""
+def test_md_with_local_rebuilds_matches_serial(partition, start, integrator):
+    """2 ranks, 40 steps; on the slab the grid brick above it owns no atoms."""
     atoms = start()
-    model, res = _md(2, partition, atoms, 60)
-    ref, ref_builds = _serial(model, atoms, 60)
+    thermostat = {"temperature": 1500.0, "friction": 0.02, "tdamp": 20.0, "seed": 5}
+    model, res = _md(2, partition, atoms, 40, integrator=integrator, **thermostat)
+    ref, ref_builds = _serial(model, atoms, 40, integrator)
     assert res["local_rebuilds"]
     assert np.max(np.abs(res["positions"] - ref)) <= 1e-6
     assert res["n_builds"] == ref_builds > 2
-    if partition == "lownn":
+    if start is _start:
         assert res["n_migrated"] > 0
     else:
         assert res["min_owned"] == 0
