@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metavar="MODE=Å",
         help="largest cutoff for one mode (e.g. train=6); repeatable",
     )
-    ap.add_argument("--edge-chunk", type=int, default=16384)
+    ap.add_argument("--edge-chunk", type=int, default=4096)
     ap.add_argument("--max-gib", type=float, default=16.0, help="skip predicted larger peaks")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/results")

@@ -110,9 +110,17 @@ def chunked_layer(
     wdtype = torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype
     total = torch.zeros(n_atoms, dtype=wdtype, device=x.device)
     top = torch.full((n_atoms,), -math.inf, dtype=wdtype, device=x.device)
-    e_new = torch.empty_like(e)
-    for a, b in chunk_bounds(e.shape[0], chunk):
-        args = (xn, x, e[a:b], vec[a:b], src[a:b], dst[a:b], top)
+    bounds = chunk_bounds(e.shape[0], chunk)
+    # One split (its backward is one concatenation) rather than a slice per chunk (each
+    # slice's backward would allocate a zero gradient as large as all edges).
+    e_chunks = torch.split(e, [b - a for a, b in bounds]) if bounds else ()
+    training = torch.is_grad_enabled()
+    # inference writes into one preallocated tensor; with autograd the chunks are
+    # concatenated at the end (slice assignment would clone the gradient per chunk)
+    e_new = e.new_empty(e.shape) if not training else None
+    pieces: list[torch.Tensor] = []
+    for (a, b), e_c in zip(bounds, e_chunks, strict=True):
+        args = (xn, x, e_c, vec[a:b], src[a:b], dst[a:b], top)
         if checkpoint:
             out = _checkpoint(
                 _chunk_step, node_update, edge_update, l_max, *args, use_reentrant=False
@@ -128,7 +136,12 @@ def chunked_layer(
         acc = acc * scale[:, None, None].to(acc.dtype) + contrib
         total = total * scale + wsum
         top = top_new
-        e_new[a:b] = e_out
+        if e_new is not None:
+            e_new[a:b] = e_out
+        else:
+            pieces.append(e_out)
+    if e_new is None:
+        e_new = torch.cat(pieces) if pieces else e.new_empty(e.shape)
     # nodes without incoming edges keep x (their sums are exactly zero)
     denom = torch.where(total > 0, total, torch.ones_like(total))
     agg = acc / denom[:, None, None].to(acc.dtype)

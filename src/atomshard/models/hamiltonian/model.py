@@ -152,13 +152,15 @@ class HamiltonianModel(nn.Module):
         """``head(e[idx])``; in chunks (checkpointed when training) in memory-bounded mode."""
         if not self._chunked:
             return head(e.index_select(0, idx))
-        parts = []
-        for a, b in chunk_bounds(len(idx), self.edge_chunk):
-            if self._recompute:
-                parts.append(_checkpoint(_apply_head, head, e, idx[a:b], use_reentrant=False))
-            else:
-                parts.append(_apply_head(head, e, idx[a:b]))
-        return torch.cat(parts)
+        bounds = chunk_bounds(len(idx), self.edge_chunk)
+        if not torch.is_grad_enabled():
+            return torch.cat([_apply_head(head, e, idx[a:b]) for a, b in bounds])
+        # With autograd: one selection (its backward is one index_add) split into chunks;
+        # selecting per chunk would allocate an all-edges zero gradient per chunk.
+        picked = torch.split(e.index_select(0, idx), [b - a for a, b in bounds])
+        if self.checkpoint:
+            return torch.cat([_checkpoint(head, p, use_reentrant=False) for p in picked])
+        return torch.cat([head(p) for p in picked])
 
     @property
     def body_dtype(self) -> torch.dtype:
