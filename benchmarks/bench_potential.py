@@ -15,7 +15,7 @@ Models: ``sevennet-0`` (our converted SevenNet-0 vs sevenn's calculator), or
 
 Writes ``<out>/bench_potential.json`` and ``<out>/bench_potential.png``.
 
-    python benchmarks/bench_potential.py --out bench_out/potential
+    python benchmarks/bench_potential.py --out bench_out/potential --rounds 3
     python benchmarks/bench_potential.py --smoke --out /tmp/bpot
 """
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -30,13 +31,29 @@ import sys
 import time
 from pathlib import Path
 
-IMPLS = ("atomshard", "sevenn")
+IMPLS = ("atomshard", "atomshard-lowmem", "atomshard-e3nn", "sevenn", "sevenn-shipped")
+#: environment variables a worker must not inherit when running "as shipped"
+_TUNING_ENV = ("OMP_WAIT_POLICY", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_")
 
 
-def _worker(impl: str, model_name: str, repeat: int, steps: int, warmup: int, threads: int):
-    from atomshard.utils.process import configure_process
+def _worker(
+    impl: str,
+    model_name: str,
+    repeat: int,
+    steps: int,
+    warmup: int,
+    threads: int,
+    chunk_edges: int | None = None,
+    recompute: bool = False,
+):
+    if impl == "sevenn-shipped":
+        import torch
 
-    configure_process(threads)  # before torch starts its OpenMP runtime
+        torch.set_num_threads(threads)
+    else:
+        from atomshard.utils.process import configure_process
+
+        configure_process(threads)  # before torch starts its OpenMP runtime
     import resource
 
     import torch
@@ -45,7 +62,7 @@ def _worker(impl: str, model_name: str, repeat: int, steps: int, warmup: int, th
 
     atoms = builtin_structure("quartz", (repeat, repeat, repeat))
     atoms.rattle(0.01, seed=0)
-    if impl == "atomshard":
+    if impl.startswith("atomshard"):
         from atomshard.graph import AtomicGraph
         from atomshard.models import compute_properties
 
@@ -60,6 +77,11 @@ def _worker(impl: str, model_name: str, repeat: int, steps: int, warmup: int, th
             model = NequIPPotential.from_config(
                 preset("si-config", species=(8, 14), avg_num_neighbors=30.0)
             ).eval()
+        kind = "e3nn" if impl == "atomshard-e3nn" else "fused"
+        if impl == "atomshard-lowmem":  # recompute chunks of 4096 edges in the backward
+            model.set_convolution(kind, chunk_edges=chunk_edges or 4096, recompute=True)
+        else:
+            model.set_convolution(kind, chunk_edges=chunk_edges, recompute=recompute or "auto")
 
         def step() -> float:
             graph = AtomicGraph.from_ase(atoms, model.cutoff)
@@ -67,6 +89,7 @@ def _worker(impl: str, model_name: str, repeat: int, steps: int, warmup: int, th
 
         config = getattr(model, "config", None)
         described = None if config is None else f"{config.n_layers} layers, l_max {config.l_max}"
+        described = f"{described}, {kind} convolution"
     else:
         import warnings
 
@@ -85,11 +108,12 @@ def _worker(impl: str, model_name: str, repeat: int, steps: int, warmup: int, th
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     for _ in range(warmup):
         step()
-    times, energy = [], 0.0
+    times, cpu_times, energy = [], [], 0.0
     for _ in range(steps):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         energy = step()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     return {
         "impl": impl,
         "model": model_name,
@@ -98,6 +122,8 @@ def _worker(impl: str, model_name: str, repeat: int, steps: int, warmup: int, th
         "repeat": repeat,
         "threads": torch.get_num_threads(),
         "times_s": times,
+        "cpu_times_s": cpu_times,
+        "median_cpu_s": statistics.median(cpu_times),
         "median_s": statistics.median(times),
         "min_s": min(times),
         "max_s": max(times),
@@ -114,10 +140,36 @@ def _run_worker(args, impl: str, repeat: int) -> dict:
         "--repeats", str(repeat), "--steps", str(args.steps), "--warmup", str(args.warmup),
         "--threads", str(args.threads),
     ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    if args.chunk_edges is not None:
+        cmd += ["--chunk-edges", str(args.chunk_edges)]
+    if args.recompute:
+        cmd.append("--recompute")
+    env = {k: v for k, v in os.environ.items() if k not in _TUNING_ENV}
+    if impl == "sevenn":
+        env["MALLOC_MMAP_MAX_"] = "0"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{impl} worker failed ({done.returncode}):\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _pool(results: list[dict]) -> dict:
+    """One row per (impl, size) from its rounds: times pooled, worst peak RSS."""
+    times = [t for r in results for t in r["times_s"]]
+    cpu_times = [t for r in results for t in r["cpu_times_s"]]
+    row = dict(results[0])
+    row.update(
+        times_s=times,
+        cpu_times_s=cpu_times,
+        median_cpu_s=statistics.median(cpu_times),
+        median_s=statistics.median(times),
+        min_s=min(times),
+        max_s=max(times),
+        atom_steps_per_s=row["n_atoms"] / statistics.median(times),
+        peak_rss_mb=max(r["peak_rss_mb"] for r in results),
+        rounds=len(results),
+    )
+    return row
 
 
 def _plot(report: dict, path: Path) -> None:
@@ -162,21 +214,31 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1800.0, help="per worker, seconds")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds")
+    parser.add_argument("--chunk-edges", type=int, default=None, help="ours: edges per chunk")
+    parser.add_argument("--recompute", action="store_true", help="ours: recompute chunks")
     parser.add_argument("--smoke", action="store_true", help="9 atoms, si-config, ours only")
     parser.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         result = _worker(
-            args.worker, args.model, args.repeats, args.steps, args.warmup, args.threads
+            args.worker,
+            args.model,
+            args.repeats,
+            args.steps,
+            args.warmup,
+            args.threads,
+            args.chunk_edges,
+            args.recompute,
         )
         print(json.dumps(result))
         return result
     if args.smoke:
         args.model, args.repeat, args.impls = "si-config", [1], ["atomshard"]
-        args.steps, args.warmup = 2, 1
+        args.steps, args.warmup, args.rounds = 2, 1, 1
     if args.model != "sevennet-0":
-        args.impls = [i for i in args.impls if i != "sevenn"]
+        args.impls = [i for i in args.impls if not i.startswith("sevenn")]
     import torch
 
     report: dict = {
@@ -186,6 +248,9 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": args.threads,
         "steps": args.steps,
         "warmup": args.warmup,
+        "rounds": args.rounds,
+        "chunk_edges": args.chunk_edges,
+        "recompute": args.recompute,
         "cpu": platform.processor() or platform.machine(),
         "device": "cpu",
         "world_size": 1,
@@ -198,15 +263,30 @@ def main(argv: list[str] | None = None) -> dict:
         report["versions"]["sevenn"] = sevenn.__version__
     except ImportError:
         pass
-    print(f"{'impl':10s} {'atoms':>6s} {'median s':>9s} {'min s':>8s} {'max s':>8s} "
-          f"{'atom·steps/s':>13s} {'peak RSS MB':>12s}")  # fmt: skip
+    print(f"{'impl':15s} {'atoms':>6s} {'median s':>9s} {'min s':>8s} {'max s':>8s} "
+          f"{'atom·steps/s':>13s} {'peak RSS MB':>12s} {'time / ours':>12s} {'cpu s':>7s} "
+          f"{'cpu / ours':>10s}")  # fmt: skip
     for repeat in args.repeat:
+        rounds: list[dict[str, dict]] = []
+        for _ in range(args.rounds):  # interleaved: every impl once per round
+            rounds.append({impl: _run_worker(args, impl, repeat) for impl in args.impls})
         for impl in args.impls:
-            r = _run_worker(args, impl, repeat)
+            r = _pool([rnd[impl] for rnd in rounds])
+            if "atomshard" in args.impls:
+                ratios = [rnd[impl]["median_s"] / rnd["atomshard"]["median_s"] for rnd in rounds]
+                r["time_ratio_to_atomshard_per_round"] = ratios
+                r["time_ratio_to_atomshard"] = statistics.median(ratios)
+                cpu = [
+                    rnd[impl]["median_cpu_s"] / rnd["atomshard"]["median_cpu_s"] for rnd in rounds
+                ]
+                r["cpu_time_ratio_to_atomshard"] = statistics.median(cpu)
             report["runs"].append(r)
+            ratio = r.get("time_ratio_to_atomshard", float("nan"))
+            cpu_ratio = r.get("cpu_time_ratio_to_atomshard", float("nan"))
             print(
-                f"{impl:10s} {r['n_atoms']:6d} {r['median_s']:9.3f} {r['min_s']:8.3f} "
-                f"{r['max_s']:8.3f} {r['atom_steps_per_s']:13.1f} {r['peak_rss_mb']:12.0f}",
+                f"{impl:15s} {r['n_atoms']:6d} {r['median_s']:9.3f} {r['min_s']:8.3f} "
+                f"{r['max_s']:8.3f} {r['atom_steps_per_s']:13.1f} {r['peak_rss_mb']:12.0f} "
+                f"{ratio:12.2f} {r['median_cpu_s']:7.2f} {cpu_ratio:10.2f}",
                 flush=True,
             )
     args.out.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ def _props(model, graph, kind, **options):
     try:
         return compute_properties(model, graph, forces=True, stress=True)
     finally:
-        model.set_convolution("fused", chunk_edges=16384, recompute=False)
+        model.set_convolution("fused", chunk_edges=16384, recompute="auto")
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -119,4 +119,7 @@ def test_state_dict_unchanged_and_errors():
         model.set_convolution("cuda")
     with pytest.raises(InputError, match="chunk_edges=0"):
         model.set_convolution("fused", chunk_edges=0)
+    with pytest.raises(InputError, match="recompute='always'"):
+        model.set_convolution("fused", recompute="always")
+    assert model.interaction(0).recompute == "auto"
     assert model.interaction(0).convolution == "fused"

@@ -24,7 +24,8 @@ Instead of e3nn's generic code (one broadcast product and sum per path over a
    ``[E, Σ u d3]`` message tensor never exists; the per-group node sums are permuted into
    the e3nn output layout on the ``N``-row side at the end.
 
-The radial MLP runs inside the same edge chunks. With ``recompute=True`` each chunk is
+The radial MLP runs inside the same edge chunks. With ``recompute=True`` (``"auto"``, the
+default: when there are more than :data:`AUTO_RECOMPUTE_EDGES` edges) each chunk is
 wrapped in :func:`torch.utils.checkpoint.checkpoint` (non-reentrant): the backward pass
 recomputes the chunk instead of storing its per-edge temporaries, so the memory held for
 the force pass is only the inputs (``O(E · (dim Y + n_radial))``) — linear in edges with a
@@ -33,7 +34,9 @@ small constant — at the price of one more forward evaluation of the convolutio
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable
 
 import torch
 from e3nn import o3
@@ -44,6 +47,8 @@ from atomshard.nn.radial import RadialMLP
 
 #: Default number of edges per chunk (bounds the per-chunk temporaries).
 DEFAULT_CHUNK_EDGES = 16384
+#: ``recompute="auto"`` recomputes chunks in the backward pass above this many edges.
+AUTO_RECOMPUTE_EDGES = 65536
 
 
 class _Path:
@@ -300,18 +305,6 @@ class FusedUVUConvolution(nn.Module):
     def _scatter(part: torch.Tensor, dst: torch.Tensor, n_nodes: int) -> torch.Tensor:
         return part.new_zeros((n_nodes, part.shape[1])).index_add_(0, dst, part)
 
-    def _chunk_with_radial(
-        self,
-        radial: RadialMLP,
-        h: torch.Tensor,
-        sh: torch.Tensor,
-        edge_radial: torch.Tensor,
-        src: torch.Tensor,
-        dst: torch.Tensor,
-        n_nodes: int,
-    ) -> torch.Tensor:
-        return self._chunk(h, sh, self.radial_weights(radial, edge_radial), src, dst, n_nodes)
-
     def forward(
         self,
         h: torch.Tensor,
@@ -321,33 +314,75 @@ class FusedUVUConvolution(nn.Module):
         src: torch.Tensor,
         dst: torch.Tensor,
         *,
+        post: Callable[[torch.Tensor], torch.Tensor] | None = None,
         chunk_edges: int = DEFAULT_CHUNK_EDGES,
-        recompute: bool = False,
+        recompute: bool | str = "auto",
     ) -> torch.Tensor:
-        """Summed messages per node in the e3nn output layout.
+        """Summed messages per node in the e3nn output layout, optionally mapped by ``post``.
+
+        Edges are processed in chunks of whole destination-node ranges (edges sorted by
+        ``dst``; sorted here if they are not), so each chunk's node sums cover only its own
+        rows and ``post`` (a row-wise map, e.g. the layer's next linear) is applied inside
+        the chunk: with recompute, nothing of size ``[n_nodes, irreps_out.dim]`` is kept.
 
         Shapes:
             h: ``[n_nodes, irreps_in1.dim]``
             sh: ``[n_edges, irreps_in2.dim]``
             edge_radial: ``[n_edges, n_radial]`` (input of ``radial``)
             src, dst: ``[n_edges]`` int64
-            returns: ``[n_nodes, irreps_out.dim]``
+            returns: ``[n_nodes, irreps_out.dim]`` (or ``post``'s width)
         """
-        n_nodes = h.shape[0]
+        n_nodes, n_edges = h.shape[0], src.shape[0]
+        do_recompute = n_edges > AUTO_RECOMPUTE_EDGES if recompute == "auto" else bool(recompute)
+        if n_edges > 1 and not bool((dst[1:] >= dst[:-1]).all()):
+            order = torch.argsort(dst, stable=True)
+            src, dst = src.index_select(0, order), dst.index_select(0, order)
+            sh, edge_radial = sh.index_select(0, order), edge_radial.index_select(0, order)
+        # node ranges [n0, n1) holding about chunk_edges edges each
         step = max(int(chunk_edges), 1)
-        total: torch.Tensor | None = None
+        ends = torch.bincount(dst, minlength=n_nodes).cumsum(0)
+        cuts: list[int] = []
+        if n_edges > step:
+            targets = torch.arange(step, n_edges, step, device=dst.device)
+            cuts = torch.searchsorted(ends, targets, right=True).tolist()
+        bounds = sorted({0, *(min(int(c), n_nodes) for c in cuts), n_nodes})
+        node_sizes = [b - a for a, b in itertools.pairwise(bounds)]
+        edge_ends = [0] + [int(ends[b - 1]) if b > 0 else 0 for b in bounds[1:]]
+        edge_sizes = [b - a for a, b in itertools.pairwise(edge_ends)]
+        outs = []
         # split, not slices: the backward of a split is one cat, while each slice's
         # backward would allocate a zero-filled gradient of the full size
-        pieces = zip(sh.split(step), edge_radial.split(step), src.split(step), dst.split(step))
-        for sh_c, radial_c, src_c, dst_c in pieces:
-            args = (h, sh_c, radial_c, src_c, dst_c, n_nodes)
-            if recompute and torch.is_grad_enabled():
-                part = checkpoint(self._chunk_with_radial, radial, *args, use_reentrant=False)
+        pieces = zip(
+            bounds,
+            node_sizes,
+            sh.split(edge_sizes),
+            edge_radial.split(edge_sizes),
+            src.split(edge_sizes),
+            dst.split(edge_sizes),
+        )
+        for n0, n_c, sh_c, radial_c, src_c, dst_c in pieces:
+            args = (radial, post, h, sh_c, radial_c, src_c, dst_c - n0, n_c)
+            if do_recompute and torch.is_grad_enabled():
+                outs.append(checkpoint(self._node_chunk, *args, use_reentrant=False))
             else:
-                part = self._chunk_with_radial(radial, *args)
-            total = part if total is None else total + part
-        if total is None:
-            total = h.new_zeros((n_nodes, self.group_dim))
+                outs.append(self._node_chunk(*args))
+        if len(outs) == 1:
+            return outs[0]
+        return torch.cat(outs, dim=0)
+
+    def _node_chunk(
+        self,
+        radial: RadialMLP,
+        post: Callable[[torch.Tensor], torch.Tensor] | None,
+        h: torch.Tensor,
+        sh: torch.Tensor,
+        edge_radial: torch.Tensor,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        n_nodes: int,
+    ) -> torch.Tensor:
+        weights = self.radial_weights(radial, edge_radial)
         perm = self.perm
         assert isinstance(perm, torch.Tensor)
-        return total.index_select(1, perm)
+        out = self._chunk(h, sh, weights, src, dst, n_nodes).index_select(1, perm)
+        return out if post is None else post(out)

@@ -163,13 +163,16 @@ class Interaction(nn.Module):
         #: (the reference ``TensorProduct`` path); see :meth:`NequIPPotential.set_convolution`.
         self.convolution = "fused"
         self.chunk_edges = DEFAULT_CHUNK_EDGES
-        self.recompute = False
+        self.recompute: bool | str = "auto"
         self.radial = RadialMLP(
             [config.n_radial, *config.radial_hidden, self.tp.weight_numel],
             config.radial_activation,
         )
         self.linear_2 = o3.Linear(irreps_mid, gate_in, biases=config.linear_biases)
         self.denominator = math.sqrt(config.avg_num_neighbors[layer])  # type: ignore[index]
+
+    def _linear_2(self, agg: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(agg / self.denominator)
 
     def forward(
         self,
@@ -199,13 +202,14 @@ class Interaction(nn.Module):
             sc = self.self_connection(x)
         h = exchange(self.linear_1(x))
         if self.convolution == "fused":
-            agg = self.fused(
+            out = self.fused(
                 h,
                 edge_sh,
                 edge_radial,
                 self.radial,
                 src,
                 dst,
+                post=self._linear_2,
                 chunk_edges=self.chunk_edges,
                 recompute=self.recompute,
             )
@@ -213,7 +217,7 @@ class Interaction(nn.Module):
             weights = self.radial(edge_radial)
             messages = self.tp(h.index_select(0, src), edge_sh, weights)
             agg = messages.new_zeros((h.shape[0], messages.shape[1])).index_add_(0, dst, messages)
-        out = self.linear_2(agg / self.denominator)
+            out = self._linear_2(agg)
         if sc is not None:
             out = out + sc
         return self.gate(out)
@@ -293,7 +297,7 @@ class NequIPPotential(Potential):
         kind: str = "fused",
         *,
         chunk_edges: int | None = None,
-        recompute: bool | None = None,
+        recompute: bool | str | None = None,
     ) -> NequIPPotential:
         """Choose how every layer computes its convolution (a run-time setting, not stored).
 
@@ -302,13 +306,17 @@ class NequIPPotential(Potential):
                 reference ``TensorProduct`` path). Both give the same numbers to round-off.
             chunk_edges: edges per chunk of the fused path (None: keep the current value).
             recompute: recompute each chunk in the backward pass instead of storing its
-                temporaries (less memory, one more forward; None: keep the current value).
+                temporaries (memory linear in edges with a small constant, at the price of
+                one more forward of the convolution): True, False, or ``"auto"`` (the
+                default: above ``AUTO_RECOMPUTE_EDGES`` edges); None keeps the current value.
 
         Returns:
             the model itself.
         """
         if kind not in CONVOLUTIONS:
             raise InputError(f"unknown convolution {kind!r}; choose one of {CONVOLUTIONS}")
+        if recompute is not None and not isinstance(recompute, bool) and recompute != "auto":
+            raise InputError(f"recompute={recompute!r}: choose True, False or 'auto'")
         if chunk_edges is not None and (isinstance(chunk_edges, bool) or int(chunk_edges) < 1):
             raise InputError(f"chunk_edges={chunk_edges!r}: must be a positive integer")
         for t in range(len(self.layers)):
@@ -317,7 +325,7 @@ class NequIPPotential(Potential):
             if chunk_edges is not None:
                 layer.chunk_edges = int(chunk_edges)
             if recompute is not None:
-                layer.recompute = bool(recompute)
+                layer.recompute = recompute if recompute == "auto" else bool(recompute)
         return self
 
     @property
