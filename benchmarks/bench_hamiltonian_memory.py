@@ -12,7 +12,10 @@ Modes (each point runs in a fresh child process; peak = the child's ``VmHWM``):
 * ``train``          -- forward + backward of a quadratic loss on all blocks, chunked
 * ``train_ckpt``     -- the same with activation checkpointing per chunk
 
-``bytes/edge`` = (peak - RSS before the forward) / edges. A point whose predicted peak
+``bytes/edge`` = (peak - RSS before the forward) / edges. RSS includes what glibc's heap
+keeps after frees: checkpointed training frees many chunk-sized blocks between long-lived
+ones, and the heap then holds several times the live memory; ``--mmap-threshold 65536``
+(``MALLOC_MMAP_THRESHOLD_`` in the children) measures without that. A point whose predicted peak
 (from the mode's largest measured point) exceeds ``--max-gib`` is skipped and listed.
 Writes ``OUT/bench_hamiltonian_memory.json`` and ``.png``. ``--smoke``: 30 atoms, one
 tiny cutoff, seconds.
@@ -88,9 +91,15 @@ def measure(atoms: int, cutoff: float, mode: str, edge_chunk: int, threads: int)
     }
 
 
-def _child(atoms: int, cutoff: float, mode: str, chunk: int, threads: int) -> dict[str, Any]:
+def _child(
+    atoms: int, cutoff: float, mode: str, chunk: int, threads: int, mmap_threshold: int
+) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", f"{atoms},{cutoff},{mode},{chunk},{threads}"]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = dict(os.environ)
+    if mmap_threshold > 0:
+        # glibc: allocations above this go to mmap and return to the OS when freed
+        env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         return {"mode": mode, "cutoff": cutoff, "error": done.stderr.strip()[-400:]}
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -144,6 +153,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--edge-chunk", type=int, default=4096)
     ap.add_argument("--max-gib", type=float, default=16.0, help="skip predicted larger peaks")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--mmap-threshold",
+        type=int,
+        default=0,
+        help="bytes; set MALLOC_MMAP_THRESHOLD_ in the children (0: glibc's default)",
+    )
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--smoke", action="store_true", help="30 atoms, cutoff 3.5 Å")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -181,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     skipped.append({"mode": mode, "cutoff": cutoff, "predicted_gib": predicted})
                     print(f"{mode:>14} {cutoff:>6} skipped: predicted {predicted:.1f} GiB")
                     continue
-            r = _child(args.atoms, cutoff, mode, args.edge_chunk, args.threads)
+            r = _child(args.atoms, cutoff, mode, args.edge_chunk, args.threads, args.mmap_threshold)
             if "error" in r:
                 skipped.append(r)
                 print(f"{mode:>14} {cutoff:>6} failed: {r['error'][-200:]}", flush=True)
@@ -200,6 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "atoms": args.atoms,
         "edge_chunk": args.edge_chunk,
         "threads": args.threads,
+        "mmap_threshold": args.mmap_threshold,
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "load": os.getloadavg()},
         "rows": rows,
         "skipped": skipped,
