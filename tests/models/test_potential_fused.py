@@ -123,3 +123,21 @@ def test_state_dict_unchanged_and_errors():
         model.set_convolution("fused", recompute="always")
     assert model.interaction(0).recompute == "auto"
     assert model.interaction(0).convolution == "fused"
+
+
+def test_rank_without_atoms_keeps_the_output_width():
+    """A graph-parallel rank may own no atoms: zero nodes, zero edges."""
+    model = _model("float64", n_layers=2)
+    layer = model.interaction(0)
+    f64 = torch.float64
+    empty = torch.zeros(0, dtype=torch.int64)
+    out = layer(
+        torch.zeros(0, layer.irreps_in.dim, dtype=f64),
+        torch.zeros(0, len(SPECIES), dtype=f64),
+        torch.zeros(0, 16, dtype=f64),
+        torch.zeros(0, model.config.n_radial, dtype=f64),
+        empty,
+        empty,
+        lambda x: x,
+    )
+    assert out.shape == (0, layer.irreps_out.dim)
