@@ -131,13 +131,24 @@ def test_rank_without_atoms_keeps_the_output_width():
     layer = model.interaction(0)
     f64 = torch.float64
     empty = torch.zeros(0, dtype=torch.int64)
+    x = torch.zeros(0, layer.irreps_in.dim, dtype=f64, requires_grad=True)
+    calls = []
+
+    def exchange(h):
+        calls.append(h)
+        return h
+
     out = layer(
-        torch.zeros(0, layer.irreps_in.dim, dtype=f64),
+        x,
         torch.zeros(0, len(SPECIES), dtype=f64),
         torch.zeros(0, 16, dtype=f64),
         torch.zeros(0, model.config.n_radial, dtype=f64),
         empty,
         empty,
-        lambda x: x,
+        exchange,
     )
     assert out.shape == (0, layer.irreps_out.dim)
+    # the output stays connected to the exchanged features: in the graph-parallel runtime
+    # the backward of the exchange is a collective every rank must join
+    (grad,) = torch.autograd.grad(out.sum(), calls[0], allow_unused=True)
+    assert grad is not None

@@ -366,8 +366,9 @@ class FusedUVUConvolution(nn.Module):
                 outs.append(checkpoint(self._node_chunk, *args, use_reentrant=False))
             else:
                 outs.append(self._node_chunk(*args))
-        if not outs:  # no nodes (a rank that owns nothing): keep the output width
-            empty = h.new_zeros((0, self.dim_out))
+        if not outs:  # no nodes (a rank that owns nothing): keep the output width, and stay
+            # connected to h so that the backward still reaches the halo exchange (a collective)
+            empty = h.new_zeros((0, self.dim_out)) + 0.0 * h.sum()
             return empty if post is None else post(empty)
         if len(outs) == 1:
             return outs[0]
