@@ -132,6 +132,7 @@ def test_rank_without_atoms_keeps_the_output_width():
     f64 = torch.float64
     empty = torch.zeros(0, dtype=torch.int64)
     x = torch.zeros(0, layer.irreps_in.dim, dtype=f64, requires_grad=True)
+    sh = torch.zeros(0, 16, dtype=f64, requires_grad=True)
     calls = []
 
     def exchange(h):
@@ -141,14 +142,15 @@ def test_rank_without_atoms_keeps_the_output_width():
     out = layer(
         x,
         torch.zeros(0, len(SPECIES), dtype=f64),
-        torch.zeros(0, 16, dtype=f64),
+        sh,
         torch.zeros(0, model.config.n_radial, dtype=f64),
         empty,
         empty,
         exchange,
     )
     assert out.shape == (0, layer.irreps_out.dim)
-    # the output stays connected to the exchanged features: in the graph-parallel runtime
-    # the backward of the exchange is a collective every rank must join
-    (grad,) = torch.autograd.grad(out.sum(), calls[0], allow_unused=True)
-    assert grad is not None
+    # the output stays connected to the exchanged features and to the edge features (as the
+    # e3nn path is): in the graph-parallel runtime the force backward must reach the
+    # exchange, a collective every rank joins
+    grads = torch.autograd.grad(out.sum(), [calls[0], sh], allow_unused=True)
+    assert all(g is not None for g in grads)

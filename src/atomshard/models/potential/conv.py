@@ -367,8 +367,10 @@ class FusedUVUConvolution(nn.Module):
             else:
                 outs.append(self._node_chunk(*args))
         if not outs:  # no nodes (a rank that owns nothing): keep the output width, and stay
-            # connected to h so that the backward still reaches the halo exchange (a collective)
-            empty = h.new_zeros((0, self.dim_out)) + 0.0 * h.sum()
+            # connected to h and to the edge features (hence positions), as the e3nn path is,
+            # so that every rank's force backward reaches the halo exchange (a collective)
+            link = h.sum() + sh.sum() + edge_radial.sum()
+            empty = h.new_zeros((0, self.dim_out)) + 0.0 * link
             return empty if post is None else post(empty)
         if len(outs) == 1:
             return outs[0]
