@@ -78,7 +78,8 @@ class BlockFile:
         return Atoms(numbers=self.species, positions=self.positions, cell=self.cell, pbc=self.pbc)
 
 
-def _write_group(group: h5py.Group, blocks: BlockSet, units: str) -> None:
+def write_blockset_group(group: h5py.Group, blocks: BlockSet, units: str) -> None:
+    """Write ``blocks`` into an open h5 group in the DeepH-style layout of this module."""
     shapes = np.array([b.shape for b in blocks.blocks], dtype=np.int64).reshape(-1, 2)
     bounds = np.concatenate([[0], np.cumsum(shapes[:, 0] * shapes[:, 1])]).astype(np.int64)
     entries = (
@@ -116,7 +117,7 @@ def write_block_file(
             f.attrs["energy"] = float(energy)
         for name, blocks in matrices.items():
             blocks.check_basis(basis, where=f"{path}: {name}")
-            _write_group(f.create_group(name), blocks, "eV" if name.upper() == "H" else "")
+            write_blockset_group(f.create_group(name), blocks, "eV" if name.upper() == "H" else "")
     tmp.replace(path)  # readers never see a half-written file
 
 

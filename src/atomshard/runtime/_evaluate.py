@@ -48,20 +48,32 @@ class LocalPart:
     def graph(self, device: torch.device | str = "cpu") -> AtomicGraph:
         """The local :class:`AtomicGraph` (local row indices, global image shifts)."""
         p = self.plan
+        return local_graph(self, p.src, p.dst, p.shifts.reshape(-1, 3), device)
 
-        def t(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-            return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
 
-        return AtomicGraph(
-            positions=t(self.positions, torch.float64),
-            species=t(self.species, torch.int64),
-            cell=t(self.cell, torch.float64),
-            pbc=t(self.pbc, torch.bool),
-            src=t(p.src, torch.int64),
-            dst=t(p.dst, torch.int64),
-            shifts=t(p.shifts.reshape(-1, 3), torch.int64),
-            cutoff=self.cutoff,
-        )
+def local_graph(
+    part: Any,
+    src: np.ndarray,
+    dst: np.ndarray,
+    shifts: np.ndarray,
+    device: torch.device | str = "cpu",
+) -> AtomicGraph:
+    """An :class:`AtomicGraph` of a rank's local rows (``part.positions``, ``species``,
+    ``cell``, ``pbc``, ``cutoff``) with the given local edges."""
+
+    def t(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
+
+    return AtomicGraph(
+        positions=t(part.positions, torch.float64),
+        species=t(part.species, torch.int64),
+        cell=t(part.cell, torch.float64),
+        pbc=t(part.pbc, torch.bool),
+        src=t(src, torch.int64),
+        dst=t(dst, torch.int64),
+        shifts=t(shifts, torch.int64),
+        cutoff=part.cutoff,
+    )
 
 
 def split_structure(

@@ -43,6 +43,7 @@ from atomshard.models.hamiltonian.heads import BlockHead
 from atomshard.models.hamiltonian.model import HamiltonianModel, HamiltonianPrediction
 from atomshard.models.hamiltonian.training import EMA, TrainingConfig
 from atomshard.partition import HaloPlan, build_halo_plans
+from atomshard.runtime._evaluate import local_graph
 from atomshard.runtime._partition import PartitionSpec, partition_atoms
 
 __all__ = [
@@ -94,19 +95,7 @@ class HamiltonianPart:
         dst = np.concatenate([p.dst, p.src[boundary]])
         shifts = np.concatenate([p.shifts.reshape(-1, 3), -p.shifts[boundary].reshape(-1, 3)])
 
-        def t(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-            return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
-
-        return AtomicGraph(
-            positions=t(self.positions, torch.float64),
-            species=t(self.species, torch.int64),
-            cell=t(self.cell, torch.float64),
-            pbc=t(self.pbc, torch.bool),
-            src=t(src, torch.int64),
-            dst=t(dst, torch.int64),
-            shifts=t(shifts, torch.int64),
-            cutoff=self.cutoff,
-        )
+        return local_graph(self, src, dst, shifts, device)
 
     def owned_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """Global ``(Rx, Ry, Rz, i, j)`` of owned node rows and owned edges (local order)."""

@@ -31,6 +31,7 @@ import scipy.sparse.linalg
 from atomshard.errors import InputError
 from atomshard.hamiltonian.basis import OrbitalBasis
 from atomshard.hamiltonian.blocks import BlockSet
+from atomshard.hamiltonian.files import write_blockset_group
 from atomshard.models.hamiltonian.model import HamiltonianPrediction
 from atomshard.runtime._hamiltonian import HamiltonianPart
 
@@ -207,26 +208,13 @@ def merge_block_parts(
             g.attrs["orbital_convention"] = "e3nn"
             for name, blocks in (extra or {}).items():
                 blocks.check_basis(basis, where=f"{path}: {name}")
-                _write_blockset(out.create_group(name), blocks, "eV" if name.upper() == "H" else "")
+                units = "eV" if name.upper() == "H" else ""
+                write_blockset_group(out.create_group(name), blocks, units)
         os.replace(tmp, path)
         return len(order)
     finally:
         for f in files:
             f.close()
-
-
-def _write_blockset(group: h5py.Group, blocks: BlockSet, units: str) -> None:
-    shapes = np.array([b.shape for b in blocks.blocks], dtype=np.int64).reshape(-1, 2)
-    bounds = np.concatenate([[0], np.cumsum(shapes[:, 0] * shapes[:, 1])]).astype(np.int64)
-    entries = (
-        np.concatenate([b.reshape(-1) for b in blocks.blocks]) if blocks.blocks else np.zeros(0)
-    )
-    group.create_dataset("atom_pairs", data=blocks.atom_pairs)
-    group.create_dataset("chunk_shapes", data=shapes)
-    group.create_dataset("chunk_boundaries", data=bounds)
-    group.create_dataset("entries", data=entries.astype(np.float64))
-    group.attrs["units"] = units
-    group.attrs["orbital_convention"] = "e3nn"
 
 
 class _NpyMember:
