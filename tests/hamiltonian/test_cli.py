@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from atomshard.cli import main
@@ -129,6 +130,17 @@ def test_train_resume_and_predict(tmp_path: Path, capsys: pytest.CaptureFixture[
     from atomshard.hamiltonian.files import read_block_file
 
     assert read_block_file(out / "w.pred.h5").matrices["H"].n_blocks == 9
+    # --edge-chunk: edges in chunks of 3 (several chunks), the same blocks to round-off
+    chunked = tmp_path / "pred-chunked"
+    args = ["predict", str(tmp_path / "w.xyz"), "--model", str(run / "best.pt")]
+    assert main([*args, "--out", str(chunked), "--edge-chunk", "3"]) == 0
+    a = read_block_file(out / "w.pred.h5").matrices["H"]
+    b = read_block_file(chunked / "w.pred.h5").matrices["H"]
+    for x, y in zip(a.blocks, b.blocks, strict=True):
+        np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6)
+    capsys.readouterr()
+    assert main([*args, "--out", str(chunked), "--edge-chunk", "-1"]) == 2
+    assert "edge_chunk must be >= 0" in capsys.readouterr().err
 
 
 def test_train_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

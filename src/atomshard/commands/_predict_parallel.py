@@ -31,6 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--sigma", type=float, default=0.0, help="energy (eV) the --eigs are nearest to"
     )
+    group.add_argument(
+        "--edge-chunk",
+        type=int,
+        default=0,
+        metavar="N",
+        help="process edges in chunks of N (bounded memory for large structures, same "
+        "numbers; 0: all at once; 4096 is a good CPU choice)",
+    )
 
 
 def requested(args: argparse.Namespace) -> bool:
@@ -56,6 +64,7 @@ def run(args: argparse.Namespace, inputs: list) -> int:  # type: ignore[type-arg
         n_eigs=args.eigs,
         sigma=args.sigma,
         profile=args.profile is not None,
+        edge_chunk=args.edge_chunk,
     )
     results = predict_distributed(args.model, inputs, args.out, options, n_ranks=args.ranks)
     if results is None:  # another rank of a torchrun job

@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     if not isinstance(model, HamiltonianModel):
         raise InputError(f"{args.model} is not a Hamiltonian model")
+    model.set_memory(edge_chunk=args.edge_chunk)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from atomshard.commands import _predict_parallel

@@ -64,6 +64,7 @@ class PredictOptions:
         repeat: tile every structure ``a x b x c`` before predicting (``(1, 1, 1)``: as is)
         n_eigs, sigma: eigenvalues nearest ``sigma`` (eV) by shift-invert (0: none)
         slab: blocks (h5) or atoms (CSR) copied per step of the merge
+        edge_chunk: the model's edges in chunks of this many (0: all at once)
     """
 
     formats: tuple[str, ...] = ("h5",)
@@ -74,6 +75,7 @@ class PredictOptions:
     sigma: float = 0.0
     profile: bool = False
     slab: int = DEFAULT_SLAB
+    edge_chunk: int = 0
 
 
 def tile_blockset(blocks: BlockSet, repeat: Sequence[int]) -> BlockSet:
@@ -200,6 +202,8 @@ def predict_rank(
     input holds a reference H, eigenvalues when asked), None elsewhere.
     """
     net = _load(model, comm.device)
+    if options.edge_chunk:
+        net.set_memory(edge_chunk=options.edge_chunk)
     names = comm.broadcast_object([n for n, _ in inputs] if inputs is not None else None)
     folder = Path(out)
     results = []
