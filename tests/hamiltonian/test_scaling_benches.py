@@ -48,3 +48,22 @@ def test_weak_scaling_smoke(tmp_path: Path) -> None:
     one_d = [r for r in rows if r["dims"] == 1 and r["method"] == "lownn"]
     assert all(r["neighbours_max"] <= 2 for r in one_d)
     assert (tmp_path / "bench_weak_scaling.png").stat().st_size > 1000
+
+
+def test_ranks_smoke(tmp_path: Path) -> None:
+    """The 1- and 2-rank forward-pass benchmark runs end to end (as a script: its ranks
+    import the rank function from ``__main__``)."""
+    import subprocess
+    import sys
+
+    script = ROOT / "benchmarks" / "bench_hamiltonian_ranks.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--smoke", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "bench_hamiltonian_ranks.json").read_text())
+    one, two = report["rows"]
+    assert one["atoms"] == two["atoms"] == 30 and one["edges"] == two["edges"] > 0
+    assert one["recomputed_reverse_edges"] == 0 < two["recomputed_reverse_edges"]
+    assert (tmp_path / "bench_hamiltonian_ranks.png").stat().st_size > 1000
