@@ -50,6 +50,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--partition", default="lownn")
     parser.add_argument("--transport", default="auto")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument(
+        "--recompute",
+        choices=["auto", "on", "off"],
+        default="on",
+        help="the fused convolution's backward on every rank count (default on: the same "
+        "work serially and split; 'auto' switches by edge count, which is not like-for-like)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny model and cell, 1 step")
     args = parser.parse_args(argv)
 
@@ -75,6 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         "partition": args.partition,
         "threads_per_rank": args.threads,
         "steps": args.steps,
+        "recompute": args.recompute,
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
         "torch": torch.__version__,
         "note": "CPU shared with other jobs; slowest rank's median step",
@@ -97,6 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
                     partition=args.partition,
                     transport=args.transport,
                     steps=args.steps,
+                    recompute={"auto": "auto", "on": True, "off": False}[args.recompute],
                     root_only={"structure": structure},
                 )
             step = max(r["step_s"] for r in per_rank)

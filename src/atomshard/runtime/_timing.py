@@ -106,13 +106,19 @@ def time_evaluation(
     transport: str = "auto",
     steps: int = 3,
     dtype: torch.dtype | None = None,
+    recompute: bool | str | None = None,
 ) -> dict[str, Any]:
     """Energy + forces + stress ``steps + 1`` times (the first is warm-up) on this rank.
 
     The plan is built once (as in MD between neighbour-list rebuilds); each step is a full
-    evaluation with the per-layer exchanges.
+    evaluation with the per-layer exchanges. ``recompute`` pins the fused convolution's
+    backward mode (True, False or ``"auto"``; None: the model's setting), so that runs on
+    different rank counts compare the same work.
     """
     potential = load_potential(model, dtype=dtype).to(comm.device)
+    set_convolution = getattr(potential, "set_convolution", None)
+    if recompute is not None and set_convolution is not None:  # other models: no such mode
+        set_convolution(recompute=recompute)
     rss_model = peak_rss_mib()
     local = _scatter(comm, structure, float(potential.cutoff), partition)
     profiler = ExchangeProfiler()
