@@ -13,7 +13,7 @@ import ase
 import numpy as np
 import pytest
 
-from atomshard.comm import LocalGroup, launch
+from atomshard.comm import launch
 from atomshard.comm._profile import ExchangeProfiler
 from atomshard.io.n2p2_data import read_n2p2_data
 from atomshard.md.forcefield import SerialForceField
@@ -83,20 +83,6 @@ def structures() -> dict[str, ase.Atoms]:
         d = atoms.get_all_distances(mic=True)
         assert d[np.triu_indices(len(atoms), 1)].min() > 0.9  # no unphysical overlaps
     return out
-
-
-@pytest.fixture(scope="module")
-def groups():
-    opened: dict[int, LocalGroup] = {}
-
-    def get(n: int) -> LocalGroup:
-        if n not in opened:
-            opened[n] = LocalGroup(n, timeout_s=120, threads_per_rank=1)
-        return opened[n]
-
-    yield get
-    for g in opened.values():
-        g.close()
 
 
 def run_profiled(comm, model, *, cases):

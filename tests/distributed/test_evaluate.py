@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from atomshard.comm import LocalGroup, RankFailure, launch
+from atomshard.comm import RankFailure, launch
 from atomshard.runtime import evaluate_distributed
 from tests.distributed._toy_potential import ToyLocal, ToyMPNN
 from tests.distributed.distributed_cases import (
@@ -25,20 +25,6 @@ from tests.distributed.distributed_cases import (
 
 pytestmark = pytest.mark.distributed
 TOL = 1e-10
-
-
-@pytest.fixture(scope="module")
-def groups():
-    opened: dict[int, LocalGroup] = {}
-
-    def get(n: int) -> LocalGroup:
-        if n not in opened:
-            opened[n] = LocalGroup(n, timeout_s=60, threads_per_rank=1)
-        return opened[n]
-
-    yield get
-    for g in opened.values():
-        g.close()
 
 
 def _compare(model, cases, results):

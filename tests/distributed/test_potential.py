@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from atomshard.comm import LocalGroup
 from tests.distributed.distributed_cases import (
     build_model,
     partitions,
@@ -23,20 +22,6 @@ from tests.distributed.distributed_cases import (
 
 pytestmark = pytest.mark.distributed
 TOL = 1e-10
-
-
-@pytest.fixture(scope="module")
-def groups():
-    opened: dict[int, LocalGroup] = {}
-
-    def get(n: int) -> LocalGroup:
-        if n not in opened:
-            opened[n] = LocalGroup(n, timeout_s=120, threads_per_rank=1)
-        return opened[n]
-
-    yield get
-    for g in opened.values():
-        g.close()
 
 
 def _structures():
