@@ -89,18 +89,21 @@ def split_structure(
     n = structure.n_atoms
     part = partition_atoms(partition, structure, src, dst, shifts, n_parts, cutoff=cutoff)
     plans = build_halo_plans(src, dst, shifts, n, part, n_parts)
-    return [
-        LocalPart(
-            plan=p,
-            positions=structure.positions[p.local_to_global],
-            species=structure.species[p.local_to_global],
-            cell=structure.cell,
-            pbc=structure.pbc,
-            n_atoms=n,
-            cutoff=float(cutoff),
-        )
-        for p in plans
-    ]
+    return [LocalPart(**local_rows(structure, p, cutoff)) for p in plans]
+
+
+def local_rows(structure: Structure, plan: HaloPlan, cutoff: float) -> dict[str, Any]:
+    """The per-rank fields every part type shares: its plan, the positions and species of
+    its local rows (owned, then halo), the cell, pbc, global atom count and cutoff."""
+    return {
+        "plan": plan,
+        "positions": structure.positions[plan.local_to_global],
+        "species": structure.species[plan.local_to_global],
+        "cell": structure.cell,
+        "pbc": structure.pbc,
+        "n_atoms": structure.n_atoms,
+        "cutoff": float(cutoff),
+    }
 
 
 @dataclass

@@ -43,7 +43,7 @@ from atomshard.models.hamiltonian.heads import BlockHead
 from atomshard.models.hamiltonian.model import HamiltonianModel, HamiltonianPrediction
 from atomshard.models.hamiltonian.training import EMA, TrainingConfig
 from atomshard.partition import HaloPlan, build_halo_plans
-from atomshard.runtime._evaluate import local_graph
+from atomshard.runtime._evaluate import local_graph, local_rows
 from atomshard.runtime._partition import PartitionSpec, partition_atoms
 
 __all__ = [
@@ -154,19 +154,7 @@ def split_hamiltonian(
             edge_local = np.full(len(src), -1, np.int64)
             edge_local[p.edge_global] = np.arange(len(p.edge_global))
             edge = _local_targets(sample.edge, part[dst], edge_local, p.rank)
-        parts.append(
-            HamiltonianPart(
-                plan=p,
-                positions=structure.positions[p.local_to_global],
-                species=structure.species[p.local_to_global],
-                cell=structure.cell,
-                pbc=structure.pbc,
-                n_atoms=n,
-                cutoff=float(cutoff),
-                node=node,
-                edge=edge,
-            )
-        )
+        parts.append(HamiltonianPart(**local_rows(structure, p, cutoff), node=node, edge=edge))
     return parts
 
 
