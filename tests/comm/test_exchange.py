@@ -72,11 +72,15 @@ def _case(comm, part_list, transport: str, width: int) -> dict:
     local[plan.n_owned :] = 1e9
     out = ex(local)
     values_ok = bool(torch.equal(out, x_global[l2g]))
+    # the owned rows alone in, all local rows out
+    values_ok &= bool(torch.equal(ex(local[: plan.n_owned]), x_global[l2g]))
 
     def f_rank(xg: torch.Tensor) -> torch.Tensor:
         z = ex(xg[l2g])
         z = _mix(z, lsrc, ldst)
-        z = ex(torch.tanh(z))  # second layer: exchange of a nonlinear feature
+        # second layer: exchange of a nonlinear feature, given the owned rows only (its
+        # backward returns their gradient alone)
+        z = ex(torch.tanh(z)[: plan.n_owned])
         z = _mix(z, lsrc, ldst)
         y = torch.zeros(n, width, dtype=z.dtype)
         return y.index_copy(0, owned, z[: plan.n_owned])

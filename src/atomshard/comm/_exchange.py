@@ -6,6 +6,11 @@ back to their owners and are added into the rows they came from (``index_add_``)
 backward is itself an autograd function whose backward is the forward, so forces inside
 a training loss (double backward) are exact too.
 
+Owned rows only: ``exchange(x)`` also takes the ``[n_owned, ...]`` owned rows alone and
+returns all ``[n_local, ...]`` rows (its backward then returns the owned rows' gradient), so
+a model computes its node-wise layers on owned atoms only and never on halo rows whose
+values the exchange would overwrite anyway.
+
 Memory: the forward receives straight into the halo rows of its (fresh) output, which is
 contiguous, so unpacking costs nothing; the send buffer and the backward's receive
 buffers are allocated once per plan, dtype and feature width and then reused.
@@ -104,8 +109,8 @@ class HaloExchange:
         profiler: records pack / send-recv / unpack times per call when given.
 
     Shapes:
-        x: ``[n_local, ...]`` any float dtype; returns the same shape with halo rows
-        replaced by their owners' rows.
+        x: ``[n_local, ...]`` or ``[n_owned, ...]`` (owned rows only), any float dtype;
+        returns ``[n_local, ...]`` with the halo rows replaced by their owners' rows.
     """
 
     def __init__(
@@ -155,19 +160,20 @@ class HaloExchange:
             self.routes.buffers[key] = buf
         return buf
 
-    def _check(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        if x.shape[0] != self.n_local:
+    def _check(self, x: torch.Tensor, rows: tuple[int, ...]) -> tuple[torch.Tensor, int]:
+        if x.shape[0] not in rows:
             raise InputError(
                 f"exchange on rank {self.rank}: tensor has {x.shape[0]} rows, the halo plan "
                 f"has {self.n_local} local rows ({self.n_owned} owned)"
             )
         width = math.prod(x.shape[1:])
-        return x.reshape(self.n_local, width), width
+        return x.reshape(x.shape[0], width), width
 
     # -- the two linear maps ------------------------------------------------------------
     def forward_exchange(self, x: torch.Tensor) -> torch.Tensor:
-        """Halo rows of a copy of ``x`` overwritten by their owners' rows (no autograd)."""
-        flat, width = self._check(x)
+        """All local rows: ``x``'s owned rows, then the halo rows from their owners (no
+        autograd). ``x`` holds all local rows (its halo rows are ignored) or the owned ones."""
+        flat, width = self._check(x, (self.n_local, self.n_owned))
         r = self.routes
         t0 = time.perf_counter()
         out = torch.empty((r.n_local, width), dtype=flat.dtype, device=flat.device)
@@ -189,7 +195,7 @@ class HaloExchange:
         if self.profiler is not None:
             nbytes = send.numel() * send.element_size()
             self.profiler.record("forward", width, t1 - t0, t2 - t1, 0.0, nbytes)
-        return out.view(x.shape)
+        return out.view(r.n_local, *x.shape[1:])
 
     def _per_peer(
         self, packed: torch.Tensor, local: torch.Tensor
@@ -211,9 +217,13 @@ class HaloExchange:
                 by_peer_halo[peer] = local[start:stop]
         return by_peer_packed, by_peer_halo
 
-    def reverse_exchange(self, grad: torch.Tensor) -> torch.Tensor:
-        """Adjoint of :meth:`forward_exchange`: halo rows sent home and added (no autograd)."""
-        flat, width = self._check(grad)
+    def reverse_exchange(self, grad: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+        """Adjoint of :meth:`forward_exchange`: halo rows sent home and added (no autograd).
+
+        ``rows`` is the row count of the forward's input (``n_local`` by default, or
+        ``n_owned``): the result has that many rows (halo rows of a full result are zero).
+        """
+        flat, width = self._check(grad, (self.n_local,))
         flat = flat.contiguous()
         r = self.routes
         t0 = time.perf_counter()
@@ -229,7 +239,8 @@ class HaloExchange:
             self.comm.exchange_p2p(halo, packed, what="halo backward")
         self._sync()
         t2 = time.perf_counter()
-        out = torch.zeros((r.n_local, width), dtype=flat.dtype, device=flat.device)
+        n_rows = r.n_local if rows is None else int(rows)
+        out = torch.zeros((n_rows, width), dtype=flat.dtype, device=flat.device)
         out[: r.n_owned] = flat[: r.n_owned]
         out.index_add_(0, r.send_all, back)
         self._sync()
@@ -237,7 +248,7 @@ class HaloExchange:
         if self.profiler is not None:
             nbytes = (flat.shape[0] - r.n_owned) * width * flat.element_size()
             self.profiler.record("backward", width, t1 - t0, t2 - t1, t3 - t2, nbytes)
-        return out.view(grad.shape)
+        return out.view(n_rows, *grad.shape[1:])
 
     def _sync(self) -> None:
         if self.profiler is not None and self.comm.device.type == "cuda":
@@ -248,23 +259,24 @@ class _HaloForward(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, ex: HaloExchange) -> torch.Tensor:
         ctx.ex = ex
+        ctx.rows = x.shape[0]
         return ex.forward_exchange(x)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        out = _HaloReverse.apply(grad, ctx.ex)
+        out = _HaloReverse.apply(grad, ctx.ex, ctx.rows)
         assert isinstance(out, torch.Tensor)
         return out, None
 
 
 class _HaloReverse(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, grad: torch.Tensor, ex: HaloExchange) -> torch.Tensor:
+    def forward(ctx: Any, grad: torch.Tensor, ex: HaloExchange, rows: int) -> torch.Tensor:
         ctx.ex = ex
-        return ex.reverse_exchange(grad)
+        return ex.reverse_exchange(grad, rows)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         out = _HaloForward.apply(grad, ctx.ex)
         assert isinstance(out, torch.Tensor)
-        return out, None
+        return out, None, None
