@@ -91,3 +91,44 @@ def test_slab_partition_auto(groups):
     """``auto`` picks a partitioner by the cost model; the answer must not depend on it."""
     cases = [("slab/auto", slab(), "auto")]
     _check("nequip", cases, groups(2).run(run_cases, "nequip", root_only={"cases": cases}))
+
+
+def _node_rows(comm, atoms):
+    """Rank side: rows every node-wise module of the NequIP model sees, and the plan's."""
+    from atomshard.runtime import DistributedEvaluator, as_structure
+
+    model = build_model("nequip")
+    seen: list[int] = []
+    hooks = [
+        m.register_forward_pre_hook(lambda _m, args: seen.append(int(args[0].shape[0])))
+        for layer in model.layers
+        for m in (layer.linear_1, layer.gate)
+    ]
+    hooks.append(
+        model.readout_1.register_forward_pre_hook(lambda _m, a: seen.append(a[0].shape[0]))
+    )
+    try:
+        ev = DistributedEvaluator(model, comm, partition="lownn")
+        local = ev.scatter(as_structure(atoms) if comm.rank == 0 else None)
+        energy = float(ev.evaluate_local(local).energy)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {
+        "seen": seen,
+        "n_owned": local.plan.n_owned,
+        "n_local": local.plan.n_local,
+        "energy": energy,
+    }
+
+
+def test_node_layers_run_on_owned_rows_only(groups):
+    """No redundant compute: linears, gates and readout see owned rows, never halo rows
+    (the exchange fills those), while the answer stays the serial one."""
+    atoms = quartz((2, 1, 1))
+    results = groups(2).run(_node_rows, atoms)
+    ref = serial(build_model("nequip"), atoms)
+    for r, res in enumerate(results):
+        assert res["n_local"] > res["n_owned"] > 0, f"rank {r} has no halo: the test is void"
+        assert res["seen"] and set(res["seen"]) == {res["n_owned"]}, (r, res)
+        assert rel(res["energy"], ref["energy"]) <= TOL

@@ -36,7 +36,7 @@ def _props(model, graph, kind, **options):
     try:
         return compute_properties(model, graph, forces=True, stress=True)
     finally:
-        model.set_convolution("fused", chunk_edges=16384, recompute="auto")
+        model.set_convolution("fused", chunk_edges="auto", recompute="auto")
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -119,6 +119,9 @@ def test_state_dict_unchanged_and_errors():
         model.set_convolution("cuda")
     with pytest.raises(InputError, match="chunk_edges=0"):
         model.set_convolution("fused", chunk_edges=0)
+    with pytest.raises(InputError, match="chunk_edges='big'"):
+        model.set_convolution("fused", chunk_edges="big")
+    assert model.interaction(0).chunk_edges == "auto"
     with pytest.raises(InputError, match="recompute='always'"):
         model.set_convolution("fused", recompute="always")
     assert model.interaction(0).recompute == "auto"
@@ -154,3 +157,68 @@ def test_rank_without_atoms_keeps_the_output_width():
     # exchange, a collective every rank joins
     grads = torch.autograd.grad(out.sum(), [calls[0], sh], allow_unused=True)
     assert all(g is not None for g in grads)
+
+
+def _grad_nodes(t: torch.Tensor) -> set[str]:
+    seen, names, stack = set(), set(), [t.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.add(type(fn).__name__)
+        stack.extend(f for f, _ in fn.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_chunks_share_one_node_gradient(recompute):
+    """Several chunks add their node-feature gradients into one buffer (no per-chunk
+    ``[n_local, width]`` gradient), with the same gradient as one chunk, and stay
+    differentiable under create_graph."""
+    model = _model("float64", n_layers=2)
+    layer = model.interaction(1)
+    graph = _graph(model, n_atoms=10, seed=7)
+    radial, sh = model.edge_features(graph.edge_vectors())
+    gen = torch.Generator().manual_seed(1)
+    h = torch.randn(graph.n_atoms, layer.irreps_in.dim, dtype=torch.float64, generator=gen)
+    h.requires_grad_(True)
+
+    def run(chunk: int, create_graph: bool = False):
+        out = layer.fused(
+            h,
+            sh,
+            radial,
+            layer.radial,
+            graph.src,
+            graph.dst,
+            chunk_edges=chunk,
+            recompute=recompute,
+        )
+        (g,) = torch.autograd.grad((out**2).sum(), h, create_graph=create_graph)
+        return out, g
+
+    one_out, one = run(10**6)
+    many_out, many = run(23)
+    assert "_GatherBackward" not in _grad_nodes(one_out)
+    assert "_GatherBackward" in _grad_nodes(many_out) and "_SourceBackward" in _grad_nodes(many_out)
+    assert _rel(many, one) <= 1e-12
+    # second order (a force loss): the gradient itself is differentiated
+    _, g1 = run(10**6, create_graph=True)
+    _, g2 = run(23, create_graph=True)
+    (h1,) = torch.autograd.grad((g1**2).sum(), h)
+    (h2,) = torch.autograd.grad((g2**2).sum(), h)
+    assert _rel(h2, h1) <= 1e-10
+
+
+def test_auto_chunks_follow_the_layer_width():
+    """``chunk_edges="auto"``: recomputed chunks hold about AUTO_CHUNK_BYTES of temporaries,
+    so a wide layer gets fewer edges per chunk than a narrow one, within the bounds."""
+    from atomshard.models.potential import conv
+
+    model = NequIPPotential.from_config(preset("si-config", species=SPECIES))
+    sizes = [model.interaction(t).fused.auto_chunk_edges(4) for t in range(4)]
+    widths = [model.interaction(t).fused.bytes_per_edge(4) for t in range(4)]
+    assert all(conv.MIN_AUTO_CHUNK_EDGES <= n <= conv.DEFAULT_CHUNK_EDGES for n in sizes)
+    assert sizes[2] < sizes[0] and widths[2] > widths[0]
+    assert sizes[2] == max(conv.AUTO_CHUNK_BYTES // widths[2], conv.MIN_AUTO_CHUNK_EDGES)

@@ -21,12 +21,26 @@ from torch import nn
 from atomshard.graph import AtomicGraph, edge_vectors
 
 #: ``exchange(x: [n_local, ...]) -> [n_local, ...]`` refreshes halo rows; identity serially.
+#: An exchange with an ``n_owned`` attribute (the runtime's ``HaloExchange``) also takes the
+#: owned rows alone, ``[n_owned, ...] -> [n_local, ...]`` (see :func:`owned_rows`).
 Exchange = Callable[[torch.Tensor], torch.Tensor]
 
 
 def identity_exchange(x: torch.Tensor) -> torch.Tensor:
     """The serial exchange: there are no halo rows to refresh."""
     return x
+
+
+def owned_rows(exchange: Exchange, n_local: int) -> int:
+    """How many leading rows of the local graph this rank owns (the rest are its halo).
+
+    The exchange's ``n_owned`` where it has one (it then accepts ``[n_owned, ...]`` and
+    returns ``[n_local, ...]``), else all ``n_local`` rows (serial). A model computes its
+    node-wise layers on these rows only: halo rows get their values from the exchange, so
+    computing them locally would be redundant work.
+    """
+    n = getattr(exchange, "n_owned", None)
+    return n_local if n is None else int(n)
 
 
 class Potential(nn.Module):
@@ -48,7 +62,8 @@ class Potential(nn.Module):
 
         Shapes:
             edge_vec: ``[n_edges, 3]`` float64 Å (``graph.edge_vectors()`` or a strained copy)
-            returns: ``[n_atoms]`` float64, eV
+            returns: ``[n]`` float64, eV, ``n_atoms >= n >= owned_rows(exchange, n_atoms)``
+            (only the owned rows count)
         """
         raise NotImplementedError  # abstract: every concrete potential overrides it
 

@@ -45,8 +45,14 @@ from torch.utils.checkpoint import checkpoint
 
 from atomshard.nn.radial import RadialMLP
 
-#: Default number of edges per chunk (bounds the per-chunk temporaries).
+#: Edges per chunk when chunks are not recomputed, and the most ``"auto"`` ever takes.
 DEFAULT_CHUNK_EDGES = 16384
+#: ``chunk_edges="auto"`` with recompute: about this many bytes of per-edge temporaries per
+#: chunk (:meth:`FusedUVUConvolution.auto_chunk_edges`), so the chunk's transient memory
+#: does not depend on how wide a layer is.
+AUTO_CHUNK_BYTES = 64 << 20
+#: The fewest edges ``"auto"`` puts in a chunk (below it per-chunk overheads show).
+MIN_AUTO_CHUNK_EDGES = 1024
 #: ``recompute="auto"`` recomputes chunks in the backward pass above this many edges.
 AUTO_RECOMPUTE_EDGES = 65536
 
@@ -87,6 +93,63 @@ class _Group:
         self.w_start = w_start
         self.col_start = col_start
         self.classes: list[_Class] = []
+
+
+class _RowSink:
+    """Where the chunks of one convolution call add their node-feature gradients."""
+
+    __slots__ = ("grad",)
+
+    def __init__(self) -> None:
+        self.grad: torch.Tensor | None = None
+
+
+class _Source(torch.autograd.Function):
+    """Identity on the node features ``h``; its backward hands on the chunks' summed
+    gradients from the sink (see :class:`_Gather`), once every chunk has added its own."""
+
+    @staticmethod
+    def forward(ctx, h, sink):  # type: ignore[no-untyped-def]
+        ctx.sink = sink
+        ctx.set_materialize_grads(False)
+        return h.view_as(h)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[no-untyped-def]
+        acc, ctx.sink.grad = ctx.sink.grad, None
+        if grad is None or acc is None:
+            return (acc if grad is None else grad), None
+        return grad + acc, None
+
+
+class _Gather(torch.autograd.Function):
+    """``h[index]`` whose backward adds into one shared ``[n_local, width]`` gradient.
+
+    ``index_select``'s own backward allocates and zero-fills a gradient of all of ``h``'s
+    rows for every chunk, which autograd then adds up: ``O(n_local)`` memory traffic per
+    chunk, so ``O(n_local * n_chunks)`` per layer — quadratic in the system size at a fixed
+    chunk size. Here every chunk adds its rows into the sink's one buffer, which
+    :class:`_Source` (the chunks' common input) returns after the last chunk. Under
+    ``create_graph`` (a force loss) the plain differentiable form is used instead.
+    """
+
+    @staticmethod
+    def forward(ctx, h, index, sink):  # type: ignore[no-untyped-def]
+        ctx.save_for_backward(index)
+        ctx.sink = sink
+        ctx.rows = h.shape
+        return h.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[no-untyped-def]
+        (index,) = ctx.saved_tensors
+        if torch.is_grad_enabled():  # double backward: stay differentiable
+            return grad.new_zeros(ctx.rows).index_add(0, index, grad), None, None
+        sink = ctx.sink
+        if sink.grad is None:
+            sink.grad = grad.new_zeros(ctx.rows)
+        sink.grad.index_add_(0, index, grad)
+        return None, None, None
 
 
 class FusedUVUConvolution(nn.Module):
@@ -192,6 +255,19 @@ class FusedUVUConvolution(nn.Module):
         self._w_sizes = [grp.n_paths * grp.mul for grp in self._groups]
         self.load_3j(None)
 
+    def bytes_per_edge(self, itemsize: int) -> int:
+        """Bytes of the main per-edge temporaries of one chunk: gathered node rows, radial
+        weights, the per-edge 3j products ``M`` and the group outputs."""
+        m = sum(d1 * k for d1, k in self._class_shapes)
+        return itemsize * (self.dim_x + self.weight_numel + self.group_dim + m)
+
+    def auto_chunk_edges(self, itemsize: int) -> int:
+        """Edges per recomputed chunk for ``chunk_edges="auto"``: about
+        :data:`AUTO_CHUNK_BYTES` of temporaries, within ``[MIN_AUTO_CHUNK_EDGES,
+        DEFAULT_CHUNK_EDGES]``."""
+        n = AUTO_CHUNK_BYTES // max(self.bytes_per_edge(itemsize), 1)
+        return int(min(max(n, MIN_AUTO_CHUNK_EDGES), DEFAULT_CHUNK_EDGES))
+
     def load_3j(self, tp: o3.TensorProduct | None) -> None:
         """(Re)build the dense 3j blocks, from ``tp``'s 3j buffers where it has them.
 
@@ -256,12 +332,14 @@ class FusedUVUConvolution(nn.Module):
         src: torch.Tensor,
         dst: torch.Tensor,
         n_nodes: int,
+        sink: _RowSink | None = None,
     ) -> torch.Tensor:
         """Node sums ``[n_nodes, group_dim]`` (group layout) of one chunk of edges."""
         n_edges = src.shape[0]
+        gathered = h.index_select(0, src) if sink is None else _Gather.apply(h, src, sink)
         # split (not slice): the backward of split is one cat, a slice's is a zero-filled
         # full-size gradient per slice
-        xs = h.index_select(0, src).split(self._x_sizes, dim=1)
+        xs = gathered.split(self._x_sizes, dim=1)
         ws = weights.split(self._w_sizes, dim=1)
         sums = []
         c = 0
@@ -314,8 +392,9 @@ class FusedUVUConvolution(nn.Module):
         src: torch.Tensor,
         dst: torch.Tensor,
         *,
+        n_out: int | None = None,
         post: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        chunk_edges: int = DEFAULT_CHUNK_EDGES,
+        chunk_edges: int | str = "auto",
         recompute: bool | str = "auto",
     ) -> torch.Tensor:
         """Summed messages per node in the e3nn output layout, optionally mapped by ``post``.
@@ -325,21 +404,31 @@ class FusedUVUConvolution(nn.Module):
         rows and ``post`` (a row-wise map, e.g. the layer's next linear) is applied inside
         the chunk: with recompute, nothing of size ``[n_nodes, irreps_out.dim]`` is kept.
 
+        ``n_out`` output rows (default: all ``h``'s rows): in the graph-parallel runtime the
+        owned rows, which every edge points into, while ``h`` also holds the halo rows.
+
         Shapes:
-            h: ``[n_nodes, irreps_in1.dim]``
+            h: ``[n_local, irreps_in1.dim]``
             sh: ``[n_edges, irreps_in2.dim]``
             edge_radial: ``[n_edges, n_radial]`` (input of ``radial``)
-            src, dst: ``[n_edges]`` int64
-            returns: ``[n_nodes, irreps_out.dim]`` (or ``post``'s width)
+            src: ``[n_edges]`` int64 (``< n_local``); dst: ``[n_edges]`` int64 (``< n_out``)
+            returns: ``[n_out, irreps_out.dim]`` (or ``post``'s width)
         """
-        n_nodes, n_edges = h.shape[0], src.shape[0]
+        n_nodes = h.shape[0] if n_out is None else int(n_out)
+        n_edges = src.shape[0]
         do_recompute = n_edges > AUTO_RECOMPUTE_EDGES if recompute == "auto" else bool(recompute)
         if n_edges > 1 and not bool((dst[1:] >= dst[:-1]).all()):
             order = torch.argsort(dst, stable=True)
             src, dst = src.index_select(0, order), dst.index_select(0, order)
             sh, edge_radial = sh.index_select(0, order), edge_radial.index_select(0, order)
-        # node ranges [n0, n1) holding about chunk_edges edges each
-        step = max(int(chunk_edges), 1)
+        # node ranges [n0, n1) holding about chunk_edges edges each; "auto": by bytes when
+        # chunks are recomputed (their temporaries are the transient peak), else the default
+        if chunk_edges == "auto":
+            step = (
+                self.auto_chunk_edges(h.element_size()) if do_recompute else DEFAULT_CHUNK_EDGES
+            )
+        else:
+            step = max(int(chunk_edges), 1)
         ends = torch.bincount(dst, minlength=n_nodes).cumsum(0)
         cuts: list[int] = []
         if n_edges > step:
@@ -350,6 +439,11 @@ class FusedUVUConvolution(nn.Module):
         edge_ends = [0] + [int(ends[b - 1]) if b > 0 else 0 for b in bounds[1:]]
         edge_sizes = [b - a for a, b in itertools.pairwise(edge_ends)]
         outs = []
+        sink = None
+        if len(edge_sizes) > 1 and torch.is_grad_enabled() and h.requires_grad:
+            # one shared gradient buffer for h instead of one per chunk (see _Gather)
+            sink = _RowSink()
+            h = _Source.apply(h, sink)
         # split, not slices: the backward of a split is one cat, while each slice's
         # backward would allocate a zero-filled gradient of the full size
         pieces = zip(
@@ -361,7 +455,7 @@ class FusedUVUConvolution(nn.Module):
             dst.split(edge_sizes),
         )
         for n0, n_c, sh_c, radial_c, src_c, dst_c in pieces:
-            args = (radial, post, h, sh_c, radial_c, src_c, dst_c - n0, n_c)
+            args = (radial, post, h, sh_c, radial_c, src_c, dst_c - n0, n_c, sink)
             if do_recompute and torch.is_grad_enabled():
                 outs.append(checkpoint(self._node_chunk, *args, use_reentrant=False))
             else:
@@ -386,9 +480,10 @@ class FusedUVUConvolution(nn.Module):
         src: torch.Tensor,
         dst: torch.Tensor,
         n_nodes: int,
+        sink: _RowSink | None = None,
     ) -> torch.Tensor:
         weights = self.radial_weights(radial, edge_radial)
         perm = self.perm
         assert isinstance(perm, torch.Tensor)
-        out = self._chunk(h, sh, weights, src, dst, n_nodes).index_select(1, perm)
+        out = self._chunk(h, sh, weights, src, dst, n_nodes, sink).index_select(1, perm)
         return out if post is None else post(out)

@@ -30,9 +30,9 @@ from torch import nn
 
 from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph
-from atomshard.models.base import Exchange, Potential
+from atomshard.models.base import Exchange, Potential, owned_rows
 from atomshard.models.potential.config import NequIPConfig
-from atomshard.models.potential.conv import DEFAULT_CHUNK_EDGES, FusedUVUConvolution
+from atomshard.models.potential.conv import FusedUVUConvolution
 from atomshard.nn.radial import ACTIVATIONS, BesselBasis, PolynomialCutoff, RadialMLP, XPLORCutoff
 
 #: Implementations of the convolution (:meth:`NequIPPotential.set_convolution`).
@@ -162,7 +162,7 @@ class Interaction(nn.Module):
         #: ``"fused"`` (default, :mod:`~atomshard.models.potential.conv`) or ``"e3nn"``
         #: (the reference ``TensorProduct`` path); see :meth:`NequIPPotential.set_convolution`.
         self.convolution = "fused"
-        self.chunk_edges = DEFAULT_CHUNK_EDGES
+        self.chunk_edges: int | str = "auto"
         self.recompute: bool | str = "auto"
         self.radial = RadialMLP(
             [config.n_radial, *config.radial_hidden, self.tp.weight_numel],
@@ -186,13 +186,16 @@ class Interaction(nn.Module):
     ) -> torch.Tensor:
         """Update node features.
 
+        ``x`` holds the owned rows (all rows serially); the exchange returns the local rows
+        (owned, then halo) the edges' sources index, and every edge points into an owned row.
+
         Shapes:
-            x: ``[n_atoms, irreps_in.dim]``
-            species_one_hot: ``[n_atoms, n_species]``
+            x: ``[n_owned, irreps_in.dim]``
+            species_one_hot: ``[n_owned, n_species]``
             edge_sh: ``[n_edges, filter.dim]``
             edge_radial: ``[n_edges, n_radial]`` (basis times cutoff)
-            src, dst: ``[n_edges]`` int64
-            returns: ``[n_atoms, irreps_out.dim]``
+            src: ``[n_edges]`` int64 local rows (``< n_local``); dst: ``[n_edges]`` (``< n_owned``)
+            returns: ``[n_owned, irreps_out.dim]``
         """
         if self.self_connection is None:
             sc = None
@@ -209,6 +212,7 @@ class Interaction(nn.Module):
                 self.radial,
                 src,
                 dst,
+                n_out=x.shape[0],
                 post=self._linear_2,
                 chunk_edges=self.chunk_edges,
                 recompute=self.recompute,
@@ -216,7 +220,7 @@ class Interaction(nn.Module):
         else:
             weights = self.radial(edge_radial)
             messages = self.tp(h.index_select(0, src), edge_sh, weights)
-            agg = messages.new_zeros((h.shape[0], messages.shape[1])).index_add_(0, dst, messages)
+            agg = messages.new_zeros((x.shape[0], messages.shape[1])).index_add_(0, dst, messages)
             out = self._linear_2(agg)
         if sc is not None:
             out = out + sc
@@ -296,7 +300,7 @@ class NequIPPotential(Potential):
         self,
         kind: str = "fused",
         *,
-        chunk_edges: int | None = None,
+        chunk_edges: int | str | None = None,
         recompute: bool | str | None = None,
     ) -> NequIPPotential:
         """Choose how every layer computes its convolution (a run-time setting, not stored).
@@ -304,7 +308,10 @@ class NequIPPotential(Potential):
         Args:
             kind: ``"fused"`` (specialised, chunked; the default) or ``"e3nn"`` (the
                 reference ``TensorProduct`` path). Both give the same numbers to round-off.
-            chunk_edges: edges per chunk of the fused path (None: keep the current value).
+            chunk_edges: edges per chunk of the fused path, or ``"auto"`` (the default:
+                with recompute, as many as fit about ``AUTO_CHUNK_BYTES`` of per-edge
+                temporaries for that layer's width, else ``DEFAULT_CHUNK_EDGES``); None
+                keeps the current value.
             recompute: recompute each chunk in the backward pass instead of storing its
                 temporaries (memory linear in edges with a small constant, at the price of
                 one more forward of the convolution): True, False, or ``"auto"`` (the
@@ -317,13 +324,16 @@ class NequIPPotential(Potential):
             raise InputError(f"unknown convolution {kind!r}; choose one of {CONVOLUTIONS}")
         if recompute is not None and not isinstance(recompute, bool) and recompute != "auto":
             raise InputError(f"recompute={recompute!r}: choose True, False or 'auto'")
-        if chunk_edges is not None and (isinstance(chunk_edges, bool) or int(chunk_edges) < 1):
-            raise InputError(f"chunk_edges={chunk_edges!r}: must be a positive integer")
+        if chunk_edges is not None and chunk_edges != "auto":
+            if isinstance(chunk_edges, bool | str) or int(chunk_edges) < 1:
+                raise InputError(
+                    f"chunk_edges={chunk_edges!r}: must be a positive integer or 'auto'"
+                )
         for t in range(len(self.layers)):
             layer = self.interaction(t)
             layer.convolution = kind
             if chunk_edges is not None:
-                layer.chunk_edges = int(chunk_edges)
+                layer.chunk_edges = chunk_edges if chunk_edges == "auto" else int(chunk_edges)
             if recompute is not None:
                 layer.recompute = recompute if recompute == "auto" else bool(recompute)
         return self
@@ -349,14 +359,19 @@ class NequIPPotential(Potential):
     def atomic_energies(
         self, graph: AtomicGraph, edge_vec: torch.Tensor, exchange: Exchange
     ) -> torch.Tensor:
-        """Per-atom energies (eV, float64).
+        """Per-atom energies (eV, float64) of the owned atoms.
+
+        Node-wise work (embedding, linears, self-connection, gates, readout) runs on the
+        ``owned_rows(exchange, n_atoms)`` owned rows only (all rows serially); the halo
+        rows' features come from the exchange before every convolution.
 
         Shapes:
             edge_vec: ``[n_edges, 3]`` float64 Å
-            returns: ``[n_atoms]`` float64 eV
+            returns: ``[n_owned]`` float64 eV
         """
         self.check_species(graph.species)
-        index = self.z_to_index.index_select(0, graph.species)
+        n_own = owned_rows(exchange, graph.n_atoms)
+        index = self.z_to_index.index_select(0, graph.species[:n_own])
         one_hot = nn.functional.one_hot(index, len(self.atomic_numbers)).to(self.body_dtype)
         radial, sh = self.edge_features(edge_vec)
         x = self.embedding(one_hot)
