@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -50,6 +51,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--partition", default="lownn")
     parser.add_argument("--transport", default="auto")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the whole list of rank counts this many times, interleaved; the "
+        "summary takes each rank count's median over rounds (steadier on a shared box)",
+    )
     parser.add_argument(
         "--recompute",
         choices=["auto", "on", "off"],
@@ -86,56 +94,102 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
         "torch": torch.__version__,
         "note": "CPU shared with other jobs; slowest rank's median step",
+        "rounds": args.rounds,
         "worlds": [],
     }
     print(f"{report['structure']}, model {args.model}, {args.threads} thread(s) per rank")
     header = (
         f"{'ranks':>5} {'step s':>8} {'eff.':>6} {'CPU s':>8} {'CPU eff.':>8} "
-        f"{'exch %':>7} {'max RSS MiB':>12}"
+        f"{'exch %':>7} {'min exch %':>10} {'max RSS MiB':>12}"
     )
     print(header)
     with tempfile.TemporaryDirectory() as tmp:
         spec = _model_spec(args.model, Path(tmp), args.smoke)
-        t1 = cpu1 = None
-        for n in args.ranks:
-            with LocalGroup(n, threads_per_rank=args.threads, timeout_s=600) as group:
-                per_rank = group.run(
-                    time_evaluation,
-                    spec,
-                    partition=args.partition,
-                    transport=args.transport,
-                    steps=args.steps,
-                    recompute={"auto": "auto", "on": True, "off": False}[args.recompute],
-                    root_only={"structure": structure},
-                )
-            step = max(r["step_s"] for r in per_rank)
-            cpu = sum(r["cpu_s"] for r in per_rank)
-            if n == 1 or t1 is None or cpu1 is None:
-                t1, cpu1 = step * n, cpu
-            exch = max(r["profile"]["exchange_fraction"] for r in per_rank)
-            rss = max(r["peak_rss_mib"] for r in per_rank)
-            eff = t1 / (n * step)
-            cpu_eff = cpu1 / cpu
-            report["worlds"].append(
-                {
-                    "n_ranks": n,
-                    "step_s": step,
-                    "efficiency": eff,
-                    "cpu_s_all_ranks": cpu,
-                    "cpu_efficiency": cpu_eff,
-                    "max_exchange_fraction": exch,
-                    "max_peak_rss_mib": rss,
-                    "per_rank": per_rank,
-                }
-            )
-            print(
-                f"{n:>5} {step:>8.3f} {100 * eff:>5.1f}% {cpu:>8.3f} {100 * cpu_eff:>7.1f}% "
-                f"{100 * exch:>6.2f}% {rss:>12.0f}"
-            )
+        for round_ in range(args.rounds):
+            for n in args.ranks:
+                with LocalGroup(n, threads_per_rank=args.threads, timeout_s=600) as group:
+                    per_rank = group.run(
+                        time_evaluation,
+                        spec,
+                        partition=args.partition,
+                        transport=args.transport,
+                        steps=args.steps,
+                        recompute={"auto": "auto", "on": True, "off": False}[args.recompute],
+                        root_only={"structure": structure},
+                    )
+                report["worlds"].append(_world(n, round_, per_rank))
+                _print_row(report["worlds"][-1], report["worlds"])
+    report["summary"] = _summary(report["worlds"], args.ranks)
+    if args.rounds > 1:
+        print(f"median over {args.rounds} rounds:")
+        for row in report["summary"]:
+            _print_row(row, report["summary"])
     (args.out / "bench_scaling.json").write_text(json.dumps(report, indent=2))
     _plot(report, args.out / "bench_scaling.png")
     print(f"wrote {args.out / 'bench_scaling.json'} and bench_scaling.png")
     return report
+
+
+def _world(n: int, round_: int, per_rank: list[dict]) -> dict:
+    """One run of ``n`` ranks: the slowest rank's step, CPU over ranks, exchange shares.
+
+    ``max_exchange_fraction`` includes waiting for the slower rank (what the step pays);
+    ``min_exchange_fraction`` is that of the rank that waited least, closer to the cost of
+    the communication itself."""
+    fractions = [r["profile"]["exchange_fraction"] for r in per_rank]
+    return {
+        "n_ranks": n,
+        "round": round_,
+        "step_s": max(r["step_s"] for r in per_rank),
+        "cpu_s_all_ranks": sum(r["cpu_s"] for r in per_rank),
+        "max_exchange_fraction": max(fractions),
+        "min_exchange_fraction": min(fractions),
+        "max_peak_rss_mib": max(r["peak_rss_mib"] for r in per_rank),
+        "per_rank": per_rank,
+    }
+
+
+def _efficiency(row: dict, worlds: list[dict]) -> tuple[float, float]:
+    """Wall and CPU efficiency of ``row`` against the first 1-rank row of ``worlds`` (or the
+    smallest world's), ``t1 / (n tn)`` and ``cpu1 / sum(cpu)``."""
+    base = min(worlds, key=lambda w: (w["n_ranks"], w.get("round", 0)))
+    t1 = base["step_s"] * base["n_ranks"]
+    return t1 / (row["n_ranks"] * row["step_s"]), base["cpu_s_all_ranks"] / row["cpu_s_all_ranks"]
+
+
+def _print_row(row: dict, worlds: list[dict]) -> None:
+    eff, cpu_eff = _efficiency(row, worlds)
+    row["efficiency"], row["cpu_efficiency"] = eff, cpu_eff
+    print(
+        f"{row['n_ranks']:>5} {row['step_s']:>8.3f} {100 * eff:>5.1f}% "
+        f"{row['cpu_s_all_ranks']:>8.3f} {100 * cpu_eff:>7.1f}% "
+        f"{100 * row['max_exchange_fraction']:>6.2f}% {100 * row['min_exchange_fraction']:>9.2f}% "
+        f"{row['max_peak_rss_mib']:>12.0f}"
+    )
+
+
+def _summary(worlds: list[dict], ranks: list[int]) -> list[dict]:
+    """Per rank count, the median over rounds of every figure (efficiencies recomputed)."""
+    out = []
+    for n in ranks:
+        rows = [w for w in worlds if w["n_ranks"] == n]
+        keys = (
+            "step_s",
+            "cpu_s_all_ranks",
+            "max_exchange_fraction",
+            "min_exchange_fraction",
+            "max_peak_rss_mib",
+        )
+        out.append(
+            {
+                "n_ranks": n,
+                "rounds": len(rows),
+                **{k: statistics.median(w[k] for w in rows) for k in keys},
+            }
+        )
+    for row in out:
+        row["efficiency"], row["cpu_efficiency"] = _efficiency(row, out)
+    return out
 
 
 def _plot(report: dict, path: Path) -> None:
@@ -147,7 +201,8 @@ def _plot(report: dict, path: Path) -> None:
     labels, compute, exchange = [], [], []
     for world in report["worlds"]:
         for r in world["per_rank"]:
-            labels.append(f"{world['n_ranks']}r/rank{r['rank']}")
+            again = f" #{world['round'] + 1}" if report.get("rounds", 1) > 1 else ""
+            labels.append(f"{world['n_ranks']}r/rank{r['rank']}{again}")
             compute.append(r["profile"]["compute_s"])
             exchange.append(r["profile"]["exchange_s"])
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(labels)), 4))
