@@ -424,9 +424,7 @@ class FusedUVUConvolution(nn.Module):
         # node ranges [n0, n1) holding about chunk_edges edges each; "auto": by bytes when
         # chunks are recomputed (their temporaries are the transient peak), else the default
         if chunk_edges == "auto":
-            step = (
-                self.auto_chunk_edges(h.element_size()) if do_recompute else DEFAULT_CHUNK_EDGES
-            )
+            step = self.auto_chunk_edges(h.element_size()) if do_recompute else DEFAULT_CHUNK_EDGES
         else:
             step = max(int(chunk_edges), 1)
         ends = torch.bincount(dst, minlength=n_nodes).cumsum(0)
