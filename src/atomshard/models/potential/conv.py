@@ -50,9 +50,11 @@ DEFAULT_CHUNK_EDGES = 16384
 #: ``chunk_edges="auto"`` with recompute: about this many bytes of per-edge temporaries per
 #: chunk (:meth:`FusedUVUConvolution.auto_chunk_edges`), so the chunk's transient memory
 #: does not depend on how wide a layer is.
-AUTO_CHUNK_BYTES = 64 << 20
-#: The fewest edges ``"auto"`` puts in a chunk (below it per-chunk overheads show).
-MIN_AUTO_CHUNK_EDGES = 1024
+AUTO_CHUNK_BYTES = 384 << 20
+#: The fewest edges ``"auto"`` puts in a chunk: below it the ops of a chunk are too small
+#: for a second thread (SI config, 4,608 atoms, 2 threads: 1,024-edge chunks 31 s a step,
+#: 16,384-edge chunks 18 s; docs/potential.md).
+MIN_AUTO_CHUNK_EDGES = 4096
 #: ``recompute="auto"`` recomputes chunks in the backward pass above this many edges.
 AUTO_RECOMPUTE_EDGES = 65536
 
