@@ -61,10 +61,8 @@ import importlib.util
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 IMPLS = ("atomshard", "sevenn", "nequip", "mace")
@@ -96,32 +94,6 @@ def _load(name: str, path: Path):
 def _bench(name: str):
     """A sibling benchmark script (bench_potential, bench_utilisation) as a module."""
     return _load(f"_peers_{name}", BENCH / f"{name}.py")
-
-
-def _time_steps(step, n_atoms: int, steps: int, warmup: int) -> dict:
-    """The measure of bench_potential/bench_utilisation's workers, for the foreign peers."""
-    import resource
-
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    for _ in range(warmup):
-        step()
-    times, cpu_times, energy = [], [], 0.0
-    for _ in range(steps):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        energy = step()
-        times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - cpu_start)
-    return {
-        "n_atoms": n_atoms,
-        "times_s": times,
-        "cpu_times_s": cpu_times,
-        "median_s": statistics.median(times),
-        "median_cpu_s": statistics.median(cpu_times),
-        "atom_steps_per_s": n_atoms / statistics.median(times),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "rss_before_first_step_mb": rss_before,
-        "energy_ev": energy,
-    }
 
 
 def _mace_model():
@@ -249,7 +221,9 @@ def _foreign_worker(impl: str, steps: int, warmup: int, threads: int) -> dict:
         version = nequip.__version__
     import e3nn
 
-    result = _time_steps(step, len(atoms), steps, warmup)
+    from _timing import time_steps  # this folder is sys.path[0] in a worker
+
+    result = time_steps(step, len(atoms), steps, warmup)
     result.update(
         threads=torch.get_num_threads(),
         model_description=described,

@@ -28,7 +28,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 IMPLS = ("atomshard", "atomshard-lowmem", "atomshard-e3nn", "sevenn", "sevenn-shipped")
@@ -54,7 +53,6 @@ def _worker(
         from atomshard.utils.process import configure_process
 
         configure_process(threads)  # before torch starts its OpenMP runtime
-    import resource
 
     import torch
 
@@ -105,32 +103,15 @@ def _worker(
             return float(calc.results["energy"])
 
         described = "sevenn SevenNetCalculator (float32)"
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    for _ in range(warmup):
-        step()
-    times, cpu_times, energy = [], [], 0.0
-    for _ in range(steps):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        energy = step()
-        times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - cpu_start)
+    from _timing import time_steps  # this folder is sys.path[0] in a worker
+
     return {
         "impl": impl,
         "model": model_name,
         "model_description": described,
-        "n_atoms": len(atoms),
         "repeat": repeat,
         "threads": torch.get_num_threads(),
-        "times_s": times,
-        "cpu_times_s": cpu_times,
-        "median_cpu_s": statistics.median(cpu_times),
-        "median_s": statistics.median(times),
-        "min_s": min(times),
-        "max_s": max(times),
-        "atom_steps_per_s": len(atoms) / statistics.median(times),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "rss_before_first_step_mb": rss_before,
-        "energy_ev": energy,
+        **time_steps(step, len(atoms), steps, warmup),
     }
 
 

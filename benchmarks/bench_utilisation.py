@@ -22,10 +22,8 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 CODES = ("atomshard", "sevenn")
@@ -71,7 +69,6 @@ def _worker(code: str, checkpoint: str, repeat: int, steps: int, warmup: int, th
     from atomshard.utils.process import configure_process
 
     configure_process(threads)
-    import resource
 
     import torch
 
@@ -101,26 +98,12 @@ def _worker(code: str, checkpoint: str, repeat: int, steps: int, warmup: int, th
             calc.calculate(atoms, ["energy", "forces", "stress"])
             return float(calc.results["energy"])
 
-    for _ in range(warmup):
-        step()
-    times, cpu_times, energy = [], [], 0.0
-    for _ in range(steps):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        energy = step()
-        times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - cpu_start)
-    median = statistics.median(times)
+    from _timing import time_steps  # this folder is sys.path[0] in a worker
+
     return {
         "code": code,
-        "n_atoms": len(atoms),
         "threads": torch.get_num_threads(),
-        "times_s": times,
-        "cpu_times_s": cpu_times,
-        "median_cpu_s": statistics.median(cpu_times),
-        "median_s": median,
-        "atom_steps_per_s": len(atoms) / median,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "energy_ev": energy,
+        **time_steps(step, len(atoms), steps, warmup),
     }
 
 
