@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from tests.bench_scripts import load_benchmark
 from tests.conftest import shared_data
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_hamiltonian_smoke(tmp_path: Path) -> None:
     shared_data("deeptb_Si64", "Si64.0")
-    spec = importlib.util.spec_from_file_location(
-        "bench_hamiltonian", ROOT / "benchmarks" / "bench_hamiltonian.py"
-    )
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_hamiltonian")
     bench.main(["--system", "si64", "--smoke", "--out", str(tmp_path)])
     report = json.loads((tmp_path / "bench_hamiltonian_si64.json").read_text())
     assert report["smoke"] and report["n_atoms"] == 64

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_peers.py"
+from tests.bench_scripts import load_benchmark
 
 
 def test_bench_peers_smoke(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_peers", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("bench_peers")
     report = module.main(["--smoke", "--out", str(tmp_path)])
     runs = {r["impl"]: r for r in report["runs"]}
     assert set(runs) == {"atomshard", "sevenn", "nequip", "mace"}

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_potential.py"
+from tests.bench_scripts import load_benchmark
 
 
 def test_bench_potential_smoke(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_potential", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("bench_potential")
     report = module.main(["--smoke", "--out", str(tmp_path)])
     (run,) = report["runs"]
     assert run["time_ratio_to_atomshard"] == 1.0
@@ -28,11 +23,7 @@ def test_bench_potential_smoke(tmp_path):
 def test_bench_utilisation_smoke(tmp_path):
     """Same weights in both codes (a sevenn-built model converted to ours), JSON and PNG."""
     pytest.importorskip("sevenn", reason="sevenn (atomshard[sevennet]) is not installed")
-    script = SCRIPT.with_name("bench_utilisation.py")
-    spec = importlib.util.spec_from_file_location("bench_utilisation", script)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("bench_utilisation")
     report = module.main(["--smoke", "--out", str(tmp_path)])
     runs = {r["code"]: r for r in report["runs"]}
     assert set(runs) == {"atomshard", "sevenn"}

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from atomshard.cli import main
 from atomshard.partition import HaloPlan, build_halo_plans, check_plans
+from tests.bench_scripts import load_benchmark
 
 
 def test_partition_command_writes_report_plots_and_plans(tmp_path, capsys):
@@ -99,11 +98,7 @@ def test_partition_command_more_parts_than_atoms(capsys):
 
 
 def test_benchmark_smoke(tmp_path):
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_partition.py"
-    spec = importlib.util.spec_from_file_location("bench_partition", script)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("bench_partition")
     report = module.main(["--smoke", "--out", str(tmp_path)])
     assert {r["method"] for r in report["runs"]} == {"lownn", "metis", "grid"}
     assert (tmp_path / "bench_partition.png").exists()

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_train.py"
+from tests.bench_scripts import load_benchmark
 
 
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_bench_train_smoke(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_train", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("bench_train")
     report = module.main(["--smoke", "--out", str(tmp_path)])
     runs = report["runs"]
     assert runs["2 ranks allreduce rerun"]["vs_base"]["max"] == 0.0  # CPU gloo: deterministic
