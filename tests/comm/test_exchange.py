@@ -53,6 +53,33 @@ class _Replicate(torch.autograd.Function):
         return _SumOverRanks.apply(g, ctx.comm), None
 
 
+class _Probe(torch.autograd.Function):
+    """Identity; its backward notes whether the adjoint of ``pending`` is in flight then."""
+
+    @staticmethod
+    def forward(ctx, x, pending, seen):
+        ctx.pending, ctx.seen = pending, seen
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        ctx.seen.append(ctx.pending._reverse is not None)
+        return g, None, None
+
+
+def _backward_overlaps(ex, plan, lsrc, ldst, x_local) -> bool:
+    """Work recorded between ``start`` and ``wait`` runs its backward while the halo
+    gradients are in flight (posted by the wait's backward, waited for by the start's)."""
+    x = x_local.clone().requires_grad_(True)
+    a = torch.tanh(x[: plan.n_owned])
+    pending = ex.start(a)
+    seen: list[bool] = []
+    inner = _Probe.apply(torch.sin(a), pending, seen)
+    z = _mix(pending.wait(), lsrc, ldst)[: plan.n_owned]
+    (z.sum() + inner.sum()).backward()
+    return seen == [True]
+
+
 def _case(comm, part_list, transport: str, width: int) -> dict:
     """Runs on every rank: exchange values, gradcheck, gradgradcheck, serial comparison."""
     pos, src, dst, shifts = _graph()
@@ -85,10 +112,24 @@ def _case(comm, part_list, transport: str, width: int) -> dict:
         y = torch.zeros(n, width, dtype=z.dtype)
         return y.index_copy(0, owned, z[: plan.n_owned])
 
-    def f(xg: torch.Tensor) -> torch.Tensor:
+    def f_rank_overlap(xg: torch.Tensor) -> torch.Tensor:
+        # the second exchange overlapped: posted, work on the owned rows while the halo
+        # rows are in flight, then waited for (the backward overlaps the adjoint likewise)
+        z = _mix(ex(xg[l2g]), lsrc, ldst)
+        a = torch.tanh(z)[: plan.n_owned]
+        pending = ex.start(a)
+        inner = 0.3 * torch.sin(a)
+        z = _mix(pending.wait(), lsrc, ldst)[: plan.n_owned] + inner
+        y = torch.zeros(n, width, dtype=z.dtype)
+        return y.index_copy(0, owned, z)
+
+    def f(xg: torch.Tensor, rank_fn=f_rank) -> torch.Tensor:
         # the global function sum_r f_r(x): gradcheck then sees the same Jacobian on
         # every rank, and each rank's backward needs its peers' halo gradients
-        return _SumOverRanks.apply(f_rank(_Replicate.apply(xg, comm)), comm)
+        return _SumOverRanks.apply(rank_fn(_Replicate.apply(xg, comm)), comm)
+
+    def f_overlap(xg: torch.Tensor) -> torch.Tensor:
+        return f(xg, f_rank_overlap)
 
     # sum over ranks of f equals the serial two-layer computation
     y = comm.all_reduce_sum(f_rank(x_global))
@@ -96,17 +137,25 @@ def _case(comm, part_list, transport: str, width: int) -> dict:
     d = torch.as_tensor(dst)
     serial = _mix(torch.tanh(_mix(x_global, s, d)), s, d)
     serial_ok = bool(torch.allclose(y, serial, rtol=1e-13, atol=1e-13))
+    y = comm.all_reduce_sum(f_rank_overlap(x_global))
+    first = torch.tanh(_mix(x_global, s, d))
+    serial_ok &= bool(torch.allclose(y, _mix(first, s, d) + 0.3 * torch.sin(first), 1e-13, 1e-13))
 
     xg = x_global.clone().requires_grad_(True)
     grad_ok = torch.autograd.gradcheck(f, (xg,), eps=1e-6, atol=1e-8, raise_exception=False)
+    grad_ok &= torch.autograd.gradcheck(
+        f_overlap, (xg,), eps=1e-6, atol=1e-8, raise_exception=False
+    )
     gradgrad_ok = True
     if width == 1:  # double backward (forces inside a loss) through the adjoint exchange
-        gradgrad_ok = torch.autograd.gradgradcheck(
-            f, (xg,), eps=1e-6, atol=1e-7, raise_exception=False
-        )
+        for fn in (f, f_overlap):
+            gradgrad_ok &= torch.autograd.gradgradcheck(
+                fn, (xg,), eps=1e-6, atol=1e-7, raise_exception=False
+            )
     return {
         "values": values_ok,
         "serial": serial_ok,
+        "overlap_order": _backward_overlaps(ex, plan, lsrc, ldst, x_global[l2g]),
         "grad": grad_ok,
         "gradgrad": gradgrad_ok,
         "n_peers": len(plan.peers),
@@ -131,6 +180,7 @@ def _check(results):
         assert res["serial"], f"rank {r}: two layers differ from serial"
         assert res["grad"], f"rank {r}: gradcheck failed"
         assert res["gradgrad"], f"rank {r}: gradgradcheck failed"
+        assert res["overlap_order"], f"rank {r}: the adjoint was not in flight during backward"
 
 
 @pytest.mark.parametrize("transport", ["p2p", "all_to_all"])
@@ -163,3 +213,4 @@ def test_serial_exchange_is_identity():
     ex = HaloExchange(plan, NullCommunicator())
     x = torch.randn(len(pos), 4)
     assert ex(x) is x
+    assert ex.start(x).wait() is x

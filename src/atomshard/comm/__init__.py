@@ -3,13 +3,14 @@ imports ``torch.distributed``.
 
 - :func:`init_communicator` joins a gloo/NCCL group from torchrun/srun variables (or
   arguments) and returns a communicator; :class:`NullCommunicator` is the serial one.
-- :class:`HaloExchange` is the differentiable per-layer exchange of one rank's halo plan.
+- :class:`HaloExchange` is the differentiable per-layer exchange of one rank's halo plan;
+  ``HaloExchange.start`` posts it and returns a :class:`PendingExchange` (overlap).
 - :class:`LocalGroup` / :func:`launch` start N ranks on this machine (``--ranks N``).
 - :func:`exchange_rows` sends any number of rows from every rank to every other one
   (atom migration and ghost atoms at a distributed neighbour-list rebuild).
 """
 
-from atomshard.comm._exchange import AUTO_TRANSPORT, TRANSPORTS, HaloExchange
+from atomshard.comm._exchange import AUTO_TRANSPORT, TRANSPORTS, HaloExchange, PendingExchange
 from atomshard.comm._group import (
     DEFAULT_TIMEOUT_S,
     CommError,
@@ -34,6 +35,7 @@ __all__ = [
     "HaloExchange",
     "LocalGroup",
     "NullCommunicator",
+    "PendingExchange",
     "RankFailure",
     "TorchCommunicator",
     "env_world",

@@ -11,6 +11,15 @@ returns all ``[n_local, ...]`` rows (its backward then returns the owned rows' g
 a model computes its node-wise layers on owned atoms only and never on halo rows whose
 values the exchange would overwrite anyway.
 
+Overlap: ``pending = exchange.start(x)`` posts the forward exchange and returns at once;
+the caller computes what needs only the owned rows (a layer's interior edges) while the
+rows are in flight, then ``pending.wait()`` returns the local rows. In the backward pass
+the adjoint is overlapped the same way: the halo gradients are posted as soon as they are
+complete, autograd then runs the backward of the work done between ``start`` and ``wait``
+(it was recorded in between, and autograd runs later-recorded nodes first), and the
+gradient of ``x`` waits for them last. Under double backward (``create_graph``) the adjoint
+is the plain differentiable one, not overlapped.
+
 Memory: the forward receives straight into the halo rows of its (fresh) output, which is
 contiguous, so unpacking costs nothing; the send buffer and the backward's receive
 buffers are allocated once per plan, dtype and feature width and then reused.
@@ -26,7 +35,7 @@ from typing import Any
 
 import torch
 
-from atomshard.comm._group import Communicator
+from atomshard.comm._group import Communicator, Pending
 from atomshard.comm._profile import ExchangeProfiler
 from atomshard.errors import InputError
 from atomshard.partition import HaloPlan
@@ -152,6 +161,15 @@ class HaloExchange:
         assert isinstance(out, torch.Tensor)
         return out
 
+    def start(self, x: torch.Tensor) -> PendingExchange:
+        """Post ``exchange(x)`` and return before the rows arrive (differentiable).
+
+        ``x``: ``[n_local, ...]`` or ``[n_owned, ...]``, as for a call. Compute with ``x``'s
+        owned rows meanwhile; ``.wait()`` then returns what ``exchange(x)`` would. Every
+        started exchange must be waited for, on every rank, in the same order.
+        """
+        return PendingExchange(self, x)
+
     # -- buffers ------------------------------------------------------------------------
     def _buffer(self, key: tuple[Any, ...], shape: Sequence[int], dtype: torch.dtype) -> Any:
         buf = self.routes.buffers.get(key)
@@ -196,6 +214,90 @@ class HaloExchange:
             nbytes = send.numel() * send.element_size()
             self.profiler.record("forward", width, t1 - t0, t2 - t1, 0.0, nbytes)
         return out.view(r.n_local, *x.shape[1:])
+
+    def post_forward(self, x: torch.Tensor) -> _InFlight:
+        """The first half of :meth:`forward_exchange`: pack, post, copy the owned rows."""
+        flat, width = self._check(x, (self.n_local, self.n_owned))
+        r = self.routes
+        t0 = time.perf_counter()
+        out = torch.empty((r.n_local, width), dtype=flat.dtype, device=flat.device)
+        send = self._buffer(("send", flat.dtype, width), (r.send_all.numel(), width), flat.dtype)
+        torch.index_select(flat, 0, r.send_all, out=send)
+        t1 = time.perf_counter()
+        if self.transport == "all_to_all":
+            pending = self.comm.start_all_to_all(
+                out[r.n_owned :], send, self._splits_recv, self._splits_send, what="halo exchange"
+            )
+        else:
+            packed, halo = self._per_peer(send, out)
+            pending = self.comm.start_p2p(packed, halo, what="halo exchange")
+        out[: r.n_owned] = flat[: r.n_owned]  # while the rows are in flight
+        t2 = time.perf_counter()
+        nbytes = send.numel() * send.element_size()
+        return _InFlight(pending, out, tuple(x.shape[1:]), width, t0, t1 - t0, t2 - t1, nbytes)
+
+    def wait_forward(self, flight: _InFlight) -> torch.Tensor:
+        """The second half: wait for the halo rows; ``[n_local, ...]``."""
+        t0 = time.perf_counter()
+        flight.pending.wait()
+        t1 = time.perf_counter()
+        if self.profiler is not None:
+            self.profiler.record(
+                "forward",
+                flight.width,
+                flight.pack_s,
+                flight.post_s + (t1 - t0),
+                0.0,
+                flight.nbytes,
+                overlapped=True,
+                inflight_s=t1 - flight.t_posted,
+            )
+        return flight.out.view(self.n_local, *flight.shape)
+
+    def post_reverse(self, grad: torch.Tensor, rows: int) -> _InFlight:
+        """The first half of :meth:`reverse_exchange`: post the halo gradients home."""
+        flat, width = self._check(grad, (self.n_local,))
+        flat = flat.contiguous()
+        r = self.routes
+        t0 = time.perf_counter()
+        back = self._buffer(("back", flat.dtype, width), (r.send_all.numel(), width), flat.dtype)
+        if self.transport == "all_to_all":
+            pending = self.comm.start_all_to_all(
+                back, flat[r.n_owned :], self._splits_send, self._splits_recv, what="halo backward"
+            )
+        else:
+            packed, halo = self._per_peer(back, flat)
+            pending = self.comm.start_p2p(halo, packed, what="halo backward")
+        t1 = time.perf_counter()
+        nbytes = (flat.shape[0] - r.n_owned) * width * flat.element_size()
+        flight = _InFlight(pending, flat, tuple(grad.shape[1:]), width, t0, 0.0, t1 - t0, nbytes)
+        flight.back, flight.rows = back, int(rows)
+        return flight
+
+    def wait_reverse(self, flight: _InFlight) -> torch.Tensor:
+        """The second half: wait, add the returned gradients into the owned rows."""
+        r = self.routes
+        t0 = time.perf_counter()
+        flight.pending.wait()
+        t1 = time.perf_counter()
+        grad = flight.out
+        out = torch.zeros((flight.rows, flight.width), dtype=grad.dtype, device=grad.device)
+        out[: r.n_owned] = grad[: r.n_owned]
+        assert flight.back is not None
+        out.index_add_(0, r.send_all, flight.back)
+        t2 = time.perf_counter()
+        if self.profiler is not None:
+            self.profiler.record(
+                "backward",
+                flight.width,
+                0.0,
+                flight.post_s + (t1 - t0),
+                t2 - t1,
+                flight.nbytes,
+                overlapped=True,
+                inflight_s=t1 - flight.t_posted,
+            )
+        return out.view(flight.rows, *flight.shape)
 
     def _per_peer(
         self, packed: torch.Tensor, local: torch.Tensor
@@ -253,6 +355,114 @@ class HaloExchange:
     def _sync(self) -> None:
         if self.profiler is not None and self.comm.device.type == "cuda":
             torch.cuda.synchronize(self.comm.device)
+
+
+class _InFlight:
+    """One posted exchange: its pending operations, buffers and timings so far."""
+
+    __slots__ = (
+        "back",
+        "nbytes",
+        "out",
+        "pack_s",
+        "pending",
+        "post_s",
+        "rows",
+        "shape",
+        "t_posted",
+        "width",
+    )
+
+    def __init__(
+        self,
+        pending: Pending,
+        out: torch.Tensor,
+        shape: tuple[int, ...],
+        width: int,
+        t0: float,
+        pack_s: float,
+        post_s: float,
+        nbytes: int,
+    ) -> None:
+        self.pending = pending
+        self.out = out  # forward: the local rows being filled; reverse: the gradient sent
+        self.shape = shape
+        self.width = width
+        self.t_posted = t0 + pack_s
+        self.pack_s = pack_s
+        self.post_s = post_s
+        self.nbytes = nbytes
+        self.back: torch.Tensor | None = None
+        self.rows = 0
+
+
+class PendingExchange:
+    """A started halo exchange (:meth:`HaloExchange.start`); :meth:`wait` returns its rows.
+
+    Autograd sees two functions: ``_Start`` (posts; its backward waits for the adjoint and
+    returns the gradient of ``x``) and ``_Finish`` (waits; its backward posts the halo
+    gradients). The work recorded between them runs, in the backward pass, between the
+    posting and the waiting of the adjoint.
+    """
+
+    def __init__(self, ex: HaloExchange, x: torch.Tensor) -> None:
+        self.ex = ex
+        self._flight: _InFlight | None = None
+        self._reverse: _InFlight | None = None
+        self._out: torch.Tensor | None = None
+        if ex.comm.world_size == 1:
+            self._out = x
+            self._token = None
+        else:
+            token = _Start.apply(x, self)
+            assert isinstance(token, torch.Tensor)
+            self._token = token
+
+    def wait(self) -> torch.Tensor:
+        """``[n_local, ...]``: the owned rows of ``x``, then the halo rows from their owners."""
+        if self._out is None:
+            out = _Finish.apply(self._token, self)
+            assert isinstance(out, torch.Tensor)
+            self._out, self._token = out, None
+        return self._out
+
+
+class _Start(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, pend: PendingExchange) -> torch.Tensor:
+        ctx.pend = pend
+        pend._flight = pend.ex.post_forward(x)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        pend = ctx.pend
+        flight, pend._reverse = pend._reverse, None
+        if flight is None:  # double backward: _Finish's backward already did the adjoint
+            return grad, None
+        return pend.ex.wait_reverse(flight), None
+
+
+class _Finish(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, token: torch.Tensor, pend: PendingExchange) -> torch.Tensor:
+        ctx.pend = pend
+        ctx.rows = token.shape[0]
+        flight, pend._flight = pend._flight, None
+        assert flight is not None, "wait() on an exchange that was not started"
+        return pend.ex.wait_forward(flight)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        pend = ctx.pend
+        if torch.is_grad_enabled():  # create_graph: the differentiable, blocking adjoint
+            out = _HaloReverse.apply(grad, pend.ex, ctx.rows)
+            assert isinstance(out, torch.Tensor)
+            return out, None
+        pend._reverse = pend.ex.post_reverse(grad, ctx.rows)
+        # _Start's backward returns the real gradient once the adjoint has arrived
+        zero = grad.new_zeros(())
+        return zero.expand(ctx.rows, *grad.shape[1:]), None
 
 
 class _HaloForward(torch.autograd.Function):

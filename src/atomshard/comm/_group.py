@@ -27,6 +27,27 @@ class CommError(AtomshardError):
     """A collective failed or timed out, usually because another rank died or raised."""
 
 
+class Pending:
+    """Operations posted with ``start_*`` and not yet waited for.
+
+    :meth:`wait` blocks (with the communicator's timeout) until they are complete; it is
+    idempotent. Between posting and waiting the caller may compute, but must not touch the
+    buffers that are being sent or received.
+    """
+
+    __slots__ = ("_comm", "_what", "_works")
+
+    def __init__(self, comm: Any, works: Sequence[Any], what: str) -> None:
+        self._comm = comm
+        self._works = list(works)
+        self._what = what
+
+    def wait(self) -> None:
+        works, self._works = self._works, []
+        if works:
+            self._comm._wait(works, self._what)
+
+
 class NullCommunicator:
     """A single process: rank 0 of 1. Reductions are identities, there are no peers."""
 
@@ -68,6 +89,28 @@ class NullCommunicator:
         what: str = "all_to_all",
     ) -> None:
         output.copy_(input)
+
+    def start_p2p(
+        self,
+        sends: dict[int, torch.Tensor],
+        recvs: dict[int, torch.Tensor],
+        *,
+        what: str = "exchange",
+    ) -> Pending:
+        self.exchange_p2p(sends, recvs, what=what)
+        return Pending(self, [], what)
+
+    def start_all_to_all(
+        self,
+        output: torch.Tensor,
+        input: torch.Tensor,
+        output_splits: Sequence[int],
+        input_splits: Sequence[int],
+        *,
+        what: str = "all_to_all",
+    ) -> Pending:
+        output.copy_(input)
+        return Pending(self, [], what)
 
     def broadcast(self, tensor: torch.Tensor, *, src: int = 0, what: str = "broadcast") -> None:
         return None
@@ -174,12 +217,21 @@ class TorchCommunicator:
             sends[peer]: contiguous tensor sent to ``peer``
             recvs[peer]: preallocated contiguous tensor filled from ``peer``
         """
+        self.start_p2p(sends, recvs, what=what).wait()
+
+    def start_p2p(
+        self,
+        sends: dict[int, torch.Tensor],
+        recvs: dict[int, torch.Tensor],
+        *,
+        what: str = "exchange",
+    ) -> Pending:
+        """Post every send and receive (``batch_isend_irecv``) and return without waiting."""
         ops = [dist.P2POp(dist.irecv, buf, peer, self.group) for peer, buf in recvs.items()]
         ops += [dist.P2POp(dist.isend, buf, peer, self.group) for peer, buf in sends.items()]
         if not ops:
-            return
-        works = self._guard(what, dist.batch_isend_irecv, ops)
-        self._wait(works, what)
+            return Pending(self, [], what)
+        return Pending(self, self._guard(what, dist.batch_isend_irecv, ops), what)
 
     def all_to_all(
         self,
@@ -191,6 +243,19 @@ class TorchCommunicator:
         what: str = "all_to_all",
     ) -> None:
         """One ``all_to_all_single``; splits are row counts per rank along dim 0."""
+        self.start_all_to_all(output, input, output_splits, input_splits, what=what).wait()
+
+    def start_all_to_all(
+        self,
+        output: torch.Tensor,
+        input: torch.Tensor,
+        output_splits: Sequence[int],
+        input_splits: Sequence[int],
+        *,
+        what: str = "all_to_all",
+    ) -> Pending:
+        """Post one ``all_to_all_single`` and return without waiting (gloo runs it on its
+        own worker thread, NCCL on its own stream)."""
         work = self._guard(
             what,
             dist.all_to_all_single,
@@ -201,7 +266,7 @@ class TorchCommunicator:
             group=self.group,
             async_op=True,
         )
-        self._wait([work], what)
+        return Pending(self, [work], what)
 
     def broadcast(self, tensor: torch.Tensor, *, src: int = 0, what: str = "broadcast") -> None:
         """Overwrite ``tensor`` in place with rank ``src``'s copy."""

@@ -4,6 +4,10 @@ The decomposition follows the Hamiltonian seed's Fig. 6c: *pack* (gather the row
 peer needs into the send buffer), *send/recv* (post and complete all transfers), *unpack*
 (land received rows; free in the forward, an ``index_add_`` in the backward), and the
 *compute* between consecutive exchanges of a step (one message-passing layer each).
+
+An *overlapped* exchange (``HaloExchange.start`` ... ``wait``) is posted, the caller computes
+while it is in flight, then waits: its ``comm_s`` is only the time spent posting and
+waiting (what the step pays), ``inflight_s`` the time from posting to the end of the wait.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ class ExchangeRecord:
     nbytes: int
     t_start: float
     t_end: float
+    overlapped: bool = False
+    inflight_s: float = 0.0
 
 
 @dataclass
@@ -67,6 +73,9 @@ class ExchangeProfiler:
         comm_s: float,
         unpack_s: float,
         nbytes: int,
+        *,
+        overlapped: bool = False,
+        inflight_s: float = 0.0,
     ) -> None:
         t_end = time.perf_counter()
         total = pack_s + comm_s + unpack_s
@@ -82,6 +91,8 @@ class ExchangeProfiler:
                 nbytes=nbytes,
                 t_start=t_end - total,
                 t_end=t_end,
+                overlapped=overlapped,
+                inflight_s=inflight_s,
             )
         )
         self._call += 1
@@ -138,6 +149,10 @@ class ExchangeProfiler:
             "forward_exchanges_per_step": med(
                 [float(sum(e.direction == "forward" for e in ex if e.step == s)) for s in kept]
             ),
+            "overlapped_exchanges_per_step": med(
+                [float(sum(e.overlapped for e in ex if e.step == s)) for s in kept]
+            ),
+            "inflight_s": per_step("inflight_s"),
             "bytes_sent_per_step": per_step("nbytes"),
             "forward_layer_compute_s": layer_compute,
         }
