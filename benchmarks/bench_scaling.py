@@ -7,7 +7,10 @@ with a warm-up and ``--steps`` timed evaluations on a fixed plan. Reports the sl
 rank's median step time, strong-scaling efficiency ``t1 / (N tN)``, the CPU-time
 efficiency ``cpu1 / sum(cpu over ranks)`` (insensitive to other jobs on the cores), the share of the
 step spent in halo exchange (pack + send/recv + unpack, per rank) and peak RSS per rank.
-Writes ``<out>/bench_scaling.json`` and ``<out>/bench_scaling.png``.
+With ``--overlap both`` (the default) every multi-rank run is made with each layer's
+exchange overlapped with its interior nodes and without; the exchange time the step still
+pays with overlap against the exchange time without it gives the share of the exchange
+that is hidden. Writes ``<out>/bench_scaling.json`` and ``<out>/bench_scaling.png``.
 
     python benchmarks/bench_scaling.py --out bench_out/scaling
     python benchmarks/bench_scaling.py --model sevennet-0 --repeat 4x4x4
@@ -65,6 +68,13 @@ def main(argv: list[str] | None = None) -> dict:
         help="the fused convolution's backward on every rank count (default on: the same "
         "work serially and split; 'auto' switches by edge count, which is not like-for-like)",
     )
+    parser.add_argument(
+        "--overlap",
+        choices=["both", "on", "off"],
+        default="both",
+        help="overlap each layer's halo exchange with its interior nodes on multi-rank runs: "
+        "on, off, or both (each run twice, to measure how much of the exchange is hidden)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny model and cell, 1 step")
     args = parser.parse_args(argv)
 
@@ -91,6 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
         "threads_per_rank": args.threads,
         "steps": args.steps,
         "recompute": args.recompute,
+        "overlap": args.overlap,
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
         "torch": torch.__version__,
         "note": "CPU shared with other jobs; slowest rank's median step",
@@ -99,14 +110,14 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(f"{report['structure']}, model {args.model}, {args.threads} thread(s) per rank")
     header = (
-        f"{'ranks':>5} {'step s':>8} {'eff.':>6} {'CPU s':>8} {'CPU eff.':>8} "
+        f"{'ranks':>5} {'overlap':>7} {'step s':>8} {'eff.':>6} {'CPU s':>8} {'CPU eff.':>8} "
         f"{'exch %':>7} {'min exch %':>10} {'max RSS MiB':>12}"
     )
     print(header)
     with tempfile.TemporaryDirectory() as tmp:
         spec = _model_spec(args.model, Path(tmp), args.smoke)
         for round_ in range(args.rounds):
-            for n in args.ranks:
+            for n, overlap in _runs(args.ranks, args.overlap):
                 with LocalGroup(n, threads_per_rank=args.threads, timeout_s=600) as group:
                     per_rank = group.run(
                         time_evaluation,
@@ -115,22 +126,65 @@ def main(argv: list[str] | None = None) -> dict:
                         transport=args.transport,
                         steps=args.steps,
                         recompute={"auto": "auto", "on": True, "off": False}[args.recompute],
+                        overlap=overlap == "on",
                         root_only={"structure": structure},
                     )
-                report["worlds"].append(_world(n, round_, per_rank))
+                report["worlds"].append(_world(n, overlap, round_, per_rank))
                 _print_row(report["worlds"][-1], report["worlds"])
-    report["summary"] = _summary(report["worlds"], args.ranks)
+    report["summary"] = _summary(report["worlds"], _runs(args.ranks, args.overlap))
     if args.rounds > 1:
         print(f"median over {args.rounds} rounds:")
         for row in report["summary"]:
             _print_row(row, report["summary"])
+    report["hidden"] = _hidden(report["summary"])
+    for row in report["hidden"]:
+        print(
+            f"{row['n_ranks']} ranks: exchange {1e3 * row['exchange_off_s']:.1f} ms/step "
+            f"without overlap, {1e3 * row['exchange_on_s']:.1f} ms still paid with it: "
+            f"{100 * row['hidden_fraction']:.1f}% hidden (per rank: "
+            + ", ".join(f"{100 * h:.1f}%" for h in row["hidden_per_rank"])
+            + ")"
+        )
     (args.out / "bench_scaling.json").write_text(json.dumps(report, indent=2))
     _plot(report, args.out / "bench_scaling.png")
     print(f"wrote {args.out / 'bench_scaling.json'} and bench_scaling.png")
     return report
 
 
-def _world(n: int, round_: int, per_rank: list[dict]) -> dict:
+def _runs(ranks: list[int], overlap: str) -> list[tuple[int, str]]:
+    """(rank count, overlap) of each run of a round; one rank has no exchange to overlap."""
+    out = []
+    for n in ranks:
+        if n == 1:
+            out.append((1, "-"))
+        else:
+            out += [(n, o) for o in (("on", "off") if overlap == "both" else (overlap,))]
+    return out
+
+
+def _hidden(summary: list[dict]) -> list[dict]:
+    """Per rank count run both ways: the exchange time per step (median over rounds, mean
+    over ranks) without overlap, what is still paid with it, and the hidden share."""
+    out = []
+    for n in sorted({row["n_ranks"] for row in summary}):
+        rows = {row["overlap"]: row for row in summary if row["n_ranks"] == n}
+        if "on" not in rows or "off" not in rows:
+            continue
+        on, off = rows["on"]["exchange_s_per_rank"], rows["off"]["exchange_s_per_rank"]
+        mean_on, mean_off = sum(on) / len(on), sum(off) / len(off)
+        out.append(
+            {
+                "n_ranks": n,
+                "exchange_off_s": mean_off,
+                "exchange_on_s": mean_on,
+                "hidden_fraction": 1.0 - mean_on / mean_off if mean_off > 0 else 0.0,
+                "hidden_per_rank": [1.0 - a / b if b > 0 else 0.0 for a, b in zip(on, off)],
+            }
+        )
+    return out
+
+
+def _world(n: int, overlap: str, round_: int, per_rank: list[dict]) -> dict:
     """One run of ``n`` ranks: the slowest rank's step, CPU over ranks, exchange shares.
 
     ``max_exchange_fraction`` includes waiting for the slower rank (what the step pays);
@@ -139,8 +193,10 @@ def _world(n: int, round_: int, per_rank: list[dict]) -> dict:
     fractions = [r["profile"]["exchange_fraction"] for r in per_rank]
     return {
         "n_ranks": n,
+        "overlap": overlap,
         "round": round_,
         "step_s": max(r["step_s"] for r in per_rank),
+        "exchange_s_per_rank": [r["profile"]["exchange_s"] for r in per_rank],
         "cpu_s_all_ranks": sum(r["cpu_s"] for r in per_rank),
         "max_exchange_fraction": max(fractions),
         "min_exchange_fraction": min(fractions),
@@ -161,18 +217,19 @@ def _print_row(row: dict, worlds: list[dict]) -> None:
     eff, cpu_eff = _efficiency(row, worlds)
     row["efficiency"], row["cpu_efficiency"] = eff, cpu_eff
     print(
-        f"{row['n_ranks']:>5} {row['step_s']:>8.3f} {100 * eff:>5.1f}% "
+        f"{row['n_ranks']:>5} {row['overlap']:>7} {row['step_s']:>8.3f} {100 * eff:>5.1f}% "
         f"{row['cpu_s_all_ranks']:>8.3f} {100 * cpu_eff:>7.1f}% "
         f"{100 * row['max_exchange_fraction']:>6.2f}% {100 * row['min_exchange_fraction']:>9.2f}% "
         f"{row['max_peak_rss_mib']:>12.0f}"
     )
 
 
-def _summary(worlds: list[dict], ranks: list[int]) -> list[dict]:
-    """Per rank count, the median over rounds of every figure (efficiencies recomputed)."""
+def _summary(worlds: list[dict], runs: list[tuple[int, str]]) -> list[dict]:
+    """Per run (rank count, overlap), the median over rounds of every figure (efficiencies
+    recomputed)."""
     out = []
-    for n in ranks:
-        rows = [w for w in worlds if w["n_ranks"] == n]
+    for n, overlap in runs:
+        rows = [w for w in worlds if w["n_ranks"] == n and w["overlap"] == overlap]
         keys = (
             "step_s",
             "cpu_s_all_ranks",
@@ -180,11 +237,15 @@ def _summary(worlds: list[dict], ranks: list[int]) -> list[dict]:
             "min_exchange_fraction",
             "max_peak_rss_mib",
         )
+        columns = zip(*(w["exchange_s_per_rank"] for w in rows))
+        per_rank = [statistics.median(col) for col in columns]
         out.append(
             {
                 "n_ranks": n,
+                "overlap": overlap,
                 "rounds": len(rows),
                 **{k: statistics.median(w[k] for w in rows) for k in keys},
+                "exchange_s_per_rank": per_rank,
             }
         )
     for row in out:
@@ -202,7 +263,8 @@ def _plot(report: dict, path: Path) -> None:
     for world in report["worlds"]:
         for r in world["per_rank"]:
             again = f" #{world['round'] + 1}" if report.get("rounds", 1) > 1 else ""
-            labels.append(f"{world['n_ranks']}r/rank{r['rank']}{again}")
+            how = "" if world["overlap"] == "-" else f"/ov {world['overlap']}"
+            labels.append(f"{world['n_ranks']}r{how}/rank{r['rank']}{again}")
             compute.append(r["profile"]["compute_s"])
             exchange.append(r["profile"]["exchange_s"])
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(labels)), 4))

@@ -25,10 +25,17 @@ def test_bench_exchange_smoke(tmp_path):
 
 def test_bench_scaling_smoke(tmp_path):
     report = _load("bench_scaling").main(["--smoke", "--out", str(tmp_path)])
-    one, two = report["worlds"]
+    one, two, two_off = report["worlds"]
     assert one["n_ranks"] == 1 and one["max_exchange_fraction"] == 0.0  # serial: no exchange
-    assert two["n_ranks"] == 2 and 0.0 < two["max_exchange_fraction"] < 1.0
-    assert {r["rank"] for r in two["per_rank"]} == {0, 1}
+    for world, overlap in ((two, "on"), (two_off, "off")):
+        assert world["n_ranks"] == 2 and world["overlap"] == overlap
+        assert 0.0 < world["max_exchange_fraction"] < 1.0
+        assert {r["rank"] for r in world["per_rank"]} == {0, 1}
+        overlapped = [r["profile"]["overlapped_exchanges_per_step"] for r in world["per_rank"]]
+        assert all((n > 0) == (overlap == "on") for n in overlapped), overlapped
+    (hidden,) = report["hidden"]
+    assert hidden["n_ranks"] == 2 and hidden["exchange_off_s"] > 0
+    assert len(hidden["hidden_per_rank"]) == 2
     assert (tmp_path / "bench_scaling.png").exists()
 
 

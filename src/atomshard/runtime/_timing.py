@@ -107,22 +107,27 @@ def time_evaluation(
     steps: int = 3,
     dtype: torch.dtype | None = None,
     recompute: bool | str | None = None,
+    overlap: bool | None = None,
 ) -> dict[str, Any]:
     """Energy + forces + stress ``steps + 1`` times (the first is warm-up) on this rank.
 
     The plan is built once (as in MD between neighbour-list rebuilds); each step is a full
     evaluation with the per-layer exchanges. ``recompute`` pins the fused convolution's
     backward mode (True, False or ``"auto"``; None: the model's setting), so that runs on
-    different rank counts compare the same work.
+    different rank counts compare the same work; ``overlap`` switches the overlap of each
+    layer's exchange with its interior nodes (None: the model's setting).
     """
     potential = load_potential(model, dtype=dtype).to(comm.device)
     set_convolution = getattr(potential, "set_convolution", None)
-    if recompute is not None and set_convolution is not None:  # other models: no such mode
-        set_convolution(recompute=recompute)
+    if set_convolution is not None:  # other models: no such modes
+        set_convolution(recompute=recompute, overlap=overlap)
     rss_model = peak_rss_mib()
     local = _scatter(comm, structure, float(potential.cutoff), partition)
     profiler = ExchangeProfiler()
     ev = DistributedEvaluator(potential, comm, transport=transport, profiler=profiler)
+    overlap_plan = getattr(potential, "overlap_plan", None)
+    ex = ev.exchange_for(local.plan)
+    plan = overlap_plan(local.graph(comm.device), ex) if overlap_plan else None
     times, cpu = [], []
     for _ in range(steps + 1):
         comm.barrier()
@@ -138,6 +143,8 @@ def time_evaluation(
         "n_owned": local.plan.n_owned,
         "n_halo": local.plan.n_halo,
         "n_local_edges": local.plan.n_local_edges,
+        # owned atoms none of whose edges reads a halo row (computed while it is in flight)
+        "n_interior": None if plan is None else plan.n_inner_nodes,
         "warmup_s": times[0],
         "step_s": statistics.median(times[1:]),
         "step_min_s": min(times[1:]),

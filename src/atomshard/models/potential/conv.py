@@ -43,6 +43,7 @@ from e3nn import o3
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from atomshard.comm import PendingExchange
 from atomshard.nn.radial import RadialMLP
 
 #: Edges per chunk when chunks are not recomputed, and the most ``"auto"`` ever takes.
@@ -152,6 +153,47 @@ class _Gather(torch.autograd.Function):
             sink.grad = grad.new_zeros(ctx.rows)
         sink.grad.index_add_(0, index, grad)
         return None, None, None
+
+
+class OverlapPlan:
+    """One rank's edges ordered for overlapping the halo exchange with the convolution.
+
+    The owned atoms are reordered: *interior* ones first (no incoming edge reads a halo
+    row, so their messages need only the owned rows, which are at hand before the exchange
+    completes), then *boundary* ones; edges are sorted by their destination's new position
+    (stable, so each node keeps its edge order and its sum its rounding). Built once per
+    evaluation and shared by all layers.
+
+    Attributes:
+        order: ``[n_edges]`` the edge permutation (apply to per-edge features with
+            :meth:`edges`); src: ``[n_edges]`` local source rows in that order; dst:
+            ``[n_edges]`` new destination positions, sorted.
+        pos: ``[n_owned]`` new position of each owned atom (``out.index_select(0, pos)``
+            puts a result back in atom order).
+        n_inner_nodes, n_inner_edges: interior nodes and the edges into them (they come
+            first).
+    """
+
+    def __init__(self, src: torch.Tensor, dst: torch.Tensor, n_owned: int) -> None:
+        boundary = torch.zeros(n_owned, dtype=torch.bool, device=dst.device)
+        boundary[dst[src >= n_owned]] = True
+        inner, outer = torch.nonzero(~boundary), torch.nonzero(boundary)
+        node_order = torch.cat([inner, outer]).reshape(-1)
+        pos = torch.empty_like(node_order)
+        pos[node_order] = torch.arange(n_owned, device=dst.device)
+        new_dst = pos.index_select(0, dst)
+        order = torch.argsort(new_dst, stable=True)
+        self.n_owned = int(n_owned)
+        self.n_inner_nodes = int(n_owned - int(boundary.sum()))
+        self.order = order
+        self.src = src.index_select(0, order)
+        self.dst = new_dst.index_select(0, order)
+        self.pos = pos
+        self.n_inner_edges = int(torch.searchsorted(self.dst, self.n_inner_nodes))
+
+    def edges(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-edge ``values`` (``[n_edges, ...]``) in the plan's edge order."""
+        return values.index_select(0, self.order)
 
 
 class FusedUVUConvolution(nn.Module):
@@ -418,17 +460,106 @@ class FusedUVUConvolution(nn.Module):
         """
         n_nodes = h.shape[0] if n_out is None else int(n_out)
         n_edges = src.shape[0]
-        do_recompute = n_edges > AUTO_RECOMPUTE_EDGES if recompute == "auto" else bool(recompute)
+        do_recompute, step = self._settings(n_edges, h.element_size(), chunk_edges, recompute)
         if n_edges > 1 and not bool((dst[1:] >= dst[:-1]).all()):
             order = torch.argsort(dst, stable=True)
             src, dst = src.index_select(0, order), dst.index_select(0, order)
             sh, edge_radial = sh.index_select(0, order), edge_radial.index_select(0, order)
-        # node ranges [n0, n1) holding about chunk_edges edges each; "auto": by bytes when
-        # chunks are recomputed (their temporaries are the transient peak), else the default
+        outs = self._chunks(h, sh, edge_radial, src, dst, n_nodes, step, do_recompute, radial, post)
+        if not outs:
+            return self._empty(h, sh, edge_radial, post)
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+
+    def forward_overlapped(
+        self,
+        h_owned: torch.Tensor,
+        pending: PendingExchange,
+        sh: torch.Tensor,
+        edge_radial: torch.Tensor,
+        radial: RadialMLP,
+        plan: OverlapPlan,
+        *,
+        post: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        chunk_edges: int | str = "auto",
+        recompute: bool | str = "auto",
+    ) -> torch.Tensor:
+        """:meth:`forward` with the halo exchange in flight during the interior edges.
+
+        ``pending`` is the started exchange of ``h_owned`` (``HaloExchange.start``). The
+        destination nodes none of whose edges reads a halo row (``plan.n_inner_nodes``, in
+        ``plan``'s node order) are computed from ``h_owned`` while the halo rows travel;
+        then ``pending.wait()`` and the other (boundary) nodes. Same chunks, same numbers.
+
+        Shapes:
+            h_owned: ``[n_owned, irreps_in1.dim]``
+            sh, edge_radial: ``[n_edges, ...]`` in ``plan``'s edge order
+            returns: ``[n_owned, irreps_out.dim]`` (or ``post``'s width) in ``plan``'s node
+            order (row ``plan.pos[i]`` belongs to owned atom ``i``)
+        """
+        n_edges = plan.src.shape[0]
+        do_recompute, step = self._settings(n_edges, h_owned.element_size(), chunk_edges, recompute)
+        e_in, n_in = plan.n_inner_edges, plan.n_inner_nodes
+        n_bd = plan.n_owned - n_in
+        sh_in, sh_bd = sh.split([e_in, n_edges - e_in])
+        er_in, er_bd = edge_radial.split([e_in, n_edges - e_in])
+        src_in, src_bd = plan.src.split([e_in, n_edges - e_in])
+        dst_in, dst_bd = plan.dst.split([e_in, n_edges - e_in])
+        how = (step, do_recompute, radial, post)
+        outs = self._chunks(h_owned, sh_in, er_in, src_in, dst_in, n_in, *how)
+        h = pending.wait()  # the interior work above ran while the halo rows travelled
+        outs += self._chunks(h, sh_bd, er_bd, src_bd, dst_bd - n_in, n_bd, *how)
+        if not outs:
+            return self._empty(h, sh, edge_radial, post)
+        if n_bd == 0 and h.requires_grad:
+            # no boundary node read the halo rows: keep the exchange in the graph anyway, so
+            # that this rank's backward takes part in the adjoint (a collective)
+            outs[0] = outs[0] + 0.0 * h.sum()
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+
+    def _settings(
+        self, n_edges: int, itemsize: int, chunk_edges: int | str, recompute: bool | str
+    ) -> tuple[bool, int]:
+        """Whether chunks are recomputed, and edges per chunk ("auto": by bytes when
+        recomputed, their temporaries being the transient peak, else the default)."""
+        do_recompute = n_edges > AUTO_RECOMPUTE_EDGES if recompute == "auto" else bool(recompute)
         if chunk_edges == "auto":
-            step = self.auto_chunk_edges(h.element_size()) if do_recompute else DEFAULT_CHUNK_EDGES
+            step = self.auto_chunk_edges(itemsize) if do_recompute else DEFAULT_CHUNK_EDGES
         else:
             step = max(int(chunk_edges), 1)
+        return do_recompute, step
+
+    def _empty(
+        self,
+        h: torch.Tensor,
+        sh: torch.Tensor,
+        edge_radial: torch.Tensor,
+        post: Callable[[torch.Tensor], torch.Tensor] | None,
+    ) -> torch.Tensor:
+        """No nodes (a rank that owns nothing): keep the output width, and stay connected to
+        h and to the edge features (hence positions), as the e3nn path is, so that every
+        rank's force backward reaches the halo exchange (a collective)."""
+        link = h.sum() + sh.sum() + edge_radial.sum()
+        empty = h.new_zeros((0, self.dim_out)) + 0.0 * link
+        return empty if post is None else post(empty)
+
+    def _chunks(
+        self,
+        h: torch.Tensor,
+        sh: torch.Tensor,
+        edge_radial: torch.Tensor,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        n_nodes: int,
+        step: int,
+        do_recompute: bool,
+        radial: RadialMLP,
+        post: Callable[[torch.Tensor], torch.Tensor] | None,
+    ) -> list[torch.Tensor]:
+        """Outputs of nodes ``[0, n_nodes)`` (edges sorted by ``dst``), in chunks of whole
+        node ranges holding about ``step`` edges each."""
+        if n_nodes == 0:
+            return []
+        n_edges = src.shape[0]
         ends = torch.bincount(dst, minlength=n_nodes).cumsum(0)
         cuts: list[int] = []
         if n_edges > step:
@@ -460,15 +591,7 @@ class FusedUVUConvolution(nn.Module):
                 outs.append(checkpoint(self._node_chunk, *args, use_reentrant=False))
             else:
                 outs.append(self._node_chunk(*args))
-        if not outs:  # no nodes (a rank that owns nothing): keep the output width, and stay
-            # connected to h and to the edge features (hence positions), as the e3nn path is,
-            # so that every rank's force backward reaches the halo exchange (a collective)
-            link = h.sum() + sh.sum() + edge_radial.sum()
-            empty = h.new_zeros((0, self.dim_out)) + 0.0 * link
-            return empty if post is None else post(empty)
-        if len(outs) == 1:
-            return outs[0]
-        return torch.cat(outs, dim=0)
+        return outs
 
     def _node_chunk(
         self,

@@ -32,7 +32,7 @@ from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph
 from atomshard.models.base import Exchange, Potential, owned_rows
 from atomshard.models.potential.config import NequIPConfig
-from atomshard.models.potential.conv import FusedUVUConvolution
+from atomshard.models.potential.conv import FusedUVUConvolution, OverlapPlan
 from atomshard.nn.radial import ACTIVATIONS, BesselBasis, PolynomialCutoff, RadialMLP, XPLORCutoff
 
 #: Implementations of the convolution (:meth:`NequIPPotential.set_convolution`).
@@ -183,11 +183,17 @@ class Interaction(nn.Module):
         src: torch.Tensor,
         dst: torch.Tensor,
         exchange: Exchange,
+        overlap: OverlapPlan | None = None,
     ) -> torch.Tensor:
         """Update node features.
 
         ``x`` holds the owned rows (all rows serially); the exchange returns the local rows
         (owned, then halo) the edges' sources index, and every edge points into an owned row.
+
+        With ``overlap`` (the graph-parallel runtime, fused convolution), ``edge_sh`` and
+        ``edge_radial`` come in the plan's edge order, ``src``/``dst`` are not used (the
+        plan's are), and the exchange is started, the interior nodes computed while it is in
+        flight, then waited for (:meth:`FusedUVUConvolution.forward_overlapped`).
 
         Shapes:
             x: ``[n_owned, irreps_in.dim]``
@@ -203,6 +209,22 @@ class Interaction(nn.Module):
             sc = self.self_connection(x, species_one_hot)
         else:
             sc = self.self_connection(x)
+        if overlap is not None:
+            h_owned = self.linear_1(x)
+            out = self.fused.forward_overlapped(
+                h_owned,
+                exchange.start(h_owned),  # type: ignore[attr-defined]
+                edge_sh,
+                edge_radial,
+                self.radial,
+                overlap,
+                post=self._linear_2,
+                chunk_edges=self.chunk_edges,
+                recompute=self.recompute,
+            ).index_select(0, overlap.pos)
+            if sc is not None:
+                out = out + sc
+            return self.gate(out)
         h = exchange(self.linear_1(x))
         if self.convolution == "fused":
             out = self.fused(
@@ -277,6 +299,8 @@ class NequIPPotential(Potential):
         self.readout_2 = o3.Linear(f"{hidden}x0e", "1x0e", biases=config.linear_biases)
         for module in (self.embedding, self.layers, self.readout_1, self.readout_2):
             module.to(body)
+        #: overlap halo exchanges with interior nodes (see :meth:`set_convolution`)
+        self.overlap = True
         f64 = torch.float64
         self.register_buffer(
             "energy_shift", torch.tensor(config.energy_shift, dtype=f64), persistent=False
@@ -302,6 +326,7 @@ class NequIPPotential(Potential):
         *,
         chunk_edges: int | str | None = None,
         recompute: bool | str | None = None,
+        overlap: bool | None = None,
     ) -> NequIPPotential:
         """Choose how every layer computes its convolution (a run-time setting, not stored).
 
@@ -316,6 +341,9 @@ class NequIPPotential(Potential):
                 temporaries (memory linear in edges with a small constant, at the price of
                 one more forward of the convolution): True, False, or ``"auto"`` (the
                 default: above ``AUTO_RECOMPUTE_EDGES`` edges); None keeps the current value.
+            overlap: in the graph-parallel runtime, compute each layer's interior nodes
+                while its halo exchange is in flight (default True; fused convolution
+                only; the same numbers either way); None keeps the current value.
 
         Returns:
             the model itself.
@@ -329,6 +357,8 @@ class NequIPPotential(Potential):
                 raise InputError(
                     f"chunk_edges={chunk_edges!r}: must be a positive integer or 'auto'"
                 )
+        if overlap is not None:
+            self.overlap = bool(overlap)
         for t in range(len(self.layers)):
             layer = self.interaction(t)
             layer.convolution = kind
@@ -356,6 +386,19 @@ class NequIPPotential(Potential):
         body = self.body_dtype
         return radial.to(body), sh.to(body)
 
+    def overlap_plan(self, graph: AtomicGraph, exchange: Exchange) -> OverlapPlan | None:
+        """The edge order for overlapping exchanges with interior nodes, or None: serially,
+        with an exchange that cannot be started, with ``overlap`` off, or when a layer uses
+        the e3nn convolution."""
+        if not self.overlap or not callable(getattr(exchange, "start", None)):
+            return None
+        n_owned = owned_rows(exchange, graph.n_atoms)
+        if n_owned == graph.n_atoms:  # no halo rows: nothing to overlap
+            return None
+        if any(self.interaction(t).convolution != "fused" for t in range(len(self.layers))):
+            return None
+        return OverlapPlan(graph.src, graph.dst, n_owned)
+
     def atomic_energies(
         self, graph: AtomicGraph, edge_vec: torch.Tensor, exchange: Exchange
     ) -> torch.Tensor:
@@ -374,9 +417,12 @@ class NequIPPotential(Potential):
         index = self.z_to_index.index_select(0, graph.species[:n_own])
         one_hot = nn.functional.one_hot(index, len(self.atomic_numbers)).to(self.body_dtype)
         radial, sh = self.edge_features(edge_vec)
+        plan = self.overlap_plan(graph, exchange)
+        if plan is not None:  # the edge features once in the plan's order, for all layers
+            radial, sh = plan.edges(radial), plan.edges(sh)
         x = self.embedding(one_hot)
         for layer in self.layers:
-            x = layer(x, one_hot, sh, radial, graph.src, graph.dst, exchange)
+            x = layer(x, one_hot, sh, radial, graph.src, graph.dst, exchange, plan)
         e = self.readout_2(self.readout_1(x)).squeeze(-1).to(torch.float64)
         return e * self.energy_scale.index_select(0, index) + self.energy_shift.index_select(
             0, index
