@@ -155,7 +155,36 @@ class ExchangeProfiler:
             "inflight_s": per_step("inflight_s"),
             "bytes_sent_per_step": per_step("nbytes"),
             "forward_layer_compute_s": layer_compute,
+            "calls": self.calls(skip=skip),
         }
+
+    def calls(self, *, skip: int = 1) -> list[dict[str, Any]]:
+        """Per exchange call of a step (in call order), the median over steps of its wait.
+
+        ``wait_s`` is what the step paid for that call (``comm_s``: the blocking send/recv,
+        or the wait of an overlapped one). Compared call by call across ranks, the smallest
+        wait is close to the transfer itself; the rest is waiting for a slower rank.
+        """
+        steps = self.steps[skip:] if len(self.steps) > skip else self.steps
+        kept = {s.step for s in steps}
+        by_call: dict[int, list[ExchangeRecord]] = {}
+        for e in self.exchanges:
+            if e.step in kept:
+                by_call.setdefault(e.call, []).append(e)
+        out = []
+        for call in sorted(by_call):
+            recs = by_call[call]
+            out.append(
+                {
+                    "call": call,
+                    "direction": recs[0].direction,
+                    "width": recs[0].width,
+                    "overlapped": recs[0].overlapped,
+                    "wait_s": float(statistics.median(e.comm_s for e in recs)),
+                    "inflight_s": float(statistics.median(e.inflight_s for e in recs)),
+                }
+            )
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
