@@ -321,12 +321,22 @@ def test_overlapped_layers_match_blocking_exchange(options):
             else:
                 assert "start" not in log
     finally:
-        model.set_convolution(overlap=True, chunk_edges="auto", recompute="auto")
+        model.set_convolution(overlap="auto", chunk_edges="auto", recompute="auto")
         for h in hooks:
             h.remove()
-    plan = model.overlap_plan(graph, ex)
+    assert model.overlap_plan(graph, ex) is None  # "auto" (the default): off on CPU
+    plan = model.set_convolution(overlap=True).overlap_plan(graph, ex)
+    model.set_convolution(overlap="auto")
     assert plan is not None and 0 < plan.n_inner_nodes < n_owned, "the test would be void"
     a, b = results[True], results[False]
     assert _rel(a.energies, b.energies) <= 1e-12
     assert _rel(a.forces, b.forces) <= 1e-12
     assert _rel(a.stress, b.stress) <= 1e-12
+
+
+def test_overlap_setting_is_checked():
+    """``overlap`` takes True, False or "auto"; anything else is an input error."""
+    model = _model("float64")
+    with pytest.raises(InputError, match="overlap='yes'"):
+        model.set_convolution(overlap="yes")
+    assert model.overlap == "auto"

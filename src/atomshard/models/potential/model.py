@@ -299,8 +299,9 @@ class NequIPPotential(Potential):
         self.readout_2 = o3.Linear(f"{hidden}x0e", "1x0e", biases=config.linear_biases)
         for module in (self.embedding, self.layers, self.readout_1, self.readout_2):
             module.to(body)
-        #: overlap halo exchanges with interior nodes (see :meth:`set_convolution`)
-        self.overlap = True
+        #: overlap halo exchanges with interior nodes: True, False or "auto" (on CUDA only;
+        #: see :meth:`set_convolution`)
+        self.overlap: bool | str = "auto"
         f64 = torch.float64
         self.register_buffer(
             "energy_shift", torch.tensor(config.energy_shift, dtype=f64), persistent=False
@@ -326,7 +327,7 @@ class NequIPPotential(Potential):
         *,
         chunk_edges: int | str | None = None,
         recompute: bool | str | None = None,
-        overlap: bool | None = None,
+        overlap: bool | str | None = None,
     ) -> NequIPPotential:
         """Choose how every layer computes its convolution (a run-time setting, not stored).
 
@@ -342,8 +343,11 @@ class NequIPPotential(Potential):
                 one more forward of the convolution): True, False, or ``"auto"`` (the
                 default: above ``AUTO_RECOMPUTE_EDGES`` edges); None keeps the current value.
             overlap: in the graph-parallel runtime, compute each layer's interior nodes
-                while its halo exchange is in flight (default True; fused convolution
-                only; the same numbers either way); None keeps the current value.
+                while its halo exchange is in flight (fused convolution only; the same
+                numbers either way): True, False, or ``"auto"`` (the default: on when the
+                model runs on a CUDA device, off on CPU, where it hid 69 % of a transfer
+                that costs 0.15 % of the step and raised peak RSS by 16 %; see
+                docs/runtime.md); None keeps the current value.
 
         Returns:
             the model itself.
@@ -357,8 +361,10 @@ class NequIPPotential(Potential):
                 raise InputError(
                     f"chunk_edges={chunk_edges!r}: must be a positive integer or 'auto'"
                 )
+        if overlap is not None and not isinstance(overlap, bool) and overlap != "auto":
+            raise InputError(f"overlap={overlap!r}: choose True, False or 'auto'")
         if overlap is not None:
-            self.overlap = bool(overlap)
+            self.overlap = overlap
         for t in range(len(self.layers)):
             layer = self.interaction(t)
             layer.convolution = kind
@@ -388,9 +394,10 @@ class NequIPPotential(Potential):
 
     def overlap_plan(self, graph: AtomicGraph, exchange: Exchange) -> OverlapPlan | None:
         """The edge order for overlapping exchanges with interior nodes, or None: serially,
-        with an exchange that cannot be started, with ``overlap`` off, or when a layer uses
-        the e3nn convolution."""
-        if not self.overlap or not callable(getattr(exchange, "start", None)):
+        with an exchange that cannot be started, with ``overlap`` off (``"auto"``: off unless
+        the graph is on a CUDA device), or when a layer uses the e3nn convolution."""
+        wanted = graph.src.is_cuda if self.overlap == "auto" else bool(self.overlap)
+        if not wanted or not callable(getattr(exchange, "start", None)):
             return None
         n_owned = owned_rows(exchange, graph.n_atoms)
         if n_owned == graph.n_atoms:  # no halo rows: nothing to overlap
