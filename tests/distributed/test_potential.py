@@ -170,7 +170,7 @@ def _overlap_runs(comm, atoms):
         out["n_layers"] = n_layers
         out["global_ids"] = np.asarray(local.plan.local_to_global[: local.plan.n_owned])
     finally:
-        model.set_convolution(overlap="auto", chunk_edges="auto", recompute="auto")
+        model.set_convolution(overlap=True, chunk_edges="auto", recompute="auto")
     return out
 
 

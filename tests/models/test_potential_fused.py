@@ -200,8 +200,12 @@ def test_chunks_share_one_node_gradient(recompute):
 
     one_out, one = run(10**6)
     many_out, many = run(23)
+    # recomputed chunks are _ChunkFunction nodes, stored ones gather with _Gather: both add
+    # into the sink that _Source hands on
+    adder = "_ChunkFunctionBackward" if recompute else "_GatherBackward"
+    assert "_SourceBackward" not in _grad_nodes(one_out)
     assert "_GatherBackward" not in _grad_nodes(one_out)
-    assert "_GatherBackward" in _grad_nodes(many_out) and "_SourceBackward" in _grad_nodes(many_out)
+    assert adder in _grad_nodes(many_out) and "_SourceBackward" in _grad_nodes(many_out)
     assert _rel(many, one) <= 1e-12
     # second order (a force loss): the gradient itself is differentiated
     _, g1 = run(10**6, create_graph=True)
@@ -321,12 +325,13 @@ def test_overlapped_layers_match_blocking_exchange(options):
             else:
                 assert "start" not in log
     finally:
-        model.set_convolution(overlap="auto", chunk_edges="auto", recompute="auto")
+        model.set_convolution(overlap=True, chunk_edges="auto", recompute="auto")
         for h in hooks:
             h.remove()
-    assert model.overlap_plan(graph, ex) is None  # "auto" (the default): off on CPU
-    plan = model.set_convolution(overlap=True).overlap_plan(graph, ex)
-    model.set_convolution(overlap="auto")
+    plan = model.overlap_plan(graph, ex)  # True, the default
+    assert model.set_convolution(overlap="auto").overlap_plan(graph, ex) is None  # CPU: off
+    assert model.set_convolution(overlap=False).overlap_plan(graph, ex) is None
+    model.set_convolution(overlap=True)
     assert plan is not None and 0 < plan.n_inner_nodes < n_owned, "the test would be void"
     a, b = results[True], results[False]
     assert _rel(a.energies, b.energies) <= 1e-12
@@ -339,4 +344,105 @@ def test_overlap_setting_is_checked():
     model = _model("float64")
     with pytest.raises(InputError, match="overlap='yes'"):
         model.set_convolution(overlap="yes")
-    assert model.overlap == "auto"
+    assert model.overlap is True
+
+
+def _layer_inputs(model: NequIPPotential, t: int, n_atoms: int = 10, seed: int = 7):
+    layer = model.interaction(t)
+    graph = _graph(model, n_atoms=n_atoms, seed=seed)
+    vectors = graph.edge_vectors().detach().requires_grad_(True)
+    radial, sh = model.edge_features(vectors)
+    gen = torch.Generator().manual_seed(1)
+    h = torch.randn(graph.n_atoms, layer.irreps_in.dim, dtype=torch.float64, generator=gen)
+    return layer, graph, vectors, radial, sh, h.requires_grad_(True)
+
+
+@pytest.mark.parametrize("chunk", [10**6, 23])
+def test_hand_written_chunk_backward_matches_checkpoint(chunk):
+    """The recomputed chunk's hand-written backward (_ChunkFunction: no second forward of
+    the tensor product) gives the gradients of a checkpointed autograd chunk — for the node
+    features, the edge vectors (through Y and the radial basis) and the radial MLP's
+    weights — and the same second derivatives (force loss). The middle layer of an
+    l_max = 3 model has every kind of path run: scalars, d3 >= d1 and d3 < d1."""
+    model = _model("float64", n_layers=3)
+    layer, graph, vectors, radial, sh, h = _layer_inputs(model, 1)
+    kinds = {(grp.d1 == 1, cls.d3 >= grp.d1) for grp in layer.fused._groups for cls in grp.classes}
+    assert kinds == {(True, True), (False, True), (False, False)}, "the test would miss a branch"
+    wanted = [h, vectors, *layer.radial.weights]
+    gen = torch.Generator().manual_seed(2)
+    results = {}
+    for mode in ("checkpoint", "manual"):
+        layer.fused.chunk_backward = mode
+        radial, sh = model.edge_features(vectors)
+        try:
+            out = layer.fused(
+                h, sh, radial, layer.radial, graph.src, graph.dst, chunk_edges=chunk, recompute=True
+            )
+            weight = torch.randn(out.shape, dtype=out.dtype, generator=gen.manual_seed(3))
+            # first order: the fast backward (no create_graph)
+            first = torch.autograd.grad((out * weight).sum(), wanted, retain_graph=True)
+            # second order: the differentiable rebuild
+            again = torch.autograd.grad((out * weight).sum(), wanted, create_graph=True)
+            second = torch.autograd.grad(sum((g**2).sum() for g in again), wanted)
+        finally:
+            layer.fused.chunk_backward = "manual"
+        results[mode] = (out.detach(), first, second)
+    (out_c, first_c, second_c), (out_m, first_m, second_m) = (
+        results["checkpoint"],
+        results["manual"],
+    )
+    assert _rel(out_m, out_c) == 0.0
+    for a, b in zip(first_m, first_c):
+        assert _rel(a, b) <= 1e-12
+    for a, b in zip(second_m, second_c):
+        assert _rel(a, b) <= 1e-10
+
+
+def test_hand_written_chunk_backward_gradcheck():
+    """Finite differences agree with the hand-written backward (edge features of a few
+    edges, several chunks, float64)."""
+    model = _model("float64", n_layers=3, channels=2)
+    layer, graph, _, radial, sh, h = _layer_inputs(model, 1, n_atoms=4, seed=3)
+    keep = torch.arange(min(8, graph.src.shape[0]))
+    src, dst = graph.src[keep], graph.dst[keep]
+    order = torch.argsort(dst, stable=True)
+    src, dst = src[order], dst[order]
+    sh0 = sh.detach()[keep][order].requires_grad_(True)
+    radial0 = radial.detach()[keep][order].requires_grad_(True)
+    h0 = h.detach().requires_grad_(True)
+
+    def f(sh_, radial_, h_):
+        return layer.fused(h_, sh_, radial_, layer.radial, src, dst, chunk_edges=3, recompute=True)
+
+    assert torch.autograd.gradcheck(lambda a, b: f(a, b, h0), (sh0, radial0), eps=1e-6, atol=1e-7)
+
+
+def test_force_pass_skips_parameter_gradients(monkeypatch):
+    """A force evaluation (autograd.grad of the energy for the positions) does not compute
+    the radial MLP's weight gradients in the hand-written backward; a training backward
+    (``loss.backward()``) does."""
+    from atomshard.models.potential import conv
+
+    seen: list[list[bool]] = []
+    real = conv._engine_needs
+
+    def spy(tensors):
+        needs = real(tensors)
+        seen.append(needs)
+        return needs
+
+    monkeypatch.setattr(conv, "_engine_needs", spy)
+    model = _model("float64", n_layers=2)
+    model.set_convolution(recompute=True)
+    graph = _graph(model)
+    try:
+        compute_properties(model, graph, forces=True)
+        assert seen and not any(any(needs) for needs in seen)
+        seen.clear()
+        # energy only, kept in the graph: a training step's backward
+        compute_properties(
+            model, graph, forces=False, stress=False, create_graph=True
+        ).energy.backward()
+        assert seen and all(all(needs) for needs in seen)
+    finally:
+        model.set_convolution(recompute="auto")

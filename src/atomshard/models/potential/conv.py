@@ -25,18 +25,20 @@ Instead of e3nn's generic code (one broadcast product and sum per path over a
    the e3nn output layout on the ``N``-row side at the end.
 
 The radial MLP runs inside the same edge chunks. With ``recompute=True`` (``"auto"``, the
-default: when there are more than :data:`AUTO_RECOMPUTE_EDGES` edges) each chunk is
-wrapped in :func:`torch.utils.checkpoint.checkpoint` (non-reentrant): the backward pass
-recomputes the chunk instead of storing its per-edge temporaries, so the memory held for
-the force pass is only the inputs (``O(E · (dim Y + n_radial))``) — linear in edges with a
-small constant — at the price of one more forward evaluation of the convolution.
+default: when there are more than :data:`AUTO_RECOMPUTE_EDGES` edges) each chunk is a
+:class:`_ChunkFunction` with a hand-written backward: it keeps only the chunk's inputs
+(``O(E · (dim Y + n_radial))``, linear in edges with a small constant), and its backward
+re-forms the radial weights and the per-edge ``M_k`` and applies the transposed products
+(:meth:`FusedUVUConvolution._chunk_grads`) — the forward tensor product is not run a
+second time, as it would be under :func:`torch.utils.checkpoint.checkpoint` (kept as
+``chunk_backward="checkpoint"``, the reference the tests compare with).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from e3nn import o3
@@ -153,6 +155,90 @@ class _Gather(torch.autograd.Function):
             sink.grad = grad.new_zeros(ctx.rows)
         sink.grad.index_add_(0, index, grad)
         return None, None, None
+
+
+def _engine_needs(tensors: Sequence[torch.Tensor]) -> list[bool]:
+    """Whether the running backward pass wants a gradient for each of ``tensors`` (leaves
+    that require grad): a force evaluation (``autograd.grad(E, positions)``) does not want
+    the parameters', a training step does. Falls back to "yes" where torch cannot tell."""
+    needs = []
+    for t in tensors:
+        if not t.requires_grad:
+            needs.append(False)
+            continue
+        try:
+            node = torch.autograd.graph.get_gradient_edge(t).node
+            needs.append(bool(torch._C._will_engine_execute_node(node)))
+        except (AttributeError, RuntimeError):
+            needs.append(True)
+    return needs
+
+
+class _ChunkFunction(torch.autograd.Function):
+    """One chunk's node sums (radial MLP, gather, tensor product, weights, scatter) with a
+    hand-written backward that keeps only the chunk's inputs.
+
+    Nothing per edge is stored for the backward pass beyond what already exists (``sh``,
+    the radial basis, the index vectors); the backward re-forms the radial weights and the
+    per-edge 3j products and applies the transposed products of the forward
+    (:meth:`FusedUVUConvolution._chunk_grads`), so — unlike a checkpointed chunk — the
+    forward tensor product is not run a second time. The radial MLP's own backward is
+    autograd's, on a graph rebuilt inside this backward. Under ``create_graph`` (a force
+    loss) the backward instead rebuilds the chunk with autograd and differentiates that, so
+    that it can itself be differentiated.
+    """
+
+    @staticmethod
+    def forward(ctx, conv, radial, n_nodes, sink, h, sh, edge_radial, src, dst, *matrices):  # type: ignore[no-untyped-def]
+        weights = conv.radial_weights(radial, edge_radial, matrices)
+        out = conv._chunk(h, sh, weights, src, dst, n_nodes)
+        ctx.conv, ctx.radial, ctx.n_nodes, ctx.sink = conv, radial, n_nodes, sink
+        ctx.matrices = matrices
+        ctx.h_shape = h.shape
+        ctx.save_for_backward(h, sh, edge_radial, src, dst)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[no-untyped-def]
+        h, sh, edge_radial, src, dst = ctx.saved_tensors
+        conv, radial, matrices = ctx.conv, ctx.radial, ctx.matrices
+        none4 = (None, None, None, None)
+        need_h, need_sh, need_er = ctx.needs_input_grad[4:7]
+        if torch.is_grad_enabled():  # double backward: differentiate an autograd rebuild
+            inputs = [
+                (t, need)
+                for t, need in zip(
+                    (h, sh, edge_radial, *matrices),
+                    (need_h, need_sh, need_er, *ctx.needs_input_grad[9:]),
+                )
+            ]
+            with torch.enable_grad():
+                w = conv.radial_weights(radial, edge_radial, matrices)
+                out = conv._chunk(h, sh, w, src, dst, ctx.n_nodes)
+            wanted = [t for t, need in inputs if need]
+            got = iter(torch.autograd.grad(out, wanted, grad, create_graph=True, allow_unused=True))
+            grads = [next(got) if need else None for _, need in inputs]
+            return (*none4, grads[0], grads[1], grads[2], None, None, *grads[3:])
+        need_m = _engine_needs(matrices)
+        with torch.enable_grad():
+            er = edge_radial.detach().requires_grad_(need_er)
+            mats = [m.detach().requires_grad_(need) for m, need in zip(matrices, need_m)]
+            weights = conv.radial_weights(radial, er, mats)
+        g_rows, g_sh, g_w = conv._chunk_grads(grad, h, sh, weights.detach(), src, dst)
+        leaves = ([er] if need_er else []) + [m for m, need in zip(mats, need_m) if need]
+        got = iter(torch.autograd.grad(weights, leaves, g_w) if leaves else ())
+        g_er = next(got) if need_er else None
+        g_mats = [next(got) if need else None for need in need_m]
+        g_h = None
+        if need_h:
+            sink = ctx.sink
+            if sink is None:
+                g_h = g_rows.new_zeros(ctx.h_shape).index_add_(0, src, g_rows)
+            else:
+                if sink.grad is None:
+                    sink.grad = g_rows.new_zeros(ctx.h_shape)
+                sink.grad.index_add_(0, src, g_rows)
+        return (*none4, g_h, g_sh if need_sh else None, g_er, None, None, *g_mats)
 
 
 class OverlapPlan:
@@ -297,7 +383,14 @@ class FusedUVUConvolution(nn.Module):
         self.group_dim = col
         self._x_sizes = [mul_ir.dim for mul_ir in irreps_x]
         self._w_sizes = [grp.n_paths * grp.mul for grp in self._groups]
+        # columns of each class's node sums, in the order _chunk concatenates them
+        self._part_sizes = [
+            cls.n_paths * cls.d3 * grp.mul for grp in self._groups for cls in grp.classes
+        ]
         self.load_3j(None)
+        #: how a recomputed chunk gets its backward: ``"manual"`` (:class:`_ChunkFunction`)
+        #: or ``"checkpoint"`` (``torch.utils.checkpoint``, a second forward)
+        self.chunk_backward = "manual"
 
     def bytes_per_edge(self, itemsize: int) -> int:
         """Bytes of the main per-edge temporaries of one chunk: gathered node rows, radial
@@ -354,13 +447,20 @@ class FusedUVUConvolution(nn.Module):
         assert isinstance(buf, torch.Tensor)
         return buf
 
-    def radial_weights(self, radial: RadialMLP, edge_radial: torch.Tensor) -> torch.Tensor:
-        """``radial(edge_radial)`` with its output columns in the fused (group) order."""
+    def radial_weights(
+        self,
+        radial: RadialMLP,
+        edge_radial: torch.Tensor,
+        matrices: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``radial(edge_radial)`` with its output columns in the fused (group) order
+        (``matrices``: the MLP's weight matrices to use instead of ``radial``'s own)."""
         x = edge_radial
-        last = len(radial.weights) - 1
+        mats = list(radial.weights) if matrices is None else list(matrices)
+        last = len(mats) - 1
         wperm = self.wperm
         assert isinstance(wperm, torch.Tensor)
-        for i, w in enumerate(radial.weights):
+        for i, w in enumerate(mats):
             if i == last:
                 w = w.index_select(1, wperm)
             x = x @ (w / math.sqrt(w.shape[0]))
@@ -422,6 +522,99 @@ class FusedUVUConvolution(nn.Module):
                     )
                 sums.append(self._scatter(part, dst, n_nodes))
         return torch.cat(sums, dim=1)
+
+    def _chunk_grads(
+        self,
+        grad: torch.Tensor,
+        h: torch.Tensor,
+        sh: torch.Tensor,
+        weights: torch.Tensor,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The hand-written backward of :meth:`_chunk`: from the gradient of the node sums
+        ``grad`` (``[n_nodes, group_dim]``), the gradients of the gathered rows
+        ``h[src]`` (``[E, dim_x]``), of ``sh`` (``[E, dim_y]``) and of ``weights``
+        (``[E, weight_numel]``).
+
+        Per run of paths it re-forms only the per-edge 3j products ``M = Y C`` and the
+        weighted inputs (cheap, elementwise or one small matmul) and applies the two
+        transposed products of the forward ``bmm``; the forward products themselves are not
+        recomputed (except for runs with ``d3 < d1``, whose weight gradient needs them).
+        """
+        n_edges = src.shape[0]
+        gathered = h.index_select(0, src)
+        xs = gathered.split(self._x_sizes, dim=1)
+        ws = weights.split(self._w_sizes, dim=1)
+        g_parts = grad.split(self._part_sizes, dim=1)
+        g_xs: list[torch.Tensor | None] = [None] * len(xs)
+        g_ws: list[torch.Tensor] = []
+        g_sh: torch.Tensor | None = None
+        c = 0
+        for grp in self._groups:
+            u, d1 = grp.mul, grp.d1
+            xg = xs[grp.x_index].reshape(n_edges, u, d1)
+            w_parts = ws[grp.index].split([cls.n_paths * u for cls in grp.classes], dim=1)
+            g_x: torch.Tensor | None = None
+            if d1 == 1:
+                x1 = xg.reshape(n_edges, 1, u)
+                for cls, wc in zip(grp.classes, w_parts):
+                    n, d3 = cls.n_paths, cls.d3
+                    cg = self._cg(c)
+                    g = g_parts[c].index_select(0, dst).reshape(n_edges * n, d3, u)
+                    c += 1
+                    wv = wc.reshape(n_edges, n, u)
+                    xw = (x1 * wv).reshape(n_edges * n, u, 1)
+                    m = (sh @ cg).reshape(n_edges * n, 1, d3)
+                    g_m = torch.bmm(g, xw).reshape(n_edges, n * d3)
+                    g_sh = g_m @ cg.t() if g_sh is None else g_sh.addmm_(g_m, cg.t())
+                    g_xw = torch.bmm(m, g).reshape(n_edges, n, u)
+                    g_ws.append((g_xw * x1).reshape(n_edges, n * u))
+                    part = (g_xw * wv).sum(1)
+                    g_x = part if g_x is None else g_x.add_(part)
+                assert g_x is not None
+                g_xs[grp.x_index] = g_x.reshape(n_edges, u)
+                continue
+            x_t = xg.transpose(1, 2).contiguous()  # [E, d1, u]
+            g_xt: torch.Tensor | None = None
+            for cls, wc in zip(grp.classes, w_parts):
+                n, d3 = cls.n_paths, cls.d3
+                cg = self._cg(c)
+                g = g_parts[c].index_select(0, dst)
+                c += 1
+                m = sh @ cg
+                wv = wc.reshape(n_edges, n, 1, u)
+                if d3 >= d1:
+                    xw = x_t.reshape(n_edges, 1, d1, u) * wv
+                    gv = g.reshape(n_edges * n, d3, u)
+                    g_m = torch.bmm(gv, xw.reshape(n_edges * n, d1, u).transpose(1, 2))
+                    m_t = m.reshape(n_edges * n, d3, d1).transpose(1, 2)
+                    g_xw = torch.bmm(m_t, gv).reshape(n_edges, n, d1, u)
+                    g_ws.append((g_xw * x_t.reshape(n_edges, 1, d1, u)).sum(2).reshape(n_edges, -1))
+                    part = (g_xw * wv).sum(1)
+                else:
+                    mv = m.reshape(n_edges, n * d3, d1)
+                    gv = g.reshape(n_edges, n, d3, u)
+                    o = torch.bmm(mv, x_t).reshape(n_edges, n, d3, u)
+                    g_ws.append((gv * o).sum(2).reshape(n_edges, -1))
+                    g_o = (gv * wv).reshape(n_edges, n * d3, u)
+                    g_m = torch.bmm(g_o, x_t.transpose(1, 2))
+                    part = torch.bmm(mv.transpose(1, 2), g_o)
+                g_m = g_m.reshape(n_edges, -1)
+                g_sh = g_m @ cg.t() if g_sh is None else g_sh.addmm_(g_m, cg.t())
+                g_xt = part if g_xt is None else g_xt.add_(part)
+            assert g_xt is not None
+            g_xs[grp.x_index] = g_xt.transpose(1, 2).reshape(n_edges, u * d1)
+        g_gathered = torch.cat(
+            [
+                g if g is not None else gathered.new_zeros((n_edges, size))
+                for g, size in zip(g_xs, self._x_sizes)
+            ],
+            dim=1,
+        )
+        if g_sh is None:
+            g_sh = torch.zeros_like(sh)
+        return g_gathered, g_sh, torch.cat(g_ws, dim=1)
 
     @staticmethod
     def _scatter(part: torch.Tensor, dst: torch.Tensor, n_nodes: int) -> torch.Tensor:
@@ -587,7 +780,9 @@ class FusedUVUConvolution(nn.Module):
         )
         for n0, n_c, sh_c, radial_c, src_c, dst_c in pieces:
             args = (radial, post, h, sh_c, radial_c, src_c, dst_c - n0, n_c, sink)
-            if do_recompute and torch.is_grad_enabled():
+            if do_recompute and torch.is_grad_enabled() and self.chunk_backward == "manual":
+                outs.append(self._manual_chunk(*args))
+            elif do_recompute and torch.is_grad_enabled():
                 outs.append(checkpoint(self._node_chunk, *args, use_reentrant=False))
             else:
                 outs.append(self._node_chunk(*args))
@@ -609,4 +804,24 @@ class FusedUVUConvolution(nn.Module):
         perm = self.perm
         assert isinstance(perm, torch.Tensor)
         out = self._chunk(h, sh, weights, src, dst, n_nodes, sink).index_select(1, perm)
+        return out if post is None else post(out)
+
+    def _manual_chunk(
+        self,
+        radial: RadialMLP,
+        post: Callable[[torch.Tensor], torch.Tensor] | None,
+        h: torch.Tensor,
+        sh: torch.Tensor,
+        edge_radial: torch.Tensor,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        n_nodes: int,
+        sink: _RowSink | None = None,
+    ) -> torch.Tensor:
+        sums = _ChunkFunction.apply(
+            self, radial, n_nodes, sink, h, sh, edge_radial, src, dst, *radial.weights
+        )
+        perm = self.perm
+        assert isinstance(perm, torch.Tensor)
+        out = sums.index_select(1, perm)
         return out if post is None else post(out)

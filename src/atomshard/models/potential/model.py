@@ -299,9 +299,9 @@ class NequIPPotential(Potential):
         self.readout_2 = o3.Linear(f"{hidden}x0e", "1x0e", biases=config.linear_biases)
         for module in (self.embedding, self.layers, self.readout_1, self.readout_2):
             module.to(body)
-        #: overlap halo exchanges with interior nodes: True, False or "auto" (on CUDA only;
-        #: see :meth:`set_convolution`)
-        self.overlap: bool | str = "auto"
+        #: overlap halo exchanges with interior nodes: True (default), False or "auto" (on
+        #: CUDA only; see :meth:`set_convolution`)
+        self.overlap: bool | str = True
         f64 = torch.float64
         self.register_buffer(
             "energy_shift", torch.tensor(config.energy_shift, dtype=f64), persistent=False
@@ -338,16 +338,18 @@ class NequIPPotential(Potential):
                 with recompute, as many as fit about ``AUTO_CHUNK_BYTES`` of per-edge
                 temporaries for that layer's width, else ``DEFAULT_CHUNK_EDGES``); None
                 keeps the current value.
-            recompute: recompute each chunk in the backward pass instead of storing its
-                temporaries (memory linear in edges with a small constant, at the price of
-                one more forward of the convolution): True, False, or ``"auto"`` (the
-                default: above ``AUTO_RECOMPUTE_EDGES`` edges); None keeps the current value.
+            recompute: keep only each chunk's inputs for the backward pass, which then
+                re-forms the radial weights and 3j products and applies a hand-written
+                backward (memory linear in edges with a small constant, ≈15 % slower than
+                storing at 576 atoms, far faster beyond a few thousand): True, False, or
+                ``"auto"`` (the default: above ``AUTO_RECOMPUTE_EDGES`` edges); None keeps
+                the current value.
             overlap: in the graph-parallel runtime, compute each layer's interior nodes
                 while its halo exchange is in flight (fused convolution only; the same
-                numbers either way): True, False, or ``"auto"`` (the default: on when the
-                model runs on a CUDA device, off on CPU, where it hid 69 % of a transfer
-                that costs 0.15 % of the step and raised peak RSS by 16 %; see
-                docs/runtime.md); None keeps the current value.
+                numbers either way): True (the default), False, or ``"auto"`` (on only when
+                the model runs on a CUDA device). On 2 CPU ranks it hid 66–69 % of the
+                transfer at equal step time and peak RSS (see docs/runtime.md); None keeps
+                the current value.
 
         Returns:
             the model itself.
