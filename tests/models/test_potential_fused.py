@@ -305,10 +305,16 @@ def test_overlapped_layers_match_blocking_exchange(options):
     )
     log: list[str] = []
     ex = _FakeHalo(n_owned, torch.tensor([3, 1, 4, 1]), log)
-    hooks = [
-        layer.linear_2.register_forward_pre_hook(lambda *_: log.append("chunk"))
-        for layer in model.layers
-    ]
+
+    def logged(post):
+        def run(agg):
+            log.append("chunk")
+            return post(agg)
+
+        return run
+
+    for layer in model.layers:  # each chunk's post map (linear_2) logs
+        layer._linear_2 = logged(layer._linear_2)
     results = {}
     try:
         for overlap in (False, True):
@@ -326,8 +332,8 @@ def test_overlapped_layers_match_blocking_exchange(options):
                 assert "start" not in log
     finally:
         model.set_convolution(overlap=True, chunk_edges="auto", recompute="auto")
-        for h in hooks:
-            h.remove()
+        for layer in model.layers:
+            del layer._linear_2
     plan = model.overlap_plan(graph, ex)  # True, the default
     assert model.set_convolution(overlap="auto").overlap_plan(graph, ex) is None  # CPU: off
     assert model.set_convolution(overlap=False).overlap_plan(graph, ex) is None
@@ -363,11 +369,12 @@ def test_hand_written_chunk_backward_matches_checkpoint(chunk):
     the tensor product) gives the gradients of a checkpointed autograd chunk — for the node
     features, the edge vectors (through Y and the radial basis) and the radial MLP's
     weights — and the same second derivatives (force loss). The middle layer of an
-    l_max = 3 model has every kind of path run: scalars, d3 >= d1 and d3 < d1."""
+    l_max = 3 model has both kinds of path runs (scalar inputs; l > 0 inputs, several paths
+    to one output dimension)."""
     model = _model("float64", n_layers=3)
     layer, graph, vectors, radial, sh, h = _layer_inputs(model, 1)
-    kinds = {(grp.d1 == 1, cls.d3 >= grp.d1) for grp in layer.fused._groups for cls in grp.classes}
-    assert kinds == {(True, True), (False, True), (False, False)}, "the test would miss a branch"
+    kinds = {(grp.d1 == 1, cls.n_paths > 1) for grp in layer.fused._groups for cls in grp.classes}
+    assert kinds >= {(True, False), (False, True)}, "the test would miss a branch"
     wanted = [h, vectors, *layer.radial.weights]
     gen = torch.Generator().manual_seed(2)
     results = {}

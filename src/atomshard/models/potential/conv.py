@@ -503,23 +503,19 @@ class FusedUVUConvolution(nn.Module):
                     sums.append(self._scatter((m * xw).reshape(n_edges, n * d3 * u), dst, n_nodes))
                     c += 1
                 continue
-            # l1 > 0: per run of paths with equal d3, a [d3, d1] @ [d1, u] product per
-            # edge (and path); the radial weights go on the smaller side of it
+            # l1 > 0: per run of paths with equal d3, one [n d3, d1] @ [d1, u] product per
+            # edge, then the radial weights on its [n, d3, u] output (batch E, not E n: the
+            # products are larger, and the backward's weight gradient reuses this form)
             x_t = xg.transpose(1, 2).contiguous()  # [E, d1, u]
             w_parts = ws[grp.index].split([cls.n_paths * u for cls in grp.classes], dim=1)
             for cls, wc in zip(grp.classes, w_parts):
                 n, d3 = cls.n_paths, cls.d3
                 m = sh @ self._cg(c)
                 c += 1
-                if d3 >= d1:
-                    xw = x_t.reshape(n_edges, 1, d1, u) * wc.reshape(n_edges, n, 1, u)
-                    o = torch.bmm(m.reshape(n_edges * n, d3, d1), xw.reshape(n_edges * n, d1, u))
-                    part = o.reshape(n_edges, n * d3 * u)
-                else:
-                    o = torch.bmm(m.reshape(n_edges, n * d3, d1), x_t)
-                    part = (o.reshape(n_edges, n, d3, u) * wc.reshape(n_edges, n, 1, u)).reshape(
-                        n_edges, n * d3 * u
-                    )
+                o = torch.bmm(m.reshape(n_edges, n * d3, d1), x_t)
+                part = (o.reshape(n_edges, n, d3, u) * wc.reshape(n_edges, n, 1, u)).reshape(
+                    n_edges, n * d3 * u
+                )
                 sums.append(self._scatter(part, dst, n_nodes))
         return torch.cat(sums, dim=1)
 
@@ -537,10 +533,10 @@ class FusedUVUConvolution(nn.Module):
         ``h[src]`` (``[E, dim_x]``), of ``sh`` (``[E, dim_y]``) and of ``weights``
         (``[E, weight_numel]``).
 
-        Per run of paths it re-forms only the per-edge 3j products ``M = Y C`` and the
-        weighted inputs (cheap, elementwise or one small matmul) and applies the two
-        transposed products of the forward ``bmm``; the forward products themselves are not
-        recomputed (except for runs with ``d3 < d1``, whose weight gradient needs them).
+        Per run of paths it re-forms the per-edge 3j products ``M = Y C`` (one small
+        matmul) and applies the transposed products of the forward; of the forward's own
+        products only ``M x`` of the ``l1 > 0`` runs is redone (their weight gradient needs
+        it), not the radial weights' multiply, the scatter or anything after it.
         """
         n_edges = src.shape[0]
         gathered = h.index_select(0, src)
@@ -583,23 +579,15 @@ class FusedUVUConvolution(nn.Module):
                 g = g_parts[c].index_select(0, dst)
                 c += 1
                 m = sh @ cg
-                wv = wc.reshape(n_edges, n, 1, u)
-                if d3 >= d1:
-                    xw = x_t.reshape(n_edges, 1, d1, u) * wv
-                    gv = g.reshape(n_edges * n, d3, u)
-                    g_m = torch.bmm(gv, xw.reshape(n_edges * n, d1, u).transpose(1, 2))
-                    m_t = m.reshape(n_edges * n, d3, d1).transpose(1, 2)
-                    g_xw = torch.bmm(m_t, gv).reshape(n_edges, n, d1, u)
-                    g_ws.append((g_xw * x_t.reshape(n_edges, 1, d1, u)).sum(2).reshape(n_edges, -1))
-                    part = (g_xw * wv).sum(1)
-                else:
-                    mv = m.reshape(n_edges, n * d3, d1)
-                    gv = g.reshape(n_edges, n, d3, u)
-                    o = torch.bmm(mv, x_t).reshape(n_edges, n, d3, u)
-                    g_ws.append((gv * o).sum(2).reshape(n_edges, -1))
-                    g_o = (gv * wv).reshape(n_edges, n * d3, u)
-                    g_m = torch.bmm(g_o, x_t.transpose(1, 2))
-                    part = torch.bmm(mv.transpose(1, 2), g_o)
+                # out = (M x) * w per [n, d3, u]: the weight gradient needs M x again (the
+                # one forward product redone); the others come from g * w
+                mv = m.reshape(n_edges, n * d3, d1)
+                gv = g.reshape(n_edges, n, d3, u)
+                o = torch.bmm(mv, x_t).reshape(n_edges, n, d3, u)
+                g_ws.append((gv * o).sum(2).reshape(n_edges, -1))
+                g_o = (gv * wc.reshape(n_edges, n, 1, u)).reshape(n_edges, n * d3, u)
+                g_m = torch.bmm(g_o, x_t.transpose(1, 2))
+                part = torch.bmm(mv.transpose(1, 2), g_o)
                 g_m = g_m.reshape(n_edges, -1)
                 g_sh = g_m @ cg.t() if g_sh is None else g_sh.addmm_(g_m, cg.t())
                 g_xt = part if g_xt is None else g_xt.add_(part)

@@ -33,6 +33,7 @@ from atomshard.graph import AtomicGraph
 from atomshard.models.base import Exchange, Potential, owned_rows
 from atomshard.models.potential.config import NequIPConfig
 from atomshard.models.potential.conv import FusedUVUConvolution, OverlapPlan
+from atomshard.nn.linear import apply_linear
 from atomshard.nn.radial import ACTIVATIONS, BesselBasis, PolynomialCutoff, RadialMLP, XPLORCutoff
 
 #: Implementations of the convolution (:meth:`NequIPPotential.set_convolution`).
@@ -172,7 +173,7 @@ class Interaction(nn.Module):
         self.denominator = math.sqrt(config.avg_num_neighbors[layer])  # type: ignore[index]
 
     def _linear_2(self, agg: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(agg / self.denominator)
+        return apply_linear(self.linear_2, agg / self.denominator)
 
     def forward(
         self,
@@ -210,7 +211,7 @@ class Interaction(nn.Module):
         else:
             sc = self.self_connection(x)
         if overlap is not None:
-            h_owned = self.linear_1(x)
+            h_owned = apply_linear(self.linear_1, x)
             out = self.fused.forward_overlapped(
                 h_owned,
                 exchange.start(h_owned),  # type: ignore[attr-defined]
@@ -225,7 +226,7 @@ class Interaction(nn.Module):
             if sc is not None:
                 out = out + sc
             return self.gate(out)
-        h = exchange(self.linear_1(x))
+        h = exchange(apply_linear(self.linear_1, x))
         if self.convolution == "fused":
             out = self.fused(
                 h,
