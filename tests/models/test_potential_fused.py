@@ -14,7 +14,7 @@ from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph
 from atomshard.models import compute_properties
 from atomshard.models.potential import NequIPPotential, preset
-from atomshard.testing import random_structure
+from atomshard.testing import grad_fn_names, random_structure
 
 SPECIES = (8, 14)
 
@@ -159,18 +159,6 @@ def test_rank_without_atoms_keeps_the_output_width():
     assert all(g is not None for g in grads)
 
 
-def _grad_nodes(t: torch.Tensor) -> set[str]:
-    seen, names, stack = set(), set(), [t.grad_fn]
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        names.add(type(fn).__name__)
-        stack.extend(f for f, _ in fn.next_functions)
-    return names
-
-
 @pytest.mark.parametrize("recompute", [False, True])
 def test_chunks_share_one_node_gradient(recompute):
     """Several chunks add their node-feature gradients into one buffer (no per-chunk
@@ -203,9 +191,9 @@ def test_chunks_share_one_node_gradient(recompute):
     # recomputed chunks are _ChunkFunction nodes, stored ones gather with _Gather: both add
     # into the sink that _Source hands on
     adder = "_ChunkFunctionBackward" if recompute else "_GatherBackward"
-    assert "_SourceBackward" not in _grad_nodes(one_out)
-    assert "_GatherBackward" not in _grad_nodes(one_out)
-    assert adder in _grad_nodes(many_out) and "_SourceBackward" in _grad_nodes(many_out)
+    assert "_SourceBackward" not in grad_fn_names(one_out)
+    assert "_GatherBackward" not in grad_fn_names(one_out)
+    assert adder in grad_fn_names(many_out) and "_SourceBackward" in grad_fn_names(many_out)
     assert _rel(many, one) <= 1e-12
     # second order (a force loss): the gradient itself is differentiated
     _, g1 = run(10**6, create_graph=True)

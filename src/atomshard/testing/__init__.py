@@ -11,6 +11,7 @@ and, for pytest classes, :class:`PotentialPropertyTests` with
 
 from typing import Any
 
+from atomshard.testing._autograd import grad_fn_names
 from atomshard.testing._checks import (
     Evaluation,
     check_cutoff_smoothness,
@@ -48,6 +49,7 @@ __all__ = [
     "check_wrapping",
     "default_structures",
     "evaluate",
+    "grad_fn_names",
     "random_rotation",
     "random_structure",
 ]

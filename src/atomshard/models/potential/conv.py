@@ -768,12 +768,11 @@ class FusedUVUConvolution(nn.Module):
         )
         for n0, n_c, sh_c, radial_c, src_c, dst_c in pieces:
             args = (radial, post, h, sh_c, radial_c, src_c, dst_c - n0, n_c, sink)
-            if do_recompute and torch.is_grad_enabled() and self.chunk_backward == "manual":
-                outs.append(self._manual_chunk(*args))
-            elif do_recompute and torch.is_grad_enabled():
+            recomputed = do_recompute and torch.is_grad_enabled()
+            if recomputed and self.chunk_backward == "checkpoint":
                 outs.append(checkpoint(self._node_chunk, *args, use_reentrant=False))
             else:
-                outs.append(self._node_chunk(*args))
+                outs.append(self._node_chunk(*args, manual=recomputed))
         return outs
 
     def _node_chunk(
@@ -787,28 +786,17 @@ class FusedUVUConvolution(nn.Module):
         dst: torch.Tensor,
         n_nodes: int,
         sink: _RowSink | None = None,
+        manual: bool = False,
     ) -> torch.Tensor:
-        weights = self.radial_weights(radial, edge_radial)
-        perm = self.perm
-        assert isinstance(perm, torch.Tensor)
-        out = self._chunk(h, sh, weights, src, dst, n_nodes, sink).index_select(1, perm)
-        return out if post is None else post(out)
-
-    def _manual_chunk(
-        self,
-        radial: RadialMLP,
-        post: Callable[[torch.Tensor], torch.Tensor] | None,
-        h: torch.Tensor,
-        sh: torch.Tensor,
-        edge_radial: torch.Tensor,
-        src: torch.Tensor,
-        dst: torch.Tensor,
-        n_nodes: int,
-        sink: _RowSink | None = None,
-    ) -> torch.Tensor:
-        sums = _ChunkFunction.apply(
-            self, radial, n_nodes, sink, h, sh, edge_radial, src, dst, *radial.weights
-        )
+        """One chunk's output rows: by autograd (its temporaries stored), or with
+        ``manual`` as a :class:`_ChunkFunction` (only the inputs kept)."""
+        if manual:
+            sums = _ChunkFunction.apply(
+                self, radial, n_nodes, sink, h, sh, edge_radial, src, dst, *radial.weights
+            )
+        else:
+            weights = self.radial_weights(radial, edge_radial)
+            sums = self._chunk(h, sh, weights, src, dst, n_nodes, sink)
         perm = self.perm
         assert isinstance(perm, torch.Tensor)
         out = sums.index_select(1, perm)
