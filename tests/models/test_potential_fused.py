@@ -188,11 +188,10 @@ def test_chunks_share_one_node_gradient(recompute):
 
     one_out, one = run(10**6)
     many_out, many = run(23)
-    # recomputed chunks are _ChunkFunction nodes, stored ones gather with _Gather: both add
-    # into the sink that _Source hands on
-    adder = "_ChunkFunctionBackward" if recompute else "_GatherBackward"
+    # recomputed chunks are _ChunkFunction nodes, stored ones _ProductFunction nodes: both
+    # add into the sink that _Source hands on
+    adder = "_ChunkFunctionBackward" if recompute else "_ProductFunctionBackward"
     assert "_SourceBackward" not in grad_fn_names(one_out)
-    assert "_GatherBackward" not in grad_fn_names(one_out)
     assert adder in grad_fn_names(many_out) and "_SourceBackward" in grad_fn_names(many_out)
     assert _rel(many, one) <= 1e-12
     # second order (a force loss): the gradient itself is differentiated
@@ -351,14 +350,16 @@ def _layer_inputs(model: NequIPPotential, t: int, n_atoms: int = 10, seed: int =
     return layer, graph, vectors, radial, sh, h.requires_grad_(True)
 
 
+@pytest.mark.parametrize("recompute", [True, False])
 @pytest.mark.parametrize("chunk", [10**6, 23])
-def test_hand_written_chunk_backward_matches_checkpoint(chunk):
-    """The recomputed chunk's hand-written backward (_ChunkFunction: no second forward of
-    the tensor product) gives the gradients of a checkpointed autograd chunk — for the node
-    features, the edge vectors (through Y and the radial basis) and the radial MLP's
-    weights — and the same second derivatives (force loss). The middle layer of an
-    l_max = 3 model has both kinds of path runs (scalar inputs; l > 0 inputs, several paths
-    to one output dimension)."""
+def test_hand_written_chunk_backward_matches_autograd(chunk, recompute):
+    """The chunks' hand-written backward — recomputed (_ChunkFunction: no second forward
+    of the tensor product) and stored (_ProductFunction: radial weights kept) — gives
+    autograd's gradients (a checkpointed chunk, a stored one) for the node features, the
+    edge vectors (through Y and the radial basis) and the radial MLP's weights, and the
+    same second derivatives (force loss). The middle layer of an l_max = 3 model has both
+    kinds of path runs (scalar inputs; l > 0 inputs, several paths to one output
+    dimension)."""
     model = _model("float64", n_layers=3)
     layer, graph, vectors, radial, sh, h = _layer_inputs(model, 1)
     kinds = {(grp.d1 == 1, cls.n_paths > 1) for grp in layer.fused._groups for cls in grp.classes}
@@ -366,12 +367,19 @@ def test_hand_written_chunk_backward_matches_checkpoint(chunk):
     wanted = [h, vectors, *layer.radial.weights]
     gen = torch.Generator().manual_seed(2)
     results = {}
-    for mode in ("checkpoint", "manual"):
+    for mode in ("autograd", "manual"):
         layer.fused.chunk_backward = mode
         radial, sh = model.edge_features(vectors)
         try:
             out = layer.fused(
-                h, sh, radial, layer.radial, graph.src, graph.dst, chunk_edges=chunk, recompute=True
+                h,
+                sh,
+                radial,
+                layer.radial,
+                graph.src,
+                graph.dst,
+                chunk_edges=chunk,
+                recompute=recompute,
             )
             weight = torch.randn(out.shape, dtype=out.dtype, generator=gen.manual_seed(3))
             # first order: the fast backward (no create_graph)
@@ -383,7 +391,7 @@ def test_hand_written_chunk_backward_matches_checkpoint(chunk):
             layer.fused.chunk_backward = "manual"
         results[mode] = (out.detach(), first, second)
     (out_c, first_c, second_c), (out_m, first_m, second_m) = (
-        results["checkpoint"],
+        results["autograd"],
         results["manual"],
     )
     assert _rel(out_m, out_c) == 0.0
@@ -393,9 +401,10 @@ def test_hand_written_chunk_backward_matches_checkpoint(chunk):
         assert _rel(a, b) <= 1e-10
 
 
-def test_hand_written_chunk_backward_gradcheck():
-    """Finite differences agree with the hand-written backward (edge features of a few
-    edges, several chunks, float64)."""
+@pytest.mark.parametrize("recompute", [True, False])
+def test_hand_written_chunk_backward_gradcheck(recompute):
+    """Finite differences agree with the hand-written backward, recomputed and stored
+    (node features and edge features of a few edges, several chunks, float64)."""
     model = _model("float64", n_layers=3, channels=2)
     layer, graph, _, radial, sh, h = _layer_inputs(model, 1, n_atoms=4, seed=3)
     keep = torch.arange(min(8, graph.src.shape[0]))
@@ -407,9 +416,11 @@ def test_hand_written_chunk_backward_gradcheck():
     h0 = h.detach().requires_grad_(True)
 
     def f(sh_, radial_, h_):
-        return layer.fused(h_, sh_, radial_, layer.radial, src, dst, chunk_edges=3, recompute=True)
+        return layer.fused(
+            h_, sh_, radial_, layer.radial, src, dst, chunk_edges=3, recompute=recompute
+        )
 
-    assert torch.autograd.gradcheck(lambda a, b: f(a, b, h0), (sh0, radial0), eps=1e-6, atol=1e-7)
+    assert torch.autograd.gradcheck(f, (sh0, radial0, h0), eps=1e-6, atol=1e-7)
 
 
 def test_force_pass_skips_parameter_gradients(monkeypatch):
@@ -441,3 +452,43 @@ def test_force_pass_skips_parameter_gradients(monkeypatch):
         assert seen and all(all(needs) for needs in seen)
     finally:
         model.set_convolution(recompute="auto")
+
+
+def _saved_bytes(run) -> int:
+    """Bytes autograd keeps for the backward pass while ``run()`` builds its graph."""
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run()
+    return total[0]
+
+
+def test_stored_chunks_keep_only_their_inputs():
+    """A stored chunk's hand-written backward (_ProductFunction) keeps for the backward
+    pass only the chunk's inputs (node rows, Y, radial weights, indices) and the radial
+    MLP's own activations — not the product's per-edge temporaries that autograd keeps
+    (gathered rows, M_k, the outputs before the weights), counted with saved-tensor hooks."""
+    model = _model("float32", n_layers=3)
+    layer, graph, _, radial, sh, h = _layer_inputs(model, 1)
+    h, sh, radial = h.float().detach().requires_grad_(), sh.float(), radial.float()
+    conv, src, dst = layer.fused, graph.src, graph.dst
+    saved = {}
+    for mode in ("autograd", "manual"):
+        conv.chunk_backward = mode
+        try:
+            saved[mode] = _saved_bytes(
+                lambda: conv(h, sh, radial, layer.radial, src, dst, recompute=False)
+            )
+        finally:
+            conv.chunk_backward = "manual"
+    mlp = _saved_bytes(lambda: conv.radial_weights(layer.radial, radial))
+    n_edges = src.shape[0]
+    # float32 rows, Y and weights; int64 src, dst and the output's column permutation
+    inputs = 4 * (h.numel() + n_edges * (sh.shape[1] + conv.weight_numel)) + 16 * n_edges
+    inputs += 8 * conv.perm.numel()
+    assert saved["manual"] <= mlp + inputs, (saved, mlp, inputs)
+    assert saved["manual"] < 0.3 * saved["autograd"], saved
