@@ -159,6 +159,11 @@ def test_rank_without_atoms_keeps_the_output_width():
     assert all(g is not None for g in grads)
 
 
+def _layer_conv(layer, graph, h, sh, radial, **options):
+    """The interaction's fused convolution over the whole graph."""
+    return layer.fused(h, sh, radial, layer.radial, graph.src, graph.dst, **options)
+
+
 @pytest.mark.parametrize("recompute", [False, True])
 def test_chunks_share_one_node_gradient(recompute):
     """Several chunks add their node-feature gradients into one buffer (no per-chunk
@@ -173,16 +178,7 @@ def test_chunks_share_one_node_gradient(recompute):
     h.requires_grad_(True)
 
     def run(chunk: int, create_graph: bool = False):
-        out = layer.fused(
-            h,
-            sh,
-            radial,
-            layer.radial,
-            graph.src,
-            graph.dst,
-            chunk_edges=chunk,
-            recompute=recompute,
-        )
+        out = _layer_conv(layer, graph, h, sh, radial, chunk_edges=chunk, recompute=recompute)
         (g,) = torch.autograd.grad((out**2).sum(), h, create_graph=create_graph)
         return out, g
 
@@ -371,16 +367,7 @@ def test_hand_written_chunk_backward_matches_autograd(chunk, recompute):
         layer.fused.chunk_backward = mode
         radial, sh = model.edge_features(vectors)
         try:
-            out = layer.fused(
-                h,
-                sh,
-                radial,
-                layer.radial,
-                graph.src,
-                graph.dst,
-                chunk_edges=chunk,
-                recompute=recompute,
-            )
+            out = _layer_conv(layer, graph, h, sh, radial, chunk_edges=chunk, recompute=recompute)
             weight = torch.randn(out.shape, dtype=out.dtype, generator=gen.manual_seed(3))
             # first order: the fast backward (no create_graph)
             first = torch.autograd.grad((out * weight).sum(), wanted, retain_graph=True)
