@@ -479,3 +479,26 @@ def test_stored_chunks_keep_only_their_inputs():
     inputs += 8 * conv.perm.numel()
     assert saved["manual"] <= mlp + inputs, (saved, mlp, inputs)
     assert saved["manual"] < 0.3 * saved["autograd"], saved
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_node_sums_csr_equal_index_add(dtype):
+    """The chunk's node sums: the CSR product (CPU, no autograd, float32/64) gives the same
+    sums as ``index_add_`` (each node's edges in order), nodes without edges included; in
+    bfloat16, which MKL's sparse product lacks, and under autograd it is ``index_add_``."""
+    from atomshard.models.potential.conv import _NodeSums
+
+    gen = torch.Generator().manual_seed(3)
+    dst = torch.sort(torch.randint(0, 40, (500,), generator=gen)).values
+    dst = dst[(dst != 7) & (dst != 39)]  # a node in the middle and the last without edges
+    part = torch.randn(dst.shape[0], 33, generator=gen).to(dtype)
+    ref = part.new_zeros((40, 33)).index_add_(0, dst, part)
+    with torch.no_grad():
+        sums = _NodeSums(dst, 40, dtype)
+        got = sums(part)
+    assert (sums.csr is not None) == (dtype != torch.bfloat16)
+    assert got.shape == (40, 33) and got.dtype == dtype
+    assert torch.allclose(got.float(), ref.float(), rtol=1e-6, atol=1e-6)
+    assert not got[7].any() and not got[39].any()
+    with torch.enable_grad():
+        assert _NodeSums(dst, 40, dtype).csr is None
