@@ -184,9 +184,9 @@ def test_chunks_share_one_node_gradient(recompute):
 
     one_out, one = run(10**6)
     many_out, many = run(23)
-    # recomputed chunks are _ChunkFunction nodes, stored ones _ProductFunction nodes: both
-    # add into the sink that _Source hands on
-    adder = "_ChunkFunctionBackward" if recompute else "_ProductFunctionBackward"
+    # recomputed and stored chunks are _ChunkFunction nodes: they add into the sink that
+    # _Source hands on
+    adder = "_ChunkFunctionBackward"
     assert "_SourceBackward" not in grad_fn_names(one_out)
     assert adder in grad_fn_names(many_out) and "_SourceBackward" in grad_fn_names(many_out)
     assert _rel(many, one) <= 1e-12
@@ -349,8 +349,9 @@ def _layer_inputs(model: NequIPPotential, t: int, n_atoms: int = 10, seed: int =
 @pytest.mark.parametrize("recompute", [True, False])
 @pytest.mark.parametrize("chunk", [10**6, 23])
 def test_hand_written_chunk_backward_matches_autograd(chunk, recompute):
-    """The chunks' hand-written backward — recomputed (_ChunkFunction: no second forward
-    of the tensor product) and stored (_ProductFunction: radial weights kept) — gives
+    """The chunks' hand-written backward (_ChunkFunction: no second forward of the tensor
+    product) — recomputed, and stored (radial weights kept, the last matrix's backward by
+    hand) — gives
     autograd's gradients (a checkpointed chunk, a stored one) for the node features, the
     edge vectors (through Y and the radial basis) and the radial MLP's weights, and the
     same second derivatives (force loss). The middle layer of an l_max = 3 model has both
@@ -455,30 +456,34 @@ def _saved_bytes(run) -> int:
 
 
 def test_stored_chunks_keep_only_their_inputs():
-    """A stored chunk's hand-written backward (_ProductFunction) keeps for the backward
-    pass only the chunk's inputs (node rows, Y, radial weights, indices) and the radial
-    MLP's own activations — not the product's per-edge temporaries that autograd keeps
-    (gathered rows, M_k, the outputs before the weights), counted with saved-tensor hooks."""
+    """A stored chunk's hand-written backward keeps for the backward pass only the chunk's
+    inputs (node rows, Y, the radial basis, indices) and its radial weights — not the
+    product's per-edge temporaries that autograd keeps (gathered rows, M_k, the outputs
+    before the weights) nor the radial MLP's activations, counted with saved-tensor hooks;
+    a recomputed chunk keeps the inputs only."""
     model = _model("float32", n_layers=3)
     layer, graph, _, radial, sh, h = _layer_inputs(model, 1)
     h, sh, radial = h.float().detach().requires_grad_(), sh.float(), radial.float()
     conv, src, dst = layer.fused, graph.src, graph.dst
     saved = {}
-    for mode in ("autograd", "manual"):
+    for mode, recompute in (("autograd", False), ("manual", False), ("manual", True)):
         conv.chunk_backward = mode
         try:
-            saved[mode] = _saved_bytes(
-                lambda: conv(h, sh, radial, layer.radial, src, dst, recompute=False)
+            saved[mode, recompute] = _saved_bytes(
+                lambda r=recompute: conv(h, sh, radial, layer.radial, src, dst, recompute=r)
             )
         finally:
             conv.chunk_backward = "manual"
     mlp = _saved_bytes(lambda: conv.radial_weights(layer.radial, radial))
+    assert mlp > 0
     n_edges = src.shape[0]
-    # float32 rows, Y and weights; int64 src, dst and the output's column permutation
-    inputs = 4 * (h.numel() + n_edges * (sh.shape[1] + conv.weight_numel)) + 16 * n_edges
+    # float32 rows, Y and radial basis; int64 src, dst and the output's column permutation
+    inputs = 4 * (h.numel() + n_edges * (sh.shape[1] + radial.shape[1])) + 16 * n_edges
     inputs += 8 * conv.perm.numel()
-    assert saved["manual"] <= mlp + inputs, (saved, mlp, inputs)
-    assert saved["manual"] < 0.3 * saved["autograd"], saved
+    weights = 4 * n_edges * conv.weight_numel
+    assert saved["manual", True] <= inputs, (saved, inputs)
+    assert saved["manual", False] <= inputs + weights, (saved, inputs, weights)
+    assert saved["manual", False] < 0.3 * saved["autograd", False], saved
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])

@@ -25,16 +25,16 @@ Instead of e3nn's generic code (one broadcast product and sum per path over a
    message tensor never exists; the per-group node sums are permuted into the e3nn output
    layout on the ``N``-row side at the end.
 
-The radial MLP runs inside the same edge chunks. Every chunk's product has a
-hand-written backward (:meth:`FusedUVUConvolution._chunk_grads`): it re-forms the per-edge
-``M_k`` and applies the transposed products, so none of the product's per-edge
-temporaries is kept for the backward pass. A stored chunk (:class:`_ProductFunction`)
-keeps the radial weights (the MLP is differentiated by autograd). With ``recompute=True``
-(``"auto"``, the default: when there are more than :data:`AUTO_RECOMPUTE_EDGES` edges)
-each chunk is a :class:`_ChunkFunction` that keeps only its inputs
-(``O(E · (dim Y + n_radial))``, linear in edges with a small constant) and re-forms the
-radial weights in the backward — the forward tensor product is not run a second time, as
-it would be under :func:`torch.utils.checkpoint.checkpoint`. ``chunk_backward="autograd"``
+The radial MLP runs inside the same edge chunks. Every chunk is a
+:class:`_ChunkFunction` with a hand-written backward
+(:meth:`FusedUVUConvolution._chunk_grads`): it re-forms the per-edge ``M_k`` and applies
+the transposed products, so none of the product's per-edge temporaries is kept for the
+backward pass, and the forward tensor product is not run a second time, as it would be
+under :func:`torch.utils.checkpoint.checkpoint`. A stored chunk keeps its radial weights
+(and re-runs only the MLP's small hidden layers in the backward); with ``recompute=True``
+(``"auto"``, the default: when there are more than :data:`AUTO_RECOMPUTE_EDGES` edges) a
+chunk keeps only its inputs (``O(E · (dim Y + n_radial))``, linear in edges with a small
+constant) and re-forms the radial weights in the backward. ``chunk_backward="autograd"``
 keeps autograd's own backward (and checkpointing) as the reference the tests compare with.
 """
 
@@ -261,102 +261,85 @@ def _rebuilt_grads(
     return [next(got) if need else None for _, need in inputs]
 
 
-class _ProductFunction(torch.autograd.Function):
-    """One chunk's node sums from given radial weights (gather, tensor product, weights,
-    scatter) with the hand-written backward :meth:`FusedUVUConvolution._chunk_grads`.
-
-    The stored (not recomputed) chunks: the radial MLP runs under autograd outside, and
-    here only the inputs are kept — ``h``, ``sh``, the weights, the index vectors — not the
-    product's per-edge temporaries (gathered rows, ``M_k``, the outputs before and after
-    the weights), which autograd would keep: the backward re-forms the 3j products (a small
-    matmul) and the one forward product its weight gradient needs. SevenNet-0, 576 atoms:
-    the same step time as autograd's backward, 1.5 GB peak RSS instead of 3.4 GB.
-    """
-
-    @staticmethod
-    def forward(ctx, conv, n_nodes, sink, h, sh, weights, src, dst):  # type: ignore[no-untyped-def]
-        out = conv._chunk(h, sh, weights, src, dst, n_nodes)
-        ctx.conv, ctx.n_nodes, ctx.sink, ctx.h_shape = conv, n_nodes, sink, h.shape
-        ctx.save_for_backward(h, sh, weights, src, dst)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[no-untyped-def]
-        h, sh, weights, src, dst = ctx.saved_tensors
-        conv = ctx.conv
-        need_h, need_sh, need_w = ctx.needs_input_grad[3:6]
-        if torch.is_grad_enabled():
-            g = _rebuilt_grads(
-                lambda: conv._chunk(h, sh, weights, src, dst, ctx.n_nodes),
-                grad,
-                [(h, need_h), (sh, need_sh), (weights, need_w)],
-            )
-            return (None, None, None, *g, None, None)
-        g_rows, g_sh, g_w = conv._chunk_grads(grad, h, sh, weights, src, dst)
-        g_h = _rows_grad(ctx, g_rows, src) if need_h else None
-        return (
-            None,
-            None,
-            None,
-            g_h,
-            g_sh if need_sh else None,
-            g_w if need_w else None,
-            None,
-            None,
-        )
-
-
 class _ChunkFunction(torch.autograd.Function):
     """One chunk's node sums (radial MLP, gather, tensor product, weights, scatter) with a
-    hand-written backward that keeps only the chunk's inputs.
+    hand-written backward that keeps only the chunk's inputs — and, for a stored chunk
+    (``keep``), the chunk's radial weights.
 
     Nothing per edge is stored for the backward pass beyond what already exists (``sh``,
-    the radial basis, the index vectors); the backward re-forms the radial weights and the
-    per-edge 3j products and applies the transposed products of the forward
-    (:meth:`FusedUVUConvolution._chunk_grads`), so — unlike a checkpointed chunk — the
-    forward tensor product is not run a second time. The radial MLP's own backward is
-    autograd's, on a graph rebuilt inside this backward. Under ``create_graph`` (a force
-    loss) the backward instead rebuilds the chunk with autograd and differentiates that, so
-    that it can itself be differentiated.
+    the radial basis, the index vectors) and, with ``keep``, the ``[E, weight_numel]``
+    radial weights; the backward re-forms the per-edge 3j products and applies the
+    transposed products of the forward (:meth:`FusedUVUConvolution._chunk_grads`), so —
+    unlike a checkpointed chunk — the forward tensor product is not run a second time.
+
+    The radial MLP's backward: without ``keep`` its graph is rebuilt (the whole MLP run
+    again) and differentiated by autograd. With ``keep`` only its hidden layers are run
+    again (``[E, n_radial] -> [E, hidden]``, a small fraction of the MLP's cost: the last
+    matrix, ``hidden -> weight_numel``, is most of it); the last matrix's backward is
+    written out (``g_hidden = g_w W^T``, ``g_W = hidden^T g_w``), so none of the MLP's
+    activations is kept between the passes (autograd would keep them all: SevenNet-0,
+    576 atoms, ~140 MB). Under ``create_graph`` (a force loss) the backward instead
+    rebuilds the chunk with autograd and differentiates that, so that it can itself be
+    differentiated.
     """
 
     @staticmethod
-    def forward(ctx, conv, radial, n_nodes, sink, h, sh, edge_radial, src, dst, *matrices):  # type: ignore[no-untyped-def]
+    def forward(ctx, conv, radial, n_nodes, sink, keep, h, sh, edge_radial, src, dst, *matrices):  # type: ignore[no-untyped-def]
         weights = conv.radial_weights(radial, edge_radial, matrices)
         out = conv._chunk(h, sh, weights, src, dst, n_nodes)
         ctx.conv, ctx.radial, ctx.n_nodes, ctx.sink = conv, radial, n_nodes, sink
         ctx.matrices = matrices
         ctx.h_shape = h.shape
-        ctx.save_for_backward(h, sh, edge_radial, src, dst)
+        ctx.keep = bool(keep)
+        kept = (weights,) if keep else ()
+        ctx.save_for_backward(h, sh, edge_radial, src, dst, *kept)
         return out
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[no-untyped-def]
-        h, sh, edge_radial, src, dst = ctx.saved_tensors
+        h, sh, edge_radial, src, dst, *kept = ctx.saved_tensors
         conv, radial, matrices = ctx.conv, ctx.radial, ctx.matrices
-        none4 = (None, None, None, None)
-        need_h, need_sh, need_er = ctx.needs_input_grad[4:7]
+        none5 = (None, None, None, None, None)
+        need_h, need_sh, need_er = ctx.needs_input_grad[5:8]
         if torch.is_grad_enabled():  # double backward: differentiate an autograd rebuild
-            needs = (need_h, need_sh, need_er, *ctx.needs_input_grad[9:])
+            needs = (need_h, need_sh, need_er, *ctx.needs_input_grad[10:])
 
             def run() -> torch.Tensor:
                 w = conv.radial_weights(radial, edge_radial, matrices)
                 return conv._chunk(h, sh, w, src, dst, ctx.n_nodes)
 
             grads = _rebuilt_grads(run, grad, list(zip((h, sh, edge_radial, *matrices), needs)))
-            return (*none4, grads[0], grads[1], grads[2], None, None, *grads[3:])
+            return (*none5, grads[0], grads[1], grads[2], None, None, *grads[3:])
         need_m = _engine_needs(matrices)
         with torch.enable_grad():
             er = edge_radial.detach().requires_grad_(need_er)
             mats = [m.detach().requires_grad_(need) for m, need in zip(matrices, need_m)]
-            weights = conv.radial_weights(radial, er, mats)
+            if ctx.keep:
+                hidden, last = conv.radial_hidden(radial, er, mats)
+                weights = kept[0]
+            else:
+                weights = conv.radial_weights(radial, er, mats)
         g_rows, g_sh, g_w = conv._chunk_grads(grad, h, sh, weights.detach(), src, dst)
+        if ctx.keep:  # the last matrix's backward by hand, the hidden layers' by autograd
+            outs = []
+            if hidden.requires_grad:
+                outs.append((hidden, g_w @ last.detach().t()))
+            if last.requires_grad:
+                outs.append((last, hidden.detach().t() @ g_w))
+        else:
+            outs = [(weights, g_w)]
         leaves = ([er] if need_er else []) + [m for m, need in zip(mats, need_m) if need]
-        got = iter(torch.autograd.grad(weights, leaves, g_w) if leaves else ())
+        got = iter(
+            torch.autograd.grad(
+                [o for o, _ in outs], leaves, [g for _, g in outs], allow_unused=True
+            )
+            if leaves
+            else ()
+        )
         g_er = next(got) if need_er else None
         g_mats = [next(got) if need else None for need in need_m]
         g_h = _rows_grad(ctx, g_rows, src) if need_h else None
-        return (*none4, g_h, g_sh if need_sh else None, g_er, None, None, *g_mats)
+        return (*none5, g_h, g_sh if need_sh else None, g_er, None, None, *g_mats)
 
 
 class OverlapPlan:
@@ -506,10 +489,10 @@ class FusedUVUConvolution(nn.Module):
             cls.n_paths * cls.d3 * grp.mul for grp in self._groups for cls in grp.classes
         ]
         self.load_3j(None)
-        #: how chunks get their backward: ``"manual"`` (hand-written:
-        #: :class:`_ProductFunction` for stored chunks, :class:`_ChunkFunction` for
-        #: recomputed ones) or ``"autograd"`` (the reference: autograd through the stored
-        #: chunk's ops; ``torch.utils.checkpoint`` for a recomputed one, a second forward)
+        #: how chunks get their backward: ``"manual"`` (hand-written, a
+        #: :class:`_ChunkFunction`, stored or recomputed) or ``"autograd"`` (the reference:
+        #: autograd through the stored chunk's ops; ``torch.utils.checkpoint`` for a
+        #: recomputed one, a second forward)
         self.chunk_backward = "manual"
 
     def bytes_per_edge(self, itemsize: int) -> int:
@@ -570,6 +553,25 @@ class FusedUVUConvolution(nn.Module):
         assert isinstance(buf, torch.Tensor)
         return buf if buf.dtype == dtype else buf.to(dtype)
 
+    def radial_hidden(
+        self,
+        radial: RadialMLP,
+        edge_radial: torch.Tensor,
+        matrices: Sequence[torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The radial MLP up to its last matrix: the last hidden layer's output
+        ``[n_edges, fan_in]`` and the last matrix ``[fan_in, weight_numel]``, scaled and with
+        its columns in the fused (group) order (``matrices``: the MLP's weight matrices to
+        use instead of ``radial``'s own). :meth:`radial_weights` is their product."""
+        x = edge_radial
+        mats = list(radial.weights) if matrices is None else list(matrices)
+        for w in mats[:-1]:
+            x = radial.act(x @ (w / math.sqrt(w.shape[0])))
+        wperm = self.wperm
+        assert isinstance(wperm, torch.Tensor)
+        w = mats[-1].index_select(1, wperm)
+        return x, w / math.sqrt(w.shape[0])
+
     def radial_weights(
         self,
         radial: RadialMLP,
@@ -578,18 +580,8 @@ class FusedUVUConvolution(nn.Module):
     ) -> torch.Tensor:
         """``radial(edge_radial)`` with its output columns in the fused (group) order
         (``matrices``: the MLP's weight matrices to use instead of ``radial``'s own)."""
-        x = edge_radial
-        mats = list(radial.weights) if matrices is None else list(matrices)
-        last = len(mats) - 1
-        wperm = self.wperm
-        assert isinstance(wperm, torch.Tensor)
-        for i, w in enumerate(mats):
-            if i == last:
-                w = w.index_select(1, wperm)
-            x = x @ (w / math.sqrt(w.shape[0]))
-            if i < last:
-                x = radial.act(x)
-        return x
+        hidden, last = self.radial_hidden(radial, edge_radial, matrices)
+        return hidden @ last
 
     def _chunk(
         self,
@@ -625,6 +617,7 @@ class FusedUVUConvolution(nn.Module):
                     )
                     m = (sh @ self._cg(c, sh.dtype)).reshape(n_edges * n, d3, 1)
                     sums.append(summer((m * xw).reshape(n_edges, n * d3 * u)))
+                    del m, xw
                     c += 1
                 continue
             # l1 > 0: per run of paths with equal d3, one [n d3, d1] @ [d1, u] product per
@@ -645,6 +638,9 @@ class FusedUVUConvolution(nn.Module):
                     n_edges, n * d3 * u
                 )
                 sums.append(summer(part))
+                # drop this run's [E, n d3 u] temporaries before the next run makes its own
+                # (else two runs' worth are alive at once: the chunk's transient peak)
+                del o, part
         return torch.cat(sums, dim=1)
 
     def _chunk_grads(
@@ -706,6 +702,7 @@ class FusedUVUConvolution(nn.Module):
                         torch.sum(g_xw * wv, 1, out=g_x)
                     else:
                         g_x.add_((g_xw * wv).sum(1))
+                    del g, g_m, g_xw, xw, m
                 continue
             x_t = xg.transpose(1, 2)  # [E, d1, u], a view (see _chunk)
             g_xt: torch.Tensor | None = None
@@ -721,12 +718,15 @@ class FusedUVUConvolution(nn.Module):
                 gv = g.reshape(n_edges, n, d3, u)
                 o = torch.bmm(mv, x_t).reshape(n_edges, n, d3, u)
                 torch.sum(gv * o, 2, out=gwc.view(n_edges, n, u))
+                del o  # as in _chunk: one run's [E, n d3 u] temporaries alive at a time
                 g_o = (gv * wc.reshape(n_edges, n, 1, u)).reshape(n_edges, n * d3, u)
+                del g, gv
                 g_m = torch.bmm(g_o, xg)
                 part = _bmm(mv.transpose(1, 2), g_o)
                 g_m = g_m.reshape(n_edges, n * d3 * d1)
                 g_sh = g_m @ cg.t() if g_sh is None else g_sh.addmm_(g_m, cg.t())
                 g_xt = part if g_xt is None else g_xt.add_(part)
+                del g_o, g_m, m, mv, part
             assert g_xt is not None
             g_xs[grp.x_index].view(n_edges, u, d1).copy_(g_xt.transpose(1, 2))
         for g_x, wrote in zip(g_xs, done):
@@ -900,7 +900,7 @@ class FusedUVUConvolution(nn.Module):
             if recomputed and self.chunk_backward == "autograd":
                 outs.append(checkpoint(self._node_chunk, *args, use_reentrant=False))
             else:
-                outs.append(self._node_chunk(*args, manual=recomputed))
+                outs.append(self._node_chunk(*args, recompute=recomputed))
         return outs
 
     def _node_chunk(
@@ -914,22 +914,28 @@ class FusedUVUConvolution(nn.Module):
         dst: torch.Tensor,
         n_nodes: int,
         sink: _RowSink | None = None,
-        manual: bool = False,
+        recompute: bool = False,
     ) -> torch.Tensor:
-        """One chunk's output rows: with ``manual`` as a :class:`_ChunkFunction` (the
-        radial MLP recomputed in the backward), else the radial MLP by autograd and the
-        product as a :class:`_ProductFunction` (or, with ``chunk_backward="autograd"`` or
-        no gradient wanted, by autograd directly)."""
-        if manual:
+        """One chunk's output rows: a :class:`_ChunkFunction` (hand-written backward; the
+        radial weights kept unless ``recompute``), or by autograd directly with
+        ``chunk_backward="autograd"`` or no gradient wanted."""
+        if self.chunk_backward == "manual" and torch.is_grad_enabled():
             sums = _ChunkFunction.apply(
-                self, radial, n_nodes, sink, h, sh, edge_radial, src, dst, *radial.weights
+                self,
+                radial,
+                n_nodes,
+                sink,
+                not recompute,
+                h,
+                sh,
+                edge_radial,
+                src,
+                dst,
+                *radial.weights,
             )
         else:
             weights = self.radial_weights(radial, edge_radial)
-            if self.chunk_backward == "manual" and torch.is_grad_enabled():
-                sums = _ProductFunction.apply(self, n_nodes, sink, h, sh, weights, src, dst)
-            else:
-                sums = self._chunk(h, sh, weights, src, dst, n_nodes, sink)
+            sums = self._chunk(h, sh, weights, src, dst, n_nodes, sink)
         perm = self.perm
         assert isinstance(perm, torch.Tensor)
         out = sums.index_select(1, perm)
