@@ -176,3 +176,60 @@ def test_unknown_element_is_an_input_error():
     atoms = Atoms("SiC", positions=[[0, 0, 0], [1.8, 0, 0]])
     with pytest.raises(InputError, match=r"atom 1 is C \(Z=6\)"):
         compute_properties(model, AtomicGraph.from_ase(atoms, model.cutoff))
+
+
+def _saved_bytes(run) -> int:
+    """Bytes of the distinct storages autograd saves for the backward while ``run()``."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run()
+    return sum(storages.values())
+
+
+def test_force_evaluation_freezes_parameters_and_saves_less():
+    """compute_properties without create_graph runs with the parameters frozen: the same
+    energy/forces/stress as with create_graph (where they stay trainable), far fewer saved
+    bytes (the linears' inputs are not kept for weight gradients), and every parameter's
+    requires_grad back as it was afterwards, also after an error inside."""
+    model = tiny_model(channels=8)
+    frozen_one = next(model.parameters())
+    frozen_one.requires_grad_(False)  # a user-frozen parameter stays frozen
+    structure = random_structure(SPECIES, 12, seed=3)
+    graph = AtomicGraph.from_ase(structure, model.cutoff)
+    before = {name: p.requires_grad for name, p in model.named_parameters()}
+    seen: list[bool] = []
+    layer = model.interaction(0)
+    hook = layer.register_forward_pre_hook(
+        lambda mod, args: seen.append(any(p.requires_grad for p in mod.parameters()))
+    )
+    out: dict[bool, object] = {}
+    saved = {}
+    for cg in (False, True):
+
+        def run(cg: bool = cg) -> None:
+            out[cg] = compute_properties(model, graph, create_graph=cg)
+
+        saved[cg] = _saved_bytes(run)
+    hook.remove()
+    assert seen == [False, True]
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == before
+    assert saved[False] < 0.7 * saved[True], saved
+    a, b = out[False], out[True]
+    torch.testing.assert_close(a.energy, b.energy.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(a.forces, b.forces.detach(), rtol=0, atol=1e-14)
+    torch.testing.assert_close(a.stress, b.stress.detach(), rtol=0, atol=1e-14)
+
+    def boom(*args):
+        raise RuntimeError("inside the model")
+
+    hook = layer.register_forward_pre_hook(boom)
+    with pytest.raises(RuntimeError, match="inside the model"):
+        compute_properties(model, graph)
+    hook.remove()
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == before
