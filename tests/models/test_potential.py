@@ -233,3 +233,60 @@ def test_force_evaluation_freezes_parameters_and_saves_less():
         compute_properties(model, graph)
     hook.remove()
     assert {name: p.requires_grad for name, p in model.named_parameters()} == before
+
+
+def test_layer_checkpoints_same_numbers_fewer_saved_bytes(monkeypatch):
+    """checkpoint=True keeps only each layer's input (and the edge vectors) for the backward:
+    energy bitwise and forces/stress identical to the stored path, with chunked and
+    recomputed convolutions alike, and less saved outside the checkpointed regions;
+    "auto" follows activation_bytes against AUTO_CHECKPOINT_BYTES, the runtime never
+    checkpoints, and a bad setting is an InputError naming it."""
+    import atomshard.models.potential.model as model_module
+
+    model = tiny_model(channels=8)
+    graph = _quartz_graph(model.cutoff)
+    for recompute in (False, True):
+        model.set_convolution(recompute=recompute, chunk_edges=64)
+        out, saved = {}, {}
+        for on in (False, True):
+            model.set_convolution(checkpoint=on)
+
+            def run(on: bool = on, out: dict = out) -> None:
+                out[on] = compute_properties(model, graph)
+
+            saved[on] = _saved_bytes(run)
+        assert saved[True] < 0.6 * saved[False], (recompute, saved)
+        a, b = out[False], out[True]
+        torch.testing.assert_close(b.energy, a.energy, rtol=0, atol=0)
+        torch.testing.assert_close(b.forces, a.forces, rtol=0, atol=1e-14)
+        torch.testing.assert_close(b.stress, a.stress, rtol=0, atol=1e-14)
+
+    grads = {}
+    for on in (False, True):  # training: a force loss differentiates through the checkpoints
+        model.set_convolution(checkpoint=on, recompute=True)
+        model.zero_grad()
+        p = compute_properties(model, graph, create_graph=True)
+        (p.energy**2 + (p.forces**2).sum()).backward()  # type: ignore[operator]
+        grads[on] = torch.cat([q.grad.flatten() for q in model.parameters() if q.grad is not None])
+    torch.testing.assert_close(grads[True], grads[False], rtol=0, atol=1e-12)
+
+    model.set_convolution(checkpoint="auto")
+    assert model.activation_bytes(graph.n_atoms) == graph.n_atoms * 8 * sum(
+        model.interaction(t).irreps_in.dim + model.interaction(t).gate.irreps_in.dim
+        for t in range(len(model.layers))
+    )  # float64 body
+    assert not model.checkpointed(graph, lambda x: x)
+    monkeypatch.setattr(model_module, "AUTO_CHECKPOINT_BYTES", 1000)
+    assert model.checkpointed(graph, lambda x: x)
+
+    class Halo:  # an exchange with halo rows: the graph-parallel runtime
+        n_owned = graph.n_atoms - 1
+
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    assert not model.set_convolution(checkpoint=True).checkpointed(graph, Halo())
+    with torch.no_grad():
+        assert not model.checkpointed(graph, lambda x: x)
+    with pytest.raises(InputError, match="checkpoint='sometimes'"):
+        model.set_convolution(checkpoint="sometimes")

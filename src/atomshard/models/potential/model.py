@@ -27,6 +27,7 @@ import torch
 from e3nn import o3
 from e3nn.nn import Gate
 from torch import nn
+from torch.utils.checkpoint import checkpoint as layer_checkpoint
 
 from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph
@@ -38,6 +39,10 @@ from atomshard.nn.radial import ACTIVATIONS, BesselBasis, PolynomialCutoff, Radi
 
 #: Implementations of the convolution (:meth:`NequIPPotential.set_convolution`).
 CONVOLUTIONS = ("fused", "e3nn")
+#: ``checkpoint="auto"`` keeps only each layer's input for the backward pass (and the edge
+#: vectors instead of the float64 edge-feature graph), serially, once the node activations
+#: it drops (:meth:`NequIPPotential.activation_bytes`) would exceed this many bytes.
+AUTO_CHECKPOINT_BYTES = 4 << 30
 
 
 def filter_irreps(config: NequIPConfig) -> o3.Irreps:
@@ -303,6 +308,10 @@ class NequIPPotential(Potential):
         #: overlap halo exchanges with interior nodes: True (default), False or "auto" (on
         #: CUDA only; see :meth:`set_convolution`)
         self.overlap: bool | str = True
+        #: layer checkpoints for the backward pass: True, False or "auto" (the default:
+        #: serial graphs with node activations above ``AUTO_CHECKPOINT_BYTES``; see
+        #: :meth:`set_convolution`)
+        self.checkpoint: bool | str = "auto"
         f64 = torch.float64
         self.register_buffer(
             "energy_shift", torch.tensor(config.energy_shift, dtype=f64), persistent=False
@@ -329,6 +338,7 @@ class NequIPPotential(Potential):
         chunk_edges: int | str | None = None,
         recompute: bool | str | None = None,
         overlap: bool | str | None = None,
+        checkpoint: bool | str | None = None,
     ) -> NequIPPotential:
         """Choose how every layer computes its convolution (a run-time setting, not stored).
 
@@ -351,6 +361,16 @@ class NequIPPotential(Potential):
                 the model runs on a CUDA device). On 2 CPU ranks it hid 66–69 % of the
                 transfer at equal step time and peak RSS (see docs/runtime.md); None keeps
                 the current value.
+            checkpoint: keep only each layer's input node features for the backward pass,
+                which re-runs the layer's forward first (and the edge vectors instead of the
+                float64 graph of the edge features, re-formed the same way): the node-wise
+                saved tensors of all layers (gate inputs, self-connections, convolution
+                inputs) shrink to one layer's at a time, at the cost of a second forward
+                pass (same numbers). True, False or ``"auto"`` (the default: on for serial
+                graphs whose :meth:`activation_bytes` exceed ``AUTO_CHECKPOINT_BYTES``, 4 GiB:
+                about 190,000 atoms of the SI config; never in the graph-parallel
+                runtime, where re-running a layer would repeat its halo exchange inside the
+                backward pass); None keeps the current value.
 
         Returns:
             the model itself.
@@ -366,8 +386,12 @@ class NequIPPotential(Potential):
                 )
         if overlap is not None and not isinstance(overlap, bool) and overlap != "auto":
             raise InputError(f"overlap={overlap!r}: choose True, False or 'auto'")
+        if checkpoint is not None and not isinstance(checkpoint, bool) and checkpoint != "auto":
+            raise InputError(f"checkpoint={checkpoint!r}: choose True, False or 'auto'")
         if overlap is not None:
             self.overlap = overlap
+        if checkpoint is not None:
+            self.checkpoint = checkpoint
         for t in range(len(self.layers)):
             layer = self.interaction(t)
             layer.convolution = kind
@@ -409,6 +433,27 @@ class NequIPPotential(Potential):
             return None
         return OverlapPlan(graph.src, graph.dst, n_owned)
 
+    def checkpointed(self, graph: AtomicGraph, exchange: Exchange) -> bool:
+        """Whether this evaluation keeps layer checkpoints (see :meth:`set_convolution`):
+        only with gradients wanted, and only serially (all rows owned)."""
+        if not torch.is_grad_enabled() or owned_rows(exchange, graph.n_atoms) != graph.n_atoms:
+            return False
+        if self.checkpoint == "auto":
+            return self.activation_bytes(graph.n_atoms) > AUTO_CHECKPOINT_BYTES
+        return bool(self.checkpoint)
+
+    def activation_bytes(self, n_atoms: int) -> int:
+        """The node activations a force evaluation of ``n_atoms`` atoms keeps without layer
+        checkpoints, estimated as every layer's input and gate input (``Σ_t dim X_t +
+        dim gate_in_t`` values per atom, body dtype): at 22.4 kB per atom for the SI config,
+        about half of what such a step holds per atom at its peak (docs/potential.md)."""
+        itemsize = torch.empty((), dtype=self.body_dtype).element_size()
+        per_atom = 0
+        for t in range(len(self.layers)):
+            layer = self.interaction(t)
+            per_atom += layer.irreps_in.dim + layer.gate.irreps_in.dim
+        return int(n_atoms) * per_atom * itemsize
+
     def atomic_energies(
         self, graph: AtomicGraph, edge_vec: torch.Tensor, exchange: Exchange
     ) -> torch.Tensor:
@@ -426,13 +471,24 @@ class NequIPPotential(Potential):
         n_own = owned_rows(exchange, graph.n_atoms)
         index = self.z_to_index.index_select(0, graph.species[:n_own])
         one_hot = nn.functional.one_hot(index, len(self.atomic_numbers)).to(self.body_dtype)
-        radial, sh = self.edge_features(edge_vec)
         plan = self.overlap_plan(graph, exchange)
-        if plan is not None:  # the edge features once in the plan's order, for all layers
-            radial, sh = plan.edges(radial), plan.edges(sh)
-        x = self.embedding(one_hot)
-        for layer in self.layers:
-            x = layer(x, one_hot, sh, radial, graph.src, graph.dst, exchange, plan)
+        if plan is None and self.checkpointed(graph, exchange):
+            radial, sh = layer_checkpoint(
+                self.edge_features, edge_vec, use_reentrant=False, preserve_rng_state=False
+            )
+            x = self.embedding(one_hot)
+            for layer in self.layers:
+                x = layer_checkpoint(
+                    layer, x, one_hot, sh, radial, graph.src, graph.dst, exchange,
+                    use_reentrant=False, preserve_rng_state=False,
+                )  # fmt: skip
+        else:
+            radial, sh = self.edge_features(edge_vec)
+            if plan is not None:  # the edge features once in the plan's order, for all layers
+                radial, sh = plan.edges(radial), plan.edges(sh)
+            x = self.embedding(one_hot)
+            for layer in self.layers:
+                x = layer(x, one_hot, sh, radial, graph.src, graph.dst, exchange, plan)
         e = self.readout_2(self.readout_1(x)).squeeze(-1).to(torch.float64)
         return e * self.energy_scale.index_select(0, index) + self.energy_shift.index_select(
             0, index
