@@ -23,6 +23,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("atomshard.commands.info", "describe an atomshard checkpoint"),
     "partition": ("atomshard.commands.partition", "partition a graph; compare Low-NN, METIS, grid"),
 }
+#: ``--allocator`` choices; ``auto`` is tcmalloc where it is installed, else glibc.
+ALLOCATOR_CHOICES = ("auto", "glibc", "tcmalloc", "jemalloc")
+DEFAULT_ALLOCATOR = "glibc"
+
+
+def _allocator_choice(argv: list[str]) -> str:
+    """The ``--allocator`` value given before the command name (else the default)."""
+    for k, arg in enumerate(argv):
+        if arg.startswith("--allocator="):
+            return arg.split("=", 1)[1]
+        if arg == "--allocator" and k + 1 < len(argv):
+            return argv[k + 1]
+        if not arg.startswith("-"):
+            break
+    return DEFAULT_ALLOCATOR
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -33,6 +48,14 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     from atomshard import __version__
 
     parser.add_argument("--version", action="version", version=f"atomshard {__version__}")
+    parser.add_argument(
+        "--allocator",
+        choices=ALLOCATOR_CHOICES,
+        default=DEFAULT_ALLOCATOR,
+        help="memory allocator: glibc (tuned, the default), tcmalloc or jemalloc (re-runs the "
+        "command with it preloaded; tcmalloc is faster and leaner on large systems, "
+        "docs/potential.md), or auto (tcmalloc where installed)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():
@@ -44,10 +67,23 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from atomshard.errors import AtomshardError
-    from atomshard.utils.process import configure_process
+    from atomshard.utils.process import configure_process, exec_with_allocator, find_allocator
 
-    configure_process()  # before torch is imported by any subcommand
+    process_argv = argv is None  # only a real command line may re-run itself
     argv = sys.argv[1:] if argv is None else list(argv)
+    allocator = _allocator_choice(argv)
+    if process_argv and allocator in ALLOCATOR_CHOICES and allocator != "glibc":
+        wanted = allocator
+        if allocator == "auto":
+            wanted = "tcmalloc" if find_allocator("tcmalloc") else "glibc"
+        try:
+            lib = exec_with_allocator(wanted, argv)  # returns in the re-run process
+        except FileNotFoundError as exc:
+            print(f"atomshard: error: {exc}", file=sys.stderr)
+            return 2
+        if lib is not None and allocator != "auto":
+            print(f"atomshard: memory allocator {wanted} ({lib})", file=sys.stderr)
+    configure_process()  # before torch is imported by any subcommand
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:

@@ -52,6 +52,7 @@ from torch.utils.checkpoint import checkpoint
 
 from atomshard.comm import PendingExchange
 from atomshard.nn.radial import RadialMLP
+from atomshard.utils.process import release_free_heap
 
 #: Edges per chunk when chunks are not recomputed, and the most ``"auto"`` ever takes.
 DEFAULT_CHUNK_EDGES = 16384
@@ -339,6 +340,9 @@ class _ChunkFunction(torch.autograd.Function):
         g_er = next(got) if need_er else None
         g_mats = [next(got) if need else None for need in need_m]
         g_h = _rows_grad(ctx, g_rows, src) if need_h else None
+        if not ctx.keep and not h.is_cuda:  # a large system: see release_free_heap
+            del weights, g_rows, g_w, outs
+            release_free_heap()
         return (*none5, g_h, g_sh if need_sh else None, g_er, None, None, *g_mats)
 
 
@@ -901,6 +905,8 @@ class FusedUVUConvolution(nn.Module):
                 outs.append(checkpoint(self._node_chunk, *args, use_reentrant=False))
             else:
                 outs.append(self._node_chunk(*args, recompute=recomputed))
+            if recomputed and not h.is_cuda:  # a large system: see release_free_heap
+                release_free_heap()
         return outs
 
     def _node_chunk(
