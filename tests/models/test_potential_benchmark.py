@@ -32,3 +32,30 @@ def test_bench_utilisation_smoke(tmp_path):
     assert (tmp_path / "bench_utilisation.png").stat().st_size > 0
     saved = json.loads((tmp_path / "bench_utilisation.json").read_text())
     assert saved["channels"] == [4]
+
+
+def test_bench_memory_smoke(tmp_path):
+    """Both checkpoint settings at two sizes, same energies, fits, JSON and PNG."""
+    module = load_benchmark("bench_memory")
+    report = module.main(["--smoke", "--out", str(tmp_path)])
+    runs = {(r["n_atoms"], r["checkpoint"]): r for r in report["runs"]}
+    assert set(runs) == {(9, "off"), (9, "on"), (72, "off"), (72, "on")}
+    for n in (9, 72):
+        assert runs[n, "on"]["energy_ev"] == runs[n, "off"]["energy_ev"]
+        assert runs[n, "on"]["peak_rss_mb"] > 0 and runs[n, "on"]["n_edges"] > 0
+    fit = module.fit(
+        [
+            {"n_atoms": 1000, "m": 600.0},
+            {"n_atoms": 2000, "m": 700.0},
+            {"n_atoms": 4000, "m": 900.0},
+        ],
+        "m",
+        1.0,
+    )  # the two largest sizes: 0.1 MB per atom from 500 MB
+    assert fit["sizes"] == [2000, 4000] and abs(fit["kb_per_atom"] - 102.4) < 1e-9
+    assert (
+        fit["atoms_in_budget"] == 5240 and abs(fit["at_1m_atoms_gib"] - (500 + 1e5) / 1024) < 1e-9
+    )
+    saved = json.loads((tmp_path / "bench_memory.json").read_text())
+    assert saved["model"] == "S" and set(saved["fits"]) == {"off", "on"}
+    assert (tmp_path / "bench_memory.png").stat().st_size > 0
