@@ -8,7 +8,10 @@ computes stress, so ours does too). Reported: median and spread (min, max) of th
 time, atom·steps/s, and the worker's peak RSS (``ru_maxrss``) and RSS before the first
 step. Both implementations run with the same process settings
 (:func:`atomshard.utils.process.configure_process`: passive OpenMP waits, no mmap churn;
-``--threads`` torch threads), i.e. sevenn at its best allocator setting.
+``--threads`` torch threads), i.e. sevenn at its best glibc setting; the ``-tcmalloc``
+implementations run the same worker with gperftools' tcmalloc preloaded (``LD_PRELOAD``,
+as ``atomshard --allocator tcmalloc`` does), which sevenn gains from (they are in the
+default list only where tcmalloc is installed).
 
 Models: ``sevennet-0`` (our converted SevenNet-0 vs sevenn's calculator), or
 ``si-config`` (random-init 32 channels, 4 layers, l_max 3, 4 Å; ours only).
@@ -30,7 +33,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-IMPLS = ("atomshard", "atomshard-lowmem", "atomshard-e3nn", "sevenn", "sevenn-shipped")
+IMPLS = (
+    "atomshard", "atomshard-lowmem", "atomshard-e3nn", "atomshard-tcmalloc",
+    "sevenn", "sevenn-tcmalloc", "sevenn-shipped",
+)  # fmt: skip
 #: environment variables a worker must not inherit when running "as shipped"
 _TUNING_ENV = ("OMP_WAIT_POLICY", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_")
 
@@ -128,6 +134,13 @@ def _run_worker(args, impl: str, repeat: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in _TUNING_ENV}
     if impl == "sevenn":
         env["MALLOC_MMAP_MAX_"] = "0"
+    if impl.endswith("-tcmalloc"):
+        from atomshard.utils.process import find_allocator
+
+        lib = find_allocator("tcmalloc")
+        if lib is None:
+            raise SystemExit(f"{impl}: tcmalloc is not installed (libtcmalloc-minimal4)")
+        env["LD_PRELOAD"] = ":".join(p for p in (lib, env.get("LD_PRELOAD", "")) if p)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{impl} worker failed ({done.returncode}):\n{done.stderr[-2000:]}")
@@ -190,7 +203,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=Path("bench_out/potential"))
     parser.add_argument("--model", choices=["sevennet-0", "si-config"], default="sevennet-0")
     parser.add_argument("--repeat", type=int, nargs="+", default=[2, 4], help="n for n×n×n cells")
-    parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
+    parser.add_argument(
+        "--impls", nargs="+", choices=IMPLS, default=None, help="default: all (-tcmalloc: if found)"
+    )
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
@@ -215,6 +230,11 @@ def main(argv: list[str] | None = None) -> dict:
         )
         print(json.dumps(result))
         return result
+    if args.impls is None:
+        from atomshard.utils.process import find_allocator
+
+        tcmalloc = find_allocator("tcmalloc") is not None
+        args.impls = [i for i in IMPLS if tcmalloc or not i.endswith("-tcmalloc")]
     if args.smoke:
         args.model, args.repeat, args.impls = "si-config", [1], ["atomshard"]
         args.steps, args.warmup, args.rounds = 2, 1, 1
