@@ -50,6 +50,7 @@ def _worker(model_name: str, repeat: int, setting: str, threads: int) -> dict:
     from atomshard.io.structures import builtin_structure
     from atomshard.models import compute_properties
     from atomshard.models.potential import NequIPPotential, preset
+    from atomshard.models.potential.model import AUTO_CHECKPOINT_BYTES
     from atomshard.utils import process
 
     torch.manual_seed(0)
@@ -58,13 +59,11 @@ def _worker(model_name: str, repeat: int, setting: str, threads: int) -> dict:
     atoms = builtin_structure("quartz", (repeat, repeat, repeat))
     atoms.rattle(0.01, seed=0)
     graph = AtomicGraph.from_ase(atoms, model.cutoff)
-    libc = process._libc()
     peak_live = [0]
     done = threading.Event()
 
     def live() -> int:
-        info = libc.mallinfo2() if libc is not None else None
-        return 0 if info is None else int(info.uordblks + info.hblkhd)
+        return process.live_heap_bytes() or 0
 
     def sample() -> None:
         while not done.is_set():
@@ -72,8 +71,8 @@ def _worker(model_name: str, repeat: int, setting: str, threads: int) -> dict:
             done.wait(0.005)
 
     live_before = live()
-    if live_before < 1 << 20:  # glibc's heap is unused: another allocator is preloaded
-        libc = None
+    # None without glibc, or when another allocator is preloaded (glibc's heap then unused)
+    glibc_heap = live_before >= 1 << 20
     rss_before = process.resident_bytes()
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -87,15 +86,13 @@ def _worker(model_name: str, repeat: int, setting: str, threads: int) -> dict:
         "n_atoms": len(atoms),
         "n_edges": int(graph.src.numel()),
         "checkpoint": setting,
-        "checkpointed_by_auto": NequIPPotential.from_config(config).checkpointed(
-            graph, lambda x: x
-        ),
+        "checkpointed_by_auto": model.activation_bytes(len(atoms)) > AUTO_CHECKPOINT_BYTES,
         "wall_s": wall,
         "atom_steps_per_s": len(atoms) / wall,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "rss_before_mb": rss_before / 2**20,
-        "peak_live_heap_mb": peak_live[0] / 2**20 if libc is not None else None,
-        "live_heap_before_mb": live_before / 2**20 if libc is not None else None,
+        "peak_live_heap_mb": peak_live[0] / 2**20 if glibc_heap else None,
+        "live_heap_before_mb": live_before / 2**20 if glibc_heap else None,
         "energy_ev": float(out.energy),
         "max_force_ev_a": float(out.forces.abs().max()),
         "threads": torch.get_num_threads(),

@@ -69,22 +69,19 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from atomshard.errors import AtomshardError
-    from atomshard.utils.process import configure_process, exec_with_allocator, find_allocator
+    from atomshard.utils.process import configure_process, exec_with_allocator
 
     process_argv = argv is None  # only a real command line may re-run itself
     argv = sys.argv[1:] if argv is None else list(argv)
     allocator = _allocator_choice(argv)
-    if process_argv and allocator in ALLOCATOR_CHOICES and allocator != "glibc":
-        wanted = allocator
-        if allocator == "auto":
-            wanted = "tcmalloc" if find_allocator("tcmalloc") else "glibc"
+    if process_argv and allocator in ALLOCATOR_CHOICES:
         try:
-            lib = exec_with_allocator(wanted, argv)  # returns in the re-run process
+            lib = exec_with_allocator(allocator, argv)  # returns in the re-run process
         except FileNotFoundError as exc:
             print(f"atomshard: error: {exc}", file=sys.stderr)
             return 2
         if lib is not None and allocator != "auto":
-            print(f"atomshard: memory allocator {wanted} ({lib})", file=sys.stderr)
+            print(f"atomshard: memory allocator {allocator} ({lib})", file=sys.stderr)
     configure_process()  # before torch is imported by any subcommand
     parser = build_parser(argv)
     args = parser.parse_args(argv)

@@ -44,31 +44,49 @@ class _MallInfo2(ctypes.Structure):
     ]  # fmt: skip
 
 
-def _glibc() -> ctypes.CDLL | None:
-    """glibc with ``mallopt``, ``mallinfo2`` and ``malloc_trim``, or None (musl, macOS, old)."""
+def _load_c_library() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    if hasattr(libc, "mallinfo2") and hasattr(libc, "malloc_trim"):
         libc.mallinfo2.restype = _MallInfo2
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
-        _ = libc.mallopt
-    except (OSError, AttributeError):
-        return None
     return libc
 
 
-_libc_cache: list[ctypes.CDLL | None] = []  # empty until looked up
+_c_cache: list[ctypes.CDLL | None] = []  # empty until looked up
+
+
+def _c_library() -> ctypes.CDLL | None:
+    """The C library (loaded once), or None where it cannot be loaded."""
+    if not _c_cache:
+        _c_cache.append(_load_c_library())
+    return _c_cache[0]
 
 
 def _libc() -> ctypes.CDLL | None:
-    if not _libc_cache:
-        _libc_cache.append(_glibc())
-    return _libc_cache[0]
+    """The C library if it is glibc with ``mallinfo2`` and ``malloc_trim`` (2.33+), else None."""
+    libc = _c_library()
+    if libc is None or not hasattr(libc, "mallinfo2") or not hasattr(libc, "malloc_trim"):
+        return None
+    return libc
 
 
 def free_heap_bytes() -> int | None:
     """Bytes the heap holds free (glibc ``mallinfo2().fordblks``), or None without glibc."""
     libc = _libc()
     return None if libc is None else int(libc.mallinfo2().fordblks)
+
+
+def live_heap_bytes() -> int | None:
+    """Bytes glibc's allocator has handed out (``uordblks + hblkhd``), or None without glibc
+    (near 0 when another allocator is preloaded: glibc's heap is then unused)."""
+    libc = _libc()
+    if libc is None:
+        return None
+    info = libc.mallinfo2()
+    return int(info.uordblks + info.hblkhd)
 
 
 def resident_bytes() -> int:
@@ -104,7 +122,7 @@ def release_free_heap(min_growth: int | None = None) -> bool:
     if not _resident_mark:
         _resident_mark.append(rss)
         return False
-    if rss - _resident_mark[0] <= min_growth or int(libc.mallinfo2().fordblks) <= min_growth:
+    if rss - _resident_mark[0] <= min_growth or (free_heap_bytes() or 0) <= min_growth:
         return False
     libc.malloc_trim(0)
     _resident_mark[0] = resident_bytes()
@@ -117,12 +135,8 @@ def configure_process(threads: int | None = None) -> None:
     if not _done:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         if os.environ.get("ATOMSHARD_KEEP_MALLOC") is None:
-            name = ctypes.util.find_library("c")
-            try:
-                libc = ctypes.CDLL(name or "libc.so.6")
-                mallopt = libc.mallopt
-            except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
-                mallopt = None
+            # not glibc (musl, macOS): nothing to tune
+            mallopt = getattr(_c_library(), "mallopt", None)
             if mallopt is not None:
                 mallopt(_M_MMAP_MAX, 0)
                 mallopt(_M_TRIM_THRESHOLD, 1 << 30)
@@ -172,22 +186,25 @@ def is_mapped(lib: str) -> bool:
 def exec_with_allocator(name: str, argv: list[str]) -> str | None:
     """Re-run this program (``python -m atomshard.cli`` with ``argv``) with allocator
     ``name`` preloaded; returns (without exec) the library when this process already is that
-    re-run, None for ``"glibc"``; raises ``FileNotFoundError`` naming the package to install
-    when the library is missing.
+    re-run, None for ``"glibc"`` (and for ``"auto"`` where tcmalloc is not installed:
+    ``"auto"`` is tcmalloc where it is); raises ``FileNotFoundError`` naming the package to
+    install when an explicitly chosen library is missing.
 
     Preloading has to happen before the process starts, hence the re-run (``execve``: same
     pid, arguments and environment, plus ``LD_PRELOAD``); child processes (ranks) inherit it.
     """
     if name == "glibc":
         return None
-    if name not in ALLOCATORS:
+    if name != "auto" and name not in ALLOCATORS:
         raise ValueError(f"unknown allocator {name!r}; choose glibc or one of {sorted(ALLOCATORS)}")
     done = os.environ.get(_PRELOADED)
     if done:
         if not is_mapped(done):
             raise FileNotFoundError(f"--allocator {name}: {done} was preloaded but is not loaded")
         return done
-    lib = find_allocator(name)
+    lib = find_allocator("tcmalloc" if name == "auto" else name)
+    if lib is None and name == "auto":
+        return None
     if lib is None:
         package = {"tcmalloc": "libtcmalloc-minimal4 (Debian/Ubuntu) or gperftools-libs (RHEL)",
                    "jemalloc": "libjemalloc2 (Debian/Ubuntu) or jemalloc (RHEL)"}[name]  # fmt: skip

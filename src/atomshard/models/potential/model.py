@@ -472,23 +472,22 @@ class NequIPPotential(Potential):
         index = self.z_to_index.index_select(0, graph.species[:n_own])
         one_hot = nn.functional.one_hot(index, len(self.atomic_numbers)).to(self.body_dtype)
         plan = self.overlap_plan(graph, exchange)
-        if plan is None and self.checkpointed(graph, exchange):
+        checkpointed = plan is None and self.checkpointed(graph, exchange)
+        if checkpointed:
             radial, sh = layer_checkpoint(
                 self.edge_features, edge_vec, use_reentrant=False, preserve_rng_state=False
             )
-            x = self.embedding(one_hot)
-            for layer in self.layers:
-                x = layer_checkpoint(
-                    layer, x, one_hot, sh, radial, graph.src, graph.dst, exchange,
-                    use_reentrant=False, preserve_rng_state=False,
-                )  # fmt: skip
         else:
             radial, sh = self.edge_features(edge_vec)
-            if plan is not None:  # the edge features once in the plan's order, for all layers
-                radial, sh = plan.edges(radial), plan.edges(sh)
-            x = self.embedding(one_hot)
-            for layer in self.layers:
-                x = layer(x, one_hot, sh, radial, graph.src, graph.dst, exchange, plan)
+        if plan is not None:  # the edge features once in the plan's order, for all layers
+            radial, sh = plan.edges(radial), plan.edges(sh)
+        x = self.embedding(one_hot)
+        for layer in self.layers:
+            args = (x, one_hot, sh, radial, graph.src, graph.dst, exchange, plan)
+            if checkpointed:
+                x = layer_checkpoint(layer, *args, use_reentrant=False, preserve_rng_state=False)
+            else:
+                x = layer(*args)
         e = self.readout_2(self.readout_1(x)).squeeze(-1).to(torch.float64)
         return e * self.energy_scale.index_select(0, index) + self.energy_shift.index_select(
             0, index
