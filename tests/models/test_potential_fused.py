@@ -19,6 +19,17 @@ from atomshard.testing import grad_fn_names, random_structure
 SPECIES = (8, 14)
 
 
+@pytest.fixture(autouse=True, params=["edges", "nodes"])
+def layout(request, monkeypatch):
+    """Every test here runs with both layouts of the fused chunks (models built inside a
+    test start with it): one row per edge, and the padded ``[nodes, in-degree]`` slots
+    (which ``"auto"`` would not always pick for these small random cells)."""
+    from atomshard.models.potential import conv
+
+    monkeypatch.setattr(conv, "DEFAULT_LAYOUT", request.param)
+    return request.param
+
+
 def _model(dtype: str, **changes) -> NequIPPotential:
     torch.manual_seed(0)
     base = dict(channels=6, n_layers=3, avg_num_neighbors=20.0, dtype=dtype)
@@ -455,17 +466,19 @@ def _saved_bytes(run) -> int:
     return total[0]
 
 
-def test_stored_chunks_keep_only_their_inputs():
+def test_stored_chunks_keep_only_their_inputs(layout):
     """A stored chunk's hand-written backward keeps for the backward pass only the chunk's
-    inputs (node rows, Y, the radial basis, indices) and its radial weights — not the
-    product's per-edge temporaries that autograd keeps (gathered rows, M_k, the outputs
-    before the weights) nor the radial MLP's activations, counted with saved-tensor hooks;
-    a recomputed chunk keeps the inputs only."""
+    inputs (node rows, Y, the radial basis, indices) and its radial weights (per edge, or
+    per slot in the node layout) — not the product's per-edge temporaries that autograd
+    keeps (gathered rows, M_k or z, the outputs before the weights) nor the radial MLP's
+    activations, counted with saved-tensor hooks; a recomputed chunk keeps the inputs
+    only."""
     model = _model("float32", n_layers=3)
     layer, graph, _, radial, sh, h = _layer_inputs(model, 1)
     h, sh, radial = h.float().detach().requires_grad_(), sh.float(), radial.float()
     conv, src, dst = layer.fused, graph.src, graph.dst
     saved = {}
+    assert conv.layout == layout
     for mode, recompute in (("autograd", False), ("manual", False), ("manual", True)):
         conv.chunk_backward = mode
         try:
@@ -480,7 +493,12 @@ def test_stored_chunks_keep_only_their_inputs():
     # float32 rows, Y and radial basis; int64 src, dst and the output's column permutation
     inputs = 4 * (h.numel() + n_edges * (sh.shape[1] + radial.shape[1])) + 16 * n_edges
     inputs += 8 * conv.perm.numel()
-    weights = 4 * n_edges * conv.weight_numel
+    slots = n_edges
+    if layout == "nodes":  # the column order of h for the node layout; weights per slot
+        inputs += 8 * conv.au_perm.numel()
+        slots = graph.n_atoms * int(torch.bincount(dst, minlength=graph.n_atoms).max())
+        assert slots > n_edges
+    weights = 4 * slots * conv.weight_numel
     assert saved["manual", True] <= inputs, (saved, inputs)
     assert saved["manual", False] <= inputs + weights, (saved, inputs, weights)
     assert saved["manual", False] < 0.3 * saved["autograd", False], saved

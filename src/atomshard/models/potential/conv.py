@@ -66,17 +66,50 @@ AUTO_CHUNK_BYTES = 384 << 20
 MIN_AUTO_CHUNK_EDGES = 4096
 #: ``recompute="auto"`` recomputes chunks in the backward pass above this many edges.
 AUTO_RECOMPUTE_EDGES = 65536
+#: Layouts of a chunk's per-edge work (:attr:`FusedUVUConvolution.layout`).
+LAYOUTS = ("auto", "edges", "nodes")
+#: The layout a new convolution starts with (:attr:`FusedUVUConvolution.layout`).
+DEFAULT_LAYOUT = "auto"
+#: ``layout="auto"`` takes the node layout while its padded slots are at most this many
+#: times the chunk's edges (rattled α-quartz, SevenNet-0: 1.06).
+MAX_NODE_PADDING = 1.25
 
 
 class _Path:
-    """One instruction: its class, ``(l1, l2, l3)``, Y slice, offset in the class, weight."""
+    """One instruction: its class, ``(l1, l2, l3)``, Y slice, offset in the class, weight;
+    and, for the node layout, its position ``p`` in its group's weights and its first
+    output component ``koff`` in the group."""
 
-    def __init__(self, cls: int, ls: tuple[int, int, int], y_slice: slice, k: int, weight: float):
+    def __init__(
+        self,
+        cls: int,
+        ls: tuple[int, int, int],
+        y_slice: slice,
+        k: int,
+        weight: float,
+        p: int = 0,
+        koff: int = 0,
+    ):
         self.cls = cls
         self.ls = ls
         self.y_slice = y_slice
         self.k = k
         self.weight = weight
+        self.p = p
+        self.koff = koff
+
+
+class _YSet:
+    """The paths of one group that read the same Y irrep ``l2`` (node layout): their
+    indices in ``FusedUVUConvolution._paths`` and where their weights are among the
+    group's (node layout order: paths ``[w_start, w_start + n)``)."""
+
+    def __init__(self, group: int, y_slice: slice, paths: list[int], w_start: int) -> None:
+        self.group = group
+        self.y_slice = y_slice
+        self.paths = paths
+        self.n = len(paths)
+        self.w = slice(w_start, w_start + self.n)
 
 
 class _Class:
@@ -262,6 +295,44 @@ def _rebuilt_grads(
     return [next(got) if need else None for _, need in inputs]
 
 
+class _PadPlan:
+    """A chunk's edges (sorted by destination) in ``[n_nodes, width]`` slots, node ``i``'s
+    edges first in row ``i`` (in edge order), the rest of the row padding; ``width`` is the
+    chunk's largest in-degree.
+
+    Padding slots read node row 0 (``src``), have zero spherical harmonics and a zero
+    radial basis, so they add exactly nothing to any node sum, and get exactly zero
+    gradients for the node rows and the radial weights.
+
+    Attributes:
+        pos: ``[n_edges]`` the slot of each edge; src: ``[n_slots]`` source row per slot.
+    """
+
+    def __init__(self, src: torch.Tensor, dst: torch.Tensor, n_nodes: int) -> None:
+        deg = torch.bincount(dst, minlength=n_nodes)
+        self.n_nodes = int(n_nodes)
+        self.width = int(deg.max()) if dst.numel() else 0
+        self.n_slots = self.n_nodes * self.width
+        first = torch.cumsum(deg, 0) - deg
+        rank = torch.arange(dst.shape[0], device=dst.device) - first.index_select(0, dst)
+        self.pos = dst * self.width + rank
+        self.src = self.pad(src)
+
+    def pad(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-edge ``values`` ``[n_edges, ...]`` in slots ``[n_slots, ...]`` (zero padding;
+        differentiable)."""
+        out = values.new_zeros((self.n_slots, *values.shape[1:]))
+        return out.index_copy(0, self.pos, values)
+
+    def unpad(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-slot ``values`` back to per-edge ``[n_edges, ...]``."""
+        return values.index_select(0, self.pos)
+
+    def y_t(self, sh: torch.Tensor) -> torch.Tensor:
+        """The padded spherical harmonics as ``[n_nodes, dim Y, width]`` (a view)."""
+        return self.pad(sh).view(self.n_nodes, self.width, sh.shape[1]).transpose(1, 2)
+
+
 class _ChunkFunction(torch.autograd.Function):
     """One chunk's node sums (radial MLP, gather, tensor product, weights, scatter) with a
     hand-written backward that keeps only the chunk's inputs — and, for a stored chunk
@@ -285,9 +356,14 @@ class _ChunkFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, conv, radial, n_nodes, sink, keep, h, sh, edge_radial, src, dst, *matrices):  # type: ignore[no-untyped-def]
-        weights = conv.radial_weights(radial, edge_radial, matrices)
-        out = conv._chunk(h, sh, weights, src, dst, n_nodes)
+    def forward(  # type: ignore[no-untyped-def]
+        ctx, conv, radial, n_nodes, sink, keep, nodes, h, sh, edge_radial, src, dst, *matrices
+    ):
+        out, weights, plan = conv._sums(
+            radial, h, sh, edge_radial, src, dst, n_nodes, nodes, matrices
+        )
+        del plan  # re-formed in the backward (cheap) rather than kept: O(E) indices
+        ctx.nodes = nodes
         ctx.conv, ctx.radial, ctx.n_nodes, ctx.sink = conv, radial, n_nodes, sink
         ctx.matrices = matrices
         ctx.h_shape = h.shape
@@ -300,28 +376,45 @@ class _ChunkFunction(torch.autograd.Function):
     def backward(ctx, grad):  # type: ignore[no-untyped-def]
         h, sh, edge_radial, src, dst, *kept = ctx.saved_tensors
         conv, radial, matrices = ctx.conv, ctx.radial, ctx.matrices
-        none5 = (None, None, None, None, None)
-        need_h, need_sh, need_er = ctx.needs_input_grad[5:8]
+        none6 = (None,) * 6
+        need_h, need_sh, need_er = ctx.needs_input_grad[6:9]
         if torch.is_grad_enabled():  # double backward: differentiate an autograd rebuild
-            needs = (need_h, need_sh, need_er, *ctx.needs_input_grad[10:])
+            needs = (need_h, need_sh, need_er, *ctx.needs_input_grad[11:])
 
             def run() -> torch.Tensor:
-                w = conv.radial_weights(radial, edge_radial, matrices)
-                return conv._chunk(h, sh, w, src, dst, ctx.n_nodes)
+                args = (radial, h, sh, edge_radial, src, dst, ctx.n_nodes, ctx.nodes, matrices)
+                return conv._sums(*args)[0]
 
             grads = _rebuilt_grads(run, grad, list(zip((h, sh, edge_radial, *matrices), needs)))
-            return (*none5, grads[0], grads[1], grads[2], None, None, *grads[3:])
+            return (*none6, grads[0], grads[1], grads[2], None, None, *grads[3:])
         need_m = _engine_needs(matrices)
+        plan = _PadPlan(src, dst, ctx.n_nodes) if ctx.nodes else None
         with torch.enable_grad():
             er = edge_radial.detach().requires_grad_(need_er)
+            er_in = er if plan is None else plan.pad(er)  # the MLP runs on the slots
             mats = [m.detach().requires_grad_(need) for m, need in zip(matrices, need_m)]
+            if ctx.keep or plan is not None:
+                hidden, last = conv.radial_hidden(radial, er_in, mats, plan is not None)
             if ctx.keep:
-                hidden, last = conv.radial_hidden(radial, er, mats)
                 weights = kept[0]
-            else:
-                weights = conv.radial_weights(radial, er, mats)
-        g_rows, g_sh, g_w = conv._chunk_grads(grad, h, sh, weights.detach(), src, dst)
-        if ctx.keep:  # the last matrix's backward by hand, the hidden layers' by autograd
+            elif plan is None:
+                weights = conv.radial_weights(radial, er_in, mats)
+        if plan is None:
+            g_rows, g_sh, g_w = conv._chunk_grads(grad, h, sh, weights.detach(), src, dst)
+            rows = src
+        else:
+            if not ctx.keep:  # re-formed in place, outside autograd
+                weights = conv.nodes_weights(hidden.detach(), last.detach())
+            y_t = plan.y_t(sh)
+            g_rows, g_y, g_w = conv._chunk_nodes_grads(grad, h, y_t, weights.detach(), plan)
+            g_sh, rows = plan.unpad(g_y), plan.src
+        if plan is not None:  # the last matrix's backward by hand, path by path
+            need = (hidden.requires_grad, last.requires_grad)
+            g_hidden, g_last = conv._nodes_mlp_grads(
+                g_w, hidden.detach(), last.detach(), plan.n_slots, need
+            )
+            outs = [(t, g) for t, g in ((hidden, g_hidden), (last, g_last)) if g is not None]
+        elif ctx.keep:  # the last matrix's backward by hand, the hidden layers' by autograd
             outs = []
             if hidden.requires_grad:
                 outs.append((hidden, g_w @ last.detach().t()))
@@ -339,11 +432,11 @@ class _ChunkFunction(torch.autograd.Function):
         )
         g_er = next(got) if need_er else None
         g_mats = [next(got) if need else None for need in need_m]
-        g_h = _rows_grad(ctx, g_rows, src) if need_h else None
+        g_h = _rows_grad(ctx, g_rows, rows) if need_h else None
         if not ctx.keep and not h.is_cuda:  # a large system: see release_free_heap
             del weights, g_rows, g_w, outs
             release_free_heap()
-        return (*none5, g_h, g_sh if need_sh else None, g_er, None, None, *g_mats)
+        return (*none6, g_h, g_sh if need_sh else None, g_er, None, None, *g_mats)
 
 
 class OverlapPlan:
@@ -432,10 +525,12 @@ class FusedUVUConvolution(nn.Module):
 
         self._groups: list[_Group] = []
         self._paths: list[_Path] = []
+        self._ysets: list[_YSet] = []
         self._class_shapes: list[tuple[int, int]] = []  # (d1, n d3) of every class
         self._dim_y = irreps_y.dim
         perm = torch.empty(self.dim_out, dtype=torch.int64)
         wperm: list[int] = []
+        wperm_nodes: list[int] = []  # the same columns, each group's paths by Y set
         col = 0
         n_classes = 0
         for i1, (mul, ir1) in enumerate(irreps_x):
@@ -465,6 +560,8 @@ class FusedUVUConvolution(nn.Module):
                         y_slices[ins.i_in2],
                         koff - cls.k_start,
                         ins.path_weight,
+                        p,
+                        koff,
                     )
                 )
                 # e3nn output element (block i_out, channel u, component c) -> column
@@ -482,9 +579,29 @@ class FusedUVUConvolution(nn.Module):
             n_classes += len(grp.classes)
             grp.index = len(self._groups)
             self._groups.append(grp)
+            first = len(self._paths) - len(members)
+            mine = self._paths[first:]
+            w_off = 0
+            for y_start in sorted({path.y_slice.start for path in mine}):
+                ps = [p for p, path in enumerate(mine) if path.y_slice.start == y_start]
+                y_set = _YSet(grp.index, mine[ps[0]].y_slice, [first + p for p in ps], w_off)
+                self._ysets.append(y_set)
+                wperm_nodes.extend(offsets[members[p]] + u_ for p in ps for u_ in range(mul))
+                w_off += len(ps)
             col += mul * k_total
         self.register_buffer("perm", perm, persistent=False)
         self.register_buffer("wperm", torch.tensor(wperm, dtype=torch.int64), persistent=False)
+        self.register_buffer(
+            "wperm_nodes", torch.tensor(wperm_nodes, dtype=torch.int64), persistent=False
+        )
+        # node layout: each node irrep's block of h as [component a, channel u] instead of
+        # e3nn's [u, a], so that the per-slot products run along the channels
+        au_perm = torch.arange(self.dim_x)
+        for x_slice, mul_ir in zip(irreps_x.slices(), irreps_x):
+            mul, d, first = mul_ir.mul, mul_ir.ir.dim, x_slice.start
+            a, u_ = torch.arange(d).unsqueeze(1), torch.arange(mul).unsqueeze(0)
+            au_perm[first + (a * mul + u_).reshape(-1)] = (first + u_ * d + a).reshape(-1)
+        self.register_buffer("au_perm", au_perm, persistent=False)
         self.group_dim = col
         self._x_sizes = [mul_ir.dim for mul_ir in irreps_x]
         self._w_sizes = [grp.n_paths * grp.mul for grp in self._groups]
@@ -498,6 +615,12 @@ class FusedUVUConvolution(nn.Module):
         #: autograd through the stored chunk's ops; ``torch.utils.checkpoint`` for a
         #: recomputed one, a second forward)
         self.chunk_backward = "manual"
+        #: where a chunk's per-edge work is laid out: ``"edges"`` (one row per edge, the
+        #: node sums a scatter), ``"nodes"`` (``[n_nodes, in-degree]`` slots, the sums over
+        #: a node's edges folded into batched matrix products, :meth:`_chunk_nodes`), or
+        #: ``"auto"`` (nodes on the CPU while the padding stays within
+        #: :data:`MAX_NODE_PADDING`, else edges). The same numbers to round-off.
+        self.layout = DEFAULT_LAYOUT
 
     def bytes_per_edge(self, itemsize: int) -> int:
         """Bytes of the main per-edge temporaries of one chunk: gathered node rows, radial
@@ -540,6 +663,19 @@ class FusedUVUConvolution(nn.Module):
             blocks[path.cls][path.y_slice, :, path.k : path.k + d3] = path.weight * w3j.permute(
                 1, 0, 2
             )
+        for i, path in enumerate(self._paths):  # node layout: C_p[c, b, a], [d3, d2, d1]
+            l1, l2, l3 = path.ls
+            buf = stored.get(f"_w3j_{l1}_{l2}_{l3}")
+            w3j = (
+                buf.detach().to("cpu", torch.float64)
+                if buf is not None
+                else o3.wigner_3j(l1, l2, l3, dtype=torch.float64)
+            )
+            block = (path.weight * w3j.permute(2, 1, 0)).contiguous()
+            old = getattr(self, f"ncg_{i}", None)
+            if isinstance(old, torch.Tensor):
+                block = block.to(old.device, old.dtype)
+            self.register_buffer(f"ncg_{i}", block, persistent=False)
         for c, block in enumerate(blocks):
             old = getattr(self, f"cg_{c}", None)
             like = old if isinstance(old, torch.Tensor) else None
@@ -562,16 +698,18 @@ class FusedUVUConvolution(nn.Module):
         radial: RadialMLP,
         edge_radial: torch.Tensor,
         matrices: Sequence[torch.Tensor] | None = None,
+        nodes: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The radial MLP up to its last matrix: the last hidden layer's output
         ``[n_edges, fan_in]`` and the last matrix ``[fan_in, weight_numel]``, scaled and with
-        its columns in the fused (group) order (``matrices``: the MLP's weight matrices to
-        use instead of ``radial``'s own). :meth:`radial_weights` is their product."""
+        its columns in the fused (group) order, or with ``nodes`` each group's paths by Y
+        set (``matrices``: the MLP's weight matrices to use instead of ``radial``'s own).
+        :meth:`radial_weights` is their product."""
         x = edge_radial
         mats = list(radial.weights) if matrices is None else list(matrices)
         for w in mats[:-1]:
             x = radial.act(x @ (w / math.sqrt(w.shape[0])))
-        wperm = self.wperm
+        wperm = self.wperm_nodes if nodes else self.wperm
         assert isinstance(wperm, torch.Tensor)
         w = mats[-1].index_select(1, wperm)
         return x, w / math.sqrt(w.shape[0])
@@ -581,10 +719,12 @@ class FusedUVUConvolution(nn.Module):
         radial: RadialMLP,
         edge_radial: torch.Tensor,
         matrices: Sequence[torch.Tensor] | None = None,
+        nodes: bool = False,
     ) -> torch.Tensor:
-        """``radial(edge_radial)`` with its output columns in the fused (group) order
-        (``matrices``: the MLP's weight matrices to use instead of ``radial``'s own)."""
-        hidden, last = self.radial_hidden(radial, edge_radial, matrices)
+        """``radial(edge_radial)`` with its output columns in the fused (group) order, or
+        the node layout's (``nodes``; ``matrices``: the MLP's weight matrices to use
+        instead of ``radial``'s own)."""
+        hidden, last = self.radial_hidden(radial, edge_radial, matrices, nodes)
         return hidden @ last
 
     def _chunk(
@@ -740,6 +880,225 @@ class FusedUVUConvolution(nn.Module):
             g_sh = torch.zeros_like(sh)
         return g_gathered, g_sh, g_weights
 
+    def _ncg(self, i: int, dtype: torch.dtype) -> torch.Tensor:
+        """Path ``i``'s 3j block ``[d3, d2, d1]`` (node layout) in ``dtype`` (see :meth:`_cg`)."""
+        buf = getattr(self, f"ncg_{i}")
+        assert isinstance(buf, torch.Tensor)
+        return buf if buf.dtype == dtype else buf.to(dtype)
+
+    def use_nodes(self, deg: torch.Tensor, bounds: Sequence[int], n_edges: int) -> bool:
+        """Whether the chunks ``bounds`` (node ranges) of one call take the node layout
+        (see :attr:`layout`): ``deg`` is the in-degree of each node."""
+        if self.layout != "auto" or n_edges == 0:
+            return self.layout == "nodes" and n_edges > 0
+        if deg.is_cuda:
+            return False
+        slots = sum((b - a) * int(deg[a:b].max()) for a, b in itertools.pairwise(bounds) if b > a)
+        return slots <= MAX_NODE_PADDING * n_edges
+
+    def _sums(
+        self,
+        radial: RadialMLP,
+        h: torch.Tensor,
+        sh: torch.Tensor,
+        edge_radial: torch.Tensor,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        n_nodes: int,
+        nodes: bool,
+        matrices: Sequence[torch.Tensor] | None = None,
+        sink: _RowSink | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, _PadPlan | None]:
+        """One chunk's node sums (group layout), in the node layout (``nodes``; ``h`` then
+        with its columns in ``au_perm`` order) or the edge layout, with the radial weights
+        (per slot, or per edge) and the slots (None: edge layout)."""
+        if not nodes:
+            weights = self.radial_weights(radial, edge_radial, matrices)
+            return self._chunk(h, sh, weights, src, dst, n_nodes, sink), weights, None
+        plan = _PadPlan(src, dst, n_nodes)
+        hidden, last = self.radial_hidden(radial, plan.pad(edge_radial), matrices, nodes=True)
+        weights = self.nodes_weights(hidden, last)
+        return self._chunk_nodes(h, plan.y_t(sh), weights, plan, sink), weights, plan
+
+    def nodes_weights(self, hidden: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """The radial weights of the node layout from the MLP's last hidden layer and last
+        matrix (:meth:`radial_hidden` with ``nodes``): flat, one ``[P_g, n_slots, u_g]``
+        block per group (path-major, so that each path's weights are one contiguous
+        ``[n_slots, u]`` matrix). Differentiable under autograd; else written in place."""
+        n_slots = hidden.shape[0]
+        lasts = last.split(self._w_sizes, dim=1)
+        if torch.is_grad_enabled() and (hidden.requires_grad or last.requires_grad):
+            # the same products as below (bitwise the same weights), differentiable
+            blocks = [
+                torch.stack([hidden @ m_p for m_p in m.split(grp.mul, dim=1)])
+                for grp, m in zip(self._groups, lasts)
+            ]
+            return torch.cat([blk.reshape(-1) for blk in blocks])
+        flat = hidden.new_empty(n_slots * self.weight_numel)
+        for grp, m, blk in zip(self._groups, lasts, self._group_weights(flat, n_slots)):
+            for p in range(grp.n_paths):
+                torch.mm(hidden, m[:, p * grp.mul : (p + 1) * grp.mul], out=blk[p])
+        return flat
+
+    def _group_weights(self, flat: torch.Tensor, n_slots: int) -> list[torch.Tensor]:
+        """The ``[P_g, n_slots, u_g]`` views of a flat node-layout weight tensor."""
+        sizes = [n_slots * w for w in self._w_sizes]
+        return [
+            blk.view(grp.n_paths, n_slots, grp.mul)
+            for grp, blk in zip(self._groups, flat.split(sizes))
+        ]
+
+    def _nodes_mlp_grads(
+        self,
+        g_flat: torch.Tensor,
+        hidden: torch.Tensor,
+        last: torch.Tensor,
+        n_slots: int,
+        need: tuple[bool, bool] = (True, True),
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The backward of :meth:`nodes_weights`: the gradients of ``hidden`` and ``last``
+        (those ``need`` asks for) from that of the flat weights, one product per path."""
+        g_hidden = hidden.new_zeros(hidden.shape) if need[0] else None
+        g_last = last.new_empty(last.shape) if need[1] else None
+        lasts = last.split(self._w_sizes, dim=1)
+        g_lasts = g_last.split(self._w_sizes, dim=1) if g_last is not None else lasts
+        for grp, m, g_m, g_blk in zip(
+            self._groups, lasts, g_lasts, self._group_weights(g_flat, n_slots)
+        ):
+            u = grp.mul
+            for p in range(grp.n_paths):
+                cols = slice(p * u, (p + 1) * u)
+                if g_hidden is not None:
+                    g_hidden.addmm_(g_blk[p], m[:, cols].t())
+                if g_last is not None:
+                    g_m[:, cols] = hidden.t() @ g_blk[p]
+        return g_hidden, g_last
+
+    def _gather_nodes(
+        self, h: torch.Tensor, src: torch.Tensor, sink: _RowSink | None = None
+    ) -> list[torch.Tensor]:
+        """The gathered rows ``h[src]`` as one contiguous ``[n_slots, mul * dim]`` tensor per
+        node irrep: the products of the node layout run several times slower on a column
+        slice of one gathered tensor (16k slots, ``[3, 64]`` blocks: 2.9 against 0.56 ms),
+        and gathering each irrep's columns is no slower than gathering the rows once. With
+        a ``sink`` (autograd through the chunk) the rows are gathered once (:class:`_Gather`)."""
+        if sink is not None:
+            gathered = _Gather.apply(h, src, sink)
+            return [t.contiguous() for t in gathered.split(self._x_sizes, dim=1)]
+        return [t.index_select(0, src) for t in h.split(self._x_sizes, dim=1)]
+
+    def _chunk_nodes(
+        self,
+        h: torch.Tensor,
+        y_t: torch.Tensor,
+        weights: torch.Tensor,
+        plan: _PadPlan,
+        sink: _RowSink | None = None,
+    ) -> torch.Tensor:
+        """Node sums ``[n_nodes, group_dim]`` (group layout) of one chunk in the node layout
+        (``h`` with its columns in ``au_perm`` order: ``[a, u]`` per node irrep; ``weights``
+        from :meth:`nodes_weights`).
+
+        Per group (node irrep ``l1``, ``u`` channels, ``d1`` components) and Y irrep ``l2``
+        read by some of its paths ``p``::
+
+            z_p[s, a, u]  = x[s, a, u] w_p[s, u]                  (per slot s)
+            T_p[i, b, a, u] = Σ_{s in row i} Y[s, b] z_p[s, a, u]  (one bmm, batch i)
+            agg_p[i, c, u]  = Σ_{b, a} C_p[c, b, a] T_p[i, b, a, u]  (per node)
+
+        The sum over a node's edges is the inner dimension of the batched product, so no
+        per-edge output ``[E, d3, u]`` is formed and nothing is scattered; the 3j symbols
+        are applied on the node side, where there are ``width`` times fewer rows.
+        """
+        n, width = plan.n_nodes, plan.width
+        n_slots = plan.n_slots
+        xs = self._gather_nodes(h, plan.src, sink)
+        wg = self._group_weights(weights, n_slots)
+        pieces: dict[int, torch.Tensor] = {}
+        for ys in self._ysets:
+            grp = self._groups[ys.group]
+            u, d1 = grp.mul, grp.d1
+            y = y_t[:, ys.y_slice, :]
+            x = xs[grp.x_index].view(n_slots, d1, u)
+            for j, i in enumerate(ys.paths):
+                path = self._paths[i]
+                z = x * wg[grp.index][ys.w.start + j].unsqueeze(1)  # [n_slots, d1, u]
+                t = torch.bmm(y, z.view(n, width, d1 * u))
+                del z
+                d2 = y.shape[1]
+                agg = torch.einsum("cba,nbau->ncu", self._ncg(i, t.dtype), t.view(n, d2, d1, u))
+                pieces[grp.col_start + path.koff * u] = agg.reshape(n, -1)
+        return torch.cat([pieces[k] for k in sorted(pieces)], dim=1)
+
+    def _chunk_nodes_grads(
+        self,
+        grad: torch.Tensor,
+        h: torch.Tensor,
+        y_t: torch.Tensor,
+        weights: torch.Tensor,
+        plan: _PadPlan,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The hand-written backward of :meth:`_chunk_nodes`: from the gradient of the node
+        sums (``[n_nodes, group_dim]``), the gradients of the gathered rows ``h[plan.src]``
+        (``[n_slots, dim_x]``, ``au_perm`` order), of the padded ``Y`` (``[n_slots,
+        dim_y]``) and of the flat weights (:meth:`nodes_weights` layout); exactly zero in
+        the padding slots, but for ``Y``'s.
+
+        Per path: ``gT = C^T g_agg`` (node side), ``z = x w`` formed again, ``gY = gT z^T``
+        and ``gz = Y gT`` (two bmm), then ``gx += gz w`` and ``gw = Σ_a gz x``.
+        """
+        n, width = plan.n_nodes, plan.width
+        n_slots = plan.n_slots
+        xs = self._gather_nodes(h, plan.src)
+        wg = self._group_weights(weights, n_slots)
+        g_weights = weights.new_empty(weights.shape)
+        g_wg = self._group_weights(g_weights, n_slots)
+        g_xs: list[torch.Tensor | None] = [None] * len(self._x_sizes)
+        g_yt = y_t.new_zeros((n, self._dim_y, width))
+        for ys in self._ysets:
+            grp = self._groups[ys.group]
+            u, d1 = grp.mul, grp.d1
+            y = y_t[:, ys.y_slice, :]
+            d2 = y.shape[1]
+            x = xs[grp.x_index].view(n_slots, d1, u)
+            g_y = None
+            for j, i in enumerate(ys.paths):
+                path = self._paths[i]
+                col = grp.col_start + path.koff * u
+                d3 = 2 * path.ls[2] + 1
+                g_agg = grad[:, col : col + d3 * u].view(n, d3, u)
+                g_t = torch.einsum("cba,ncu->nbau", self._ncg(i, grad.dtype), g_agg)
+                g_t = g_t.reshape(n, d2, d1 * u)
+                w = wg[grp.index][ys.w.start + j].unsqueeze(1)  # [n_slots, 1, u]
+                z = (x * w).view(n, width, d1 * u)
+                g_y = (
+                    torch.bmm(g_t, z.transpose(1, 2))
+                    if g_y is None
+                    else g_y.baddbmm_(g_t, z.transpose(1, 2))
+                )
+                del z
+                g_z = torch.bmm(y.transpose(1, 2), g_t).view(n_slots, d1, u)
+                g_x = g_xs[grp.x_index]
+                if g_x is None:
+                    g_xs[grp.x_index] = g_z * w
+                else:
+                    g_x.addcmul_(g_z, w)
+                # gw[s, u] = Σ_a gz[s, a, u] x[s, a, u], one component at a time
+                g_w = g_wg[grp.index][ys.w.start + j]
+                torch.mul(g_z[:, 0], x[:, 0], out=g_w)
+                for a in range(1, d1):
+                    g_w.addcmul_(g_z[:, a], x[:, a])
+                del g_z
+            assert g_y is not None
+            g_yt[:, ys.y_slice, :] += g_y  # every group's
+        g_cols = [  # a node irrep no path reads gets zeros
+            grad.new_zeros((n_slots, size)) if g is None else g.view(n_slots, size)
+            for g, size in zip(g_xs, self._x_sizes)
+        ]
+        g_gathered = g_cols[0] if len(g_cols) == 1 else torch.cat(g_cols, dim=1)
+        g_y_all = g_yt.transpose(1, 2).reshape(n_slots, self._dim_y)
+        return g_gathered, g_y_all, g_weights
+
     def forward(
         self,
         h: torch.Tensor,
@@ -873,7 +1232,8 @@ class FusedUVUConvolution(nn.Module):
         if n_nodes == 0:
             return []
         n_edges = src.shape[0]
-        ends = torch.bincount(dst, minlength=n_nodes).cumsum(0)
+        deg = torch.bincount(dst, minlength=n_nodes)
+        ends = deg.cumsum(0)
         cuts: list[int] = []
         if n_edges > step:
             targets = torch.arange(step, n_edges, step, device=dst.device)
@@ -883,6 +1243,11 @@ class FusedUVUConvolution(nn.Module):
         edge_ends = [0] + [int(ends[b - 1]) if b > 0 else 0 for b in bounds[1:]]
         edge_sizes = [b - a for a, b in itertools.pairwise(edge_ends)]
         outs = []
+        nodes = self.use_nodes(deg, bounds, n_edges)
+        if nodes:  # each node irrep's block as [a, u] (node side, differentiable)
+            au_perm = self.au_perm
+            assert isinstance(au_perm, torch.Tensor)
+            h = h.index_select(1, au_perm)
         sink = None
         if len(edge_sizes) > 1 and torch.is_grad_enabled() and h.requires_grad:
             # one shared gradient buffer for h instead of one per chunk (see _Gather)
@@ -899,7 +1264,7 @@ class FusedUVUConvolution(nn.Module):
             dst.split(edge_sizes),
         )
         for n0, n_c, sh_c, radial_c, src_c, dst_c in pieces:
-            args = (radial, post, h, sh_c, radial_c, src_c, dst_c - n0, n_c, sink)
+            args = (radial, post, h, sh_c, radial_c, src_c, dst_c - n0, n_c, sink, nodes)
             recomputed = do_recompute and torch.is_grad_enabled()
             if recomputed and self.chunk_backward == "autograd":
                 outs.append(checkpoint(self._node_chunk, *args, use_reentrant=False))
@@ -920,11 +1285,13 @@ class FusedUVUConvolution(nn.Module):
         dst: torch.Tensor,
         n_nodes: int,
         sink: _RowSink | None = None,
+        nodes: bool = False,
         recompute: bool = False,
     ) -> torch.Tensor:
         """One chunk's output rows: a :class:`_ChunkFunction` (hand-written backward; the
         radial weights kept unless ``recompute``), or by autograd directly with
-        ``chunk_backward="autograd"`` or no gradient wanted."""
+        ``chunk_backward="autograd"`` or no gradient wanted; in the node layout with
+        ``nodes`` (``h`` in ``au_perm`` column order)."""
         if self.chunk_backward == "manual" and torch.is_grad_enabled():
             sums = _ChunkFunction.apply(
                 self,
@@ -932,6 +1299,7 @@ class FusedUVUConvolution(nn.Module):
                 n_nodes,
                 sink,
                 not recompute,
+                nodes,
                 h,
                 sh,
                 edge_radial,
@@ -940,8 +1308,8 @@ class FusedUVUConvolution(nn.Module):
                 *radial.weights,
             )
         else:
-            weights = self.radial_weights(radial, edge_radial)
-            sums = self._chunk(h, sh, weights, src, dst, n_nodes, sink)
+            args = (radial, h, sh, edge_radial, src, dst, n_nodes, nodes)
+            sums = self._sums(*args, sink=sink)[0]
         perm = self.perm
         assert isinstance(perm, torch.Tensor)
         out = sums.index_select(1, perm)
