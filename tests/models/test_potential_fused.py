@@ -170,6 +170,35 @@ def test_rank_without_atoms_keeps_the_output_width():
     assert all(g is not None for g in grads)
 
 
+@pytest.mark.parametrize("chunk", [10**6, 20])
+def test_atoms_without_neighbours(chunk):
+    """Atoms with no edge into them (three far from the others: rows of padding only in
+    the node layout) get the e3nn path's numbers; a chunk without edges has zero-wide
+    slots and zero sums."""
+    from ase import Atoms
+
+    model = _model("float64", n_layers=2)
+    atoms = random_structure(SPECIES, 6, periodic=False, seed=3)
+    lone = Atoms("OSiO", positions=[[40.0, 0, 0], [0, 40.0, 0], [0, 0, 40.0]])
+    graph = AtomicGraph.from_ase(atoms + lone, model.cutoff)
+    in_degree = torch.bincount(graph.dst, minlength=graph.n_atoms)
+    assert (in_degree[-3:] == 0).all() and (in_degree[:-3] > 0).any()
+    ref = _props(model, graph, "e3nn")
+    got = _props(model, graph, "fused", chunk_edges=chunk)
+    assert _rel(got.energies, ref.energies) <= 1e-10
+    assert _rel(got.forces, ref.forces) <= 1e-10
+    assert got.forces[-3:].abs().max() == 0.0
+    conv = model.interaction(1).fused
+    h = torch.randn(4, conv.dim_x, dtype=torch.float64, requires_grad=True)
+    none = torch.zeros(0, dtype=torch.int64)
+    sh = torch.zeros(0, 16, dtype=torch.float64)
+    er = torch.zeros(0, model.config.n_radial, dtype=torch.float64)
+    layer_radial = model.interaction(1).radial
+    for nodes in (False, True):
+        sums, _, _ = conv._sums(layer_radial, h, sh, er, none, none, 3, nodes)
+        assert sums.shape == (3, conv.group_dim) and not sums.any()
+
+
 def _layer_conv(layer, graph, h, sh, radial, **options):
     """The interaction's fused convolution over the whole graph."""
     return layer.fused(h, sh, radial, layer.radial, graph.src, graph.dst, **options)
