@@ -45,10 +45,11 @@ the transposed products, so none of the product's per-edge temporaries is kept f
 backward pass, and the forward tensor product is not run a second time, as it would be
 under :func:`torch.utils.checkpoint.checkpoint`. A stored chunk keeps its radial weights
 (and re-runs only the MLP's small hidden layers in the backward); with ``recompute=True``
-(``"auto"``, the default: when there are more than :data:`AUTO_RECOMPUTE_EDGES` edges) a
-chunk keeps only its inputs (``O(E · (dim Y + n_radial))``, linear in edges with a small
-constant) and re-forms the radial weights in the backward. ``chunk_backward="autograd"``
-keeps autograd's own backward (and checkpointing) as the reference the tests compare with.
+(``"auto"``, the default: when a layer's radial weights would take more than
+:data:`AUTO_RECOMPUTE_BYTES`) a chunk keeps only its inputs (``O(E · (dim Y + n_radial))``,
+linear in edges with a small constant) and re-forms the radial weights in the backward.
+``chunk_backward="autograd"`` keeps autograd's own backward (and checkpointing) as the
+reference the tests compare with.
 """
 
 from __future__ import annotations
@@ -77,8 +78,13 @@ AUTO_CHUNK_BYTES = 384 << 20
 #: for a second thread (SI config, 4,608 atoms, 2 threads: 1,024-edge chunks 31 s a step,
 #: 16,384-edge chunks 18 s; docs/potential.md).
 MIN_AUTO_CHUNK_EDGES = 4096
-#: ``recompute="auto"`` recomputes chunks in the backward pass above this many edges.
-AUTO_RECOMPUTE_EDGES = 65536
+#: ``recompute="auto"`` recomputes a layer's chunks in the backward pass when keeping their
+#: radial weights (``n_edges * weight_numel`` values) would take more than this many bytes,
+#: so that all stored weights stay below ``n_layers`` times it whatever the system size.
+#: SevenNet-0 (weights 960 per edge): stored up to ≈ 105,000 edges (2,300 quartz atoms); the
+#: SI config's widest layer (2,048): up to ≈ 49,000 edges. Node layout, SevenNet-0 1,944
+#: atoms, tcmalloc: stored 3.17–3.44 s at 1.9 GB, recomputed 3.59–3.89 s at 0.77 GB.
+AUTO_RECOMPUTE_BYTES = 384 << 20
 #: Layouts of a chunk's per-edge work (:attr:`FusedUVUConvolution.layout`).
 LAYOUTS = ("auto", "edges", "nodes")
 #: The layout a new convolution starts with (:attr:`FusedUVUConvolution.layout`).
@@ -1208,7 +1214,10 @@ class FusedUVUConvolution(nn.Module):
     ) -> tuple[bool, int]:
         """Whether chunks are recomputed, and edges per chunk ("auto": by bytes when
         recomputed, their temporaries being the transient peak, else the default)."""
-        do_recompute = n_edges > AUTO_RECOMPUTE_EDGES if recompute == "auto" else bool(recompute)
+        if recompute == "auto":
+            do_recompute = n_edges * self.weight_numel * itemsize > AUTO_RECOMPUTE_BYTES
+        else:
+            do_recompute = bool(recompute)
         if chunk_edges == "auto":
             step = self.auto_chunk_edges(itemsize) if do_recompute else DEFAULT_CHUNK_EDGES
         else:
