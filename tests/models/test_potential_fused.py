@@ -199,6 +199,36 @@ def test_atoms_without_neighbours(chunk):
         assert sums.shape == (3, conv.group_dim) and not sums.any()
 
 
+def test_irregular_structure_rows_by_in_degree(monkeypatch, layout):
+    """A cluster in vacuum (surface atoms have few neighbours) pads its chunks by more than
+    ``SORT_NODE_PADDING``: the call orders its rows by in-degree first (less padding; the
+    node layout then fits) and puts the outputs back in atom order — e3nn's numbers."""
+    from atomshard.models.potential import conv
+
+    model = _model("float64", n_layers=2)
+    atoms = random_structure(SPECIES, 14, periodic=False, seed=5)
+    graph = AtomicGraph.from_ase(atoms, model.cutoff)
+    seen: list[float] = []
+    real = conv.FusedUVUConvolution._padding
+
+    def spy(deg, bounds, n_edges):
+        seen.append(real(deg, bounds, n_edges))
+        return seen[-1]
+
+    monkeypatch.setattr(conv.FusedUVUConvolution, "_padding", staticmethod(spy))
+    ref = _props(model, graph, "e3nn")
+    got = _props(model, graph, "fused", chunk_edges=40)
+    assert _rel(got.energies, ref.energies) <= 1e-10
+    assert _rel(got.forces, ref.forces) <= 1e-10
+    if layout == "nodes":  # per layer: the padding in atom order, then in degree order
+        assert len(seen) == 4 and seen[0] > conv.SORT_NODE_PADDING, seen
+        assert seen[1] < 0.95 * seen[0], seen
+        pos = model.interaction(0).fused.row_order(torch.sort(graph.dst).values, 14, 40)
+        assert pos is not None and sorted(pos.tolist()) == list(range(14))
+    else:
+        assert not seen
+
+
 def _layer_conv(layer, graph, h, sh, radial, **options):
     """The interaction's fused convolution over the whole graph."""
     return layer.fused(h, sh, radial, layer.radial, graph.src, graph.dst, **options)
@@ -525,8 +555,11 @@ def test_stored_chunks_keep_only_their_inputs(layout):
     slots = n_edges
     if layout == "nodes":  # the column order of h for the node layout; weights per slot
         inputs += 8 * conv.au_perm.numel()
-        slots = graph.n_atoms * int(torch.bincount(dst, minlength=graph.n_atoms).max())
+        deg = torch.bincount(dst, minlength=graph.n_atoms)
+        slots = graph.n_atoms * int(deg.max())
         assert slots > n_edges
+        # one chunk: not reordered by in-degree (its widest row would stay as wide)
+        assert conv.row_order(dst, graph.n_atoms, 16384) is None
     weights = 4 * slots * conv.weight_numel
     assert saved["manual", True] <= inputs, (saved, inputs)
     assert saved["manual", False] <= inputs + weights, (saved, inputs, weights)

@@ -94,6 +94,11 @@ DEFAULT_LAYOUT = "auto"
 #: vacuum 1.16, 3,000-atom amorphous HfO2 1.22 (there 5.9 s a step against 8.7 s with the
 #: edge layout, 2 threads).
 MAX_NODE_PADDING = 1.5
+#: Above this much padding a (serial) call reorders its destination nodes by in-degree
+#: before cutting chunks (:meth:`FusedUVUConvolution.forward`), so that a chunk's rows
+#: have similar in-degrees. Below it the atoms keep their order, whose spatial locality
+#: keeps the gathers of a chunk's sources in cache.
+SORT_NODE_PADDING = 1.1
 
 
 class _Path:
@@ -914,8 +919,7 @@ class FusedUVUConvolution(nn.Module):
             return self.layout == "nodes" and n_edges > 0
         if deg.is_cuda:
             return False
-        slots = sum((b - a) * int(deg[a:b].max()) for a, b in itertools.pairwise(bounds) if b > a)
-        return slots <= MAX_NODE_PADDING * n_edges
+        return self._padding(deg, bounds, n_edges) <= MAX_NODE_PADDING
 
     def _sums(
         self,
@@ -1158,10 +1162,56 @@ class FusedUVUConvolution(nn.Module):
             order = torch.argsort(dst, stable=True)
             src, dst = src.index_select(0, order), dst.index_select(0, order)
             sh, edge_radial = sh.index_select(0, order), edge_radial.index_select(0, order)
+        pos = None
+        if self.layout != "edges" and not (self.layout == "auto" and h.is_cuda):
+            pos = self.row_order(dst, n_nodes, step)
+        if pos is not None:  # rows by in-degree; each node keeps its edges in their order
+            new_dst = pos.index_select(0, dst)
+            order = torch.argsort(new_dst, stable=True)
+            src, dst = src.index_select(0, order), new_dst.index_select(0, order)
+            sh, edge_radial = sh.index_select(0, order), edge_radial.index_select(0, order)
         outs = self._chunks(h, sh, edge_radial, src, dst, n_nodes, step, do_recompute, radial, post)
         if not outs:
             return self._empty(h, sh, edge_radial, post)
-        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+        return out if pos is None else out.index_select(0, pos)
+
+    def row_order(self, dst: torch.Tensor, n_nodes: int, step: int) -> torch.Tensor | None:
+        """New positions ``[n_nodes]`` of the destination rows, ordered by in-degree
+        (stable), when the chunks of ``step`` edges pad by more than
+        :data:`SORT_NODE_PADDING` in atom order and by less than 0.95 of that in degree
+        order; else None (``dst`` sorted)."""
+        n_edges = dst.shape[0]
+        if n_edges == 0:
+            return None
+        deg = torch.bincount(dst, minlength=n_nodes)
+        padding = self._padding(deg, self._bounds(deg, n_edges, step), n_edges)
+        if padding <= SORT_NODE_PADDING:
+            return None
+        fewer, node_order = torch.sort(deg, stable=True)
+        if self._padding(fewer, self._bounds(fewer, n_edges, step), n_edges) > 0.95 * padding:
+            return None  # e.g. a single chunk: its widest row stays as wide
+        pos = torch.empty_like(node_order)
+        pos[node_order] = torch.arange(n_nodes, device=dst.device)
+        return pos
+
+    @staticmethod
+    def _bounds(deg: torch.Tensor, n_edges: int, step: int) -> list[int]:
+        """Node ranges ``[bounds[k], bounds[k+1])`` of the chunks: whole nodes, about
+        ``step`` edges each (edges sorted by destination, ``deg`` their in-degrees)."""
+        n_nodes = deg.shape[0]
+        ends = deg.cumsum(0)
+        cuts: list[int] = []
+        if n_edges > step:
+            targets = torch.arange(step, n_edges, step, device=deg.device)
+            cuts = torch.searchsorted(ends, targets, right=True).tolist()
+        return sorted({0, *(min(int(c), n_nodes) for c in cuts), n_nodes})
+
+    @staticmethod
+    def _padding(deg: torch.Tensor, bounds: Sequence[int], n_edges: int) -> float:
+        """Slots of the node layout over edges, every chunk padded to its largest degree."""
+        slots = sum((b - a) * int(deg[a:b].max()) for a, b in itertools.pairwise(bounds) if b > a)
+        return slots / max(n_edges, 1)
 
     def forward_overlapped(
         self,
@@ -1258,11 +1308,7 @@ class FusedUVUConvolution(nn.Module):
         n_edges = src.shape[0]
         deg = torch.bincount(dst, minlength=n_nodes)
         ends = deg.cumsum(0)
-        cuts: list[int] = []
-        if n_edges > step:
-            targets = torch.arange(step, n_edges, step, device=dst.device)
-            cuts = torch.searchsorted(ends, targets, right=True).tolist()
-        bounds = sorted({0, *(min(int(c), n_nodes) for c in cuts), n_nodes})
+        bounds = self._bounds(deg, n_edges, step)
         node_sizes = [b - a for a, b in itertools.pairwise(bounds)]
         edge_ends = [0] + [int(ends[b - 1]) if b > 0 else 0 for b in bounds[1:]]
         edge_sizes = [b - a for a, b in itertools.pairwise(edge_ends)]
