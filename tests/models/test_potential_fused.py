@@ -587,3 +587,27 @@ def test_node_sums_csr_equal_index_add(dtype):
     assert not got[7].any() and not got[39].any()
     with torch.enable_grad():
         assert _NodeSums(dst, 40, dtype).csr is None
+
+
+def test_auto_layout_limits(layout):
+    """``"auto"`` takes the node layout on the CPU only while the call pads at most
+    ``MAX_NODE_PADDING`` and its worst chunk at most ``MAX_CHUNK_PADDING`` (one atom with
+    ten times its neighbours' degree would make its chunk's slots ~10× its edges); a
+    misspelt layout is an error, not the edge layout in disguise."""
+    from atomshard.models.potential import conv as conv_mod
+
+    conv = _model("float32", n_layers=2).interaction(0).fused
+    conv.layout = "auto"
+    deg = torch.full((40_000,), 40)
+    n_edges = int(deg.sum())
+    bounds = conv._bounds(deg, n_edges, 16384)
+    assert conv.use_nodes(deg, bounds, n_edges)
+    deg[123] = 400  # the call still pads < 1.1, the chunk holding atom 123 ~9.8x
+    n_edges = int(deg.sum())
+    bounds = conv._bounds(deg, n_edges, 16384)
+    assert conv._padding(deg, bounds, n_edges) < conv_mod.SORT_NODE_PADDING
+    assert not conv.use_nodes(deg, bounds, n_edges)
+    assert conv.use_nodes(deg[:100], [0, 100], int(deg[:100].sum()))  # no outlier there
+    with pytest.raises(ValueError, match="layout='node'"):
+        conv.layout = "node"
+    assert conv.layout == "auto"

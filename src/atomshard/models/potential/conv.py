@@ -79,12 +79,14 @@ AUTO_CHUNK_BYTES = 384 << 20
 #: 16,384-edge chunks 18 s; docs/potential.md).
 MIN_AUTO_CHUNK_EDGES = 4096
 #: ``recompute="auto"`` recomputes a layer's chunks in the backward pass when keeping their
-#: radial weights (``n_edges * weight_numel`` values) would take more than this many bytes,
-#: so that all stored weights stay below ``n_layers`` times it whatever the system size.
-#: SevenNet-0 (weights 960 per edge): stored up to ≈ 105,000 edges (2,300 quartz atoms); the
-#: SI config's widest layer (2,048): up to ≈ 49,000 edges. Node layout, SevenNet-0 1,944
-#: atoms, tcmalloc: stored 3.17–3.44 s at 1.9 GB, recomputed 3.59–3.89 s at 0.77 GB.
-AUTO_RECOMPUTE_BYTES = 384 << 20
+#: radial weights (``n_edges * weight_numel`` values, times ``MAX_NODE_PADDING`` unless the
+#: layout is ``"edges"``: the node layout keeps them per slot) would take more than this
+#: many bytes, so that all stored weights stay below ``n_layers`` times it whatever the
+#: system size. SevenNet-0 (weights 960 per edge): stored up to ≈ 93,000 edges (2,050 quartz
+#: atoms); the SI config's widest layer (2,048): up to ≈ 44,000 edges. Node layout,
+#: SevenNet-0 1,944 atoms, tcmalloc: stored 3.17–3.44 s at 1.9 GB, recomputed 3.59–3.89 s
+#: at 0.77 GB.
+AUTO_RECOMPUTE_BYTES = 512 << 20
 #: Layouts of a chunk's per-edge work (:attr:`FusedUVUConvolution.layout`).
 LAYOUTS = ("auto", "edges", "nodes")
 #: The layout a new convolution starts with (:attr:`FusedUVUConvolution.layout`).
@@ -94,6 +96,8 @@ DEFAULT_LAYOUT = "auto"
 #: vacuum 1.16, 3,000-atom amorphous HfO2 1.22 (there 5.9 s a step against 8.7 s with the
 #: edge layout, 2 threads).
 MAX_NODE_PADDING = 1.5
+#: ... and while no single chunk pads by more than this.
+MAX_CHUNK_PADDING = 3.0
 #: Above this much padding a (serial) call reorders its destination nodes by in-degree
 #: before cutting chunks (:meth:`FusedUVUConvolution.forward`), so that a chunk's rows
 #: have similar in-degrees. Below it the atoms keep their order, whose spatial locality
@@ -460,7 +464,10 @@ class _ChunkFunction(torch.autograd.Function):
         g_mats = [next(got) if need else None for need in need_m]
         g_h = _rows_grad(ctx, g_rows, rows) if need_h else None
         if not ctx.keep and not h.is_cuda:  # a large system: see release_free_heap
-            del weights, g_rows, g_w, outs
+            # every per-edge or per-slot temporary of this backward, before the trim
+            if plan is not None:
+                del hidden, y_t, g_y
+            del weights, g_rows, g_w, outs, er_in, plan
             release_free_heap()
         return (*none6, g_h, g_sh if need_sh else None, g_er, None, None, *g_mats)
 
@@ -647,6 +654,23 @@ class FusedUVUConvolution(nn.Module):
         #: ``"auto"`` (nodes on the CPU while the padding stays within
         #: :data:`MAX_NODE_PADDING`, else edges). The same numbers to round-off.
         self.layout = DEFAULT_LAYOUT
+
+    @property
+    def layout(self) -> str:
+        """``"edges"``, ``"nodes"`` or ``"auto"`` (see ``__init__``)."""
+        return self._layout
+
+    @layout.setter
+    def layout(self, value: str) -> None:
+        if value not in LAYOUTS:
+            raise ValueError(f"layout={value!r}: choose one of {LAYOUTS}")
+        self._layout = value
+
+    @staticmethod
+    def _auto_nodes(device: torch.device) -> bool:
+        """Whether ``"auto"`` may take the node layout on ``device`` (measured on the CPU
+        only)."""
+        return device.type == "cpu"
 
     def bytes_per_edge(self, itemsize: int) -> int:
         """Bytes of the main per-edge temporaries of one chunk: gathered node rows, radial
@@ -917,9 +941,17 @@ class FusedUVUConvolution(nn.Module):
         (see :attr:`layout`): ``deg`` is the in-degree of each node."""
         if self.layout != "auto" or n_edges == 0:
             return self.layout == "nodes" and n_edges > 0
-        if deg.is_cuda:
+        if not self._auto_nodes(deg.device):
             return False
-        return self._padding(deg, bounds, n_edges) <= MAX_NODE_PADDING
+        # the whole call, and its worst chunk (one atom with many neighbours, e.g. in a
+        # geometry gone wrong, would make its chunk's slots many times its edges)
+        if self._padding(deg, bounds, n_edges) > MAX_NODE_PADDING:
+            return False
+        return all(
+            self._padding(deg[a:b], [0, b - a], int(deg[a:b].sum())) <= MAX_CHUNK_PADDING
+            for a, b in itertools.pairwise(bounds)
+            if b > a
+        )
 
     def _sums(
         self,
@@ -1163,7 +1195,7 @@ class FusedUVUConvolution(nn.Module):
             src, dst = src.index_select(0, order), dst.index_select(0, order)
             sh, edge_radial = sh.index_select(0, order), edge_radial.index_select(0, order)
         pos = None
-        if self.layout != "edges" and not (self.layout == "auto" and h.is_cuda):
+        if self.layout == "nodes" or (self.layout == "auto" and self._auto_nodes(h.device)):
             pos = self.row_order(dst, n_nodes, step)
         if pos is not None:  # rows by in-degree; each node keeps its edges in their order
             new_dst = pos.index_select(0, dst)
@@ -1189,8 +1221,11 @@ class FusedUVUConvolution(nn.Module):
         if padding <= SORT_NODE_PADDING:
             return None
         fewer, node_order = torch.sort(deg, stable=True)
-        if self._padding(fewer, self._bounds(fewer, n_edges, step), n_edges) > 0.95 * padding:
+        sorted_padding = self._padding(fewer, self._bounds(fewer, n_edges, step), n_edges)
+        if sorted_padding > 0.95 * padding:
             return None  # e.g. a single chunk: its widest row stays as wide
+        if self.layout == "auto" and sorted_padding > MAX_NODE_PADDING:
+            return None  # the edge layout it is: keep the atoms' order
         pos = torch.empty_like(node_order)
         pos[node_order] = torch.arange(n_nodes, device=dst.device)
         return pos
@@ -1265,7 +1300,9 @@ class FusedUVUConvolution(nn.Module):
         """Whether chunks are recomputed, and edges per chunk ("auto": by bytes when
         recomputed, their temporaries being the transient peak, else the default)."""
         if recompute == "auto":
-            do_recompute = n_edges * self.weight_numel * itemsize > AUTO_RECOMPUTE_BYTES
+            # the node layout keeps weights per slot: count the most padding it accepts
+            slots = n_edges * (MAX_NODE_PADDING if self.layout != "edges" else 1.0)
+            do_recompute = slots * self.weight_numel * itemsize > AUTO_RECOMPUTE_BYTES
         else:
             do_recompute = bool(recompute)
         if chunk_edges == "auto":

@@ -355,7 +355,7 @@ class NequIPPotential(Potential):
                 backward (memory linear in edges with a small constant, ≈15 % slower than
                 storing at 576 atoms, far faster beyond a few thousand): True, False, or
                 ``"auto"`` (the default: for a layer whose radial weights would take more
-                than ``AUTO_RECOMPUTE_BYTES``, 384 MiB); None keeps the current value.
+                than ``AUTO_RECOMPUTE_BYTES``, 512 MiB); None keeps the current value.
             overlap: in the graph-parallel runtime, compute each layer's interior nodes
                 while its halo exchange is in flight (fused convolution only; the same
                 numbers either way): True (the default), False, or ``"auto"`` (on only when
