@@ -701,7 +701,7 @@ class FusedUVUConvolution(nn.Module):
         blocks = [
             torch.zeros(self._dim_y, d1, k, dtype=torch.float64) for d1, k in self._class_shapes
         ]
-        for path in self._paths:
+        for i, path in enumerate(self._paths):
             l1, l2, l3 = path.ls
             buf = stored.get(f"_w3j_{l1}_{l2}_{l3}")
             w3j = (
@@ -713,14 +713,7 @@ class FusedUVUConvolution(nn.Module):
             blocks[path.cls][path.y_slice, :, path.k : path.k + d3] = path.weight * w3j.permute(
                 1, 0, 2
             )
-        for i, path in enumerate(self._paths):  # node layout: C_p[c, b, a], [d3, d2, d1]
-            l1, l2, l3 = path.ls
-            buf = stored.get(f"_w3j_{l1}_{l2}_{l3}")
-            w3j = (
-                buf.detach().to("cpu", torch.float64)
-                if buf is not None
-                else o3.wigner_3j(l1, l2, l3, dtype=torch.float64)
-            )
+            # node layout: C_p[c, b, a], [d3, d2, d1]
             block = (path.weight * w3j.permute(2, 1, 0)).contiguous()
             old = getattr(self, f"ncg_{i}", None)
             if isinstance(old, torch.Tensor):
