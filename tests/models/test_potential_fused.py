@@ -195,7 +195,7 @@ def test_atoms_without_neighbours(chunk):
     er = torch.zeros(0, model.config.n_radial, dtype=torch.float64)
     layer_radial = model.interaction(1).radial
     for nodes in (False, True):
-        sums, _, _ = conv._sums(layer_radial, h, sh, er, none, none, 3, nodes)
+        sums, _ = conv._sums(layer_radial, h, sh, er, none, none, 3, nodes)
         assert sums.shape == (3, conv.group_dim) and not sums.any()
 
 

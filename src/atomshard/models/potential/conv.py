@@ -107,8 +107,7 @@ SORT_NODE_PADDING = 1.1
 
 class _Path:
     """One instruction: its class, ``(l1, l2, l3)``, Y slice, offset in the class, weight;
-    and, for the node layout, its position ``p`` in its group's weights and its first
-    output component ``koff`` in the group."""
+    and, for the node layout, its first output component ``koff`` in the group."""
 
     def __init__(
         self,
@@ -117,7 +116,6 @@ class _Path:
         y_slice: slice,
         k: int,
         weight: float,
-        p: int = 0,
         koff: int = 0,
     ):
         self.cls = cls
@@ -125,7 +123,6 @@ class _Path:
         self.y_slice = y_slice
         self.k = k
         self.weight = weight
-        self.p = p
         self.koff = koff
 
 
@@ -389,10 +386,8 @@ class _ChunkFunction(torch.autograd.Function):
     def forward(  # type: ignore[no-untyped-def]
         ctx, conv, radial, n_nodes, sink, keep, nodes, h, sh, edge_radial, src, dst, *matrices
     ):
-        out, weights, plan = conv._sums(
-            radial, h, sh, edge_radial, src, dst, n_nodes, nodes, matrices
-        )
-        del plan  # re-formed in the backward (cheap) rather than kept: O(E) indices
+        # the slots are re-formed in the backward (cheap) rather than kept: O(E) indices
+        out, weights = conv._sums(radial, h, sh, edge_radial, src, dst, n_nodes, nodes, matrices)
         ctx.nodes = nodes
         ctx.conv, ctx.radial, ctx.n_nodes, ctx.sink = conv, radial, n_nodes, sink
         ctx.matrices = matrices
@@ -472,6 +467,21 @@ class _ChunkFunction(torch.autograd.Function):
         return (*none6, g_h, g_sh if need_sh else None, g_er, None, None, *g_mats)
 
 
+def _positions(node_order: torch.Tensor) -> torch.Tensor:
+    """The new position of each node when the rows are put in ``node_order``."""
+    pos = torch.empty_like(node_order)
+    pos[node_order] = torch.arange(node_order.shape[0], device=node_order.device)
+    return pos
+
+
+def _edges_by_rows(pos: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The edge order after the rows move to ``pos`` (stable: each node keeps its edges in
+    their order) and the new destinations in that order, sorted."""
+    new_dst = pos.index_select(0, dst)
+    order = torch.argsort(new_dst, stable=True)
+    return order, new_dst.index_select(0, order)
+
+
 class OverlapPlan:
     """One rank's edges ordered for overlapping the halo exchange with the convolution.
 
@@ -495,16 +505,11 @@ class OverlapPlan:
         boundary = torch.zeros(n_owned, dtype=torch.bool, device=dst.device)
         boundary[dst[src >= n_owned]] = True
         inner, outer = torch.nonzero(~boundary), torch.nonzero(boundary)
-        node_order = torch.cat([inner, outer]).reshape(-1)
-        pos = torch.empty_like(node_order)
-        pos[node_order] = torch.arange(n_owned, device=dst.device)
-        new_dst = pos.index_select(0, dst)
-        order = torch.argsort(new_dst, stable=True)
+        pos = _positions(torch.cat([inner, outer]).reshape(-1))
+        self.order, self.dst = _edges_by_rows(pos, dst)
         self.n_owned = int(n_owned)
         self.n_inner_nodes = int(n_owned - int(boundary.sum()))
-        self.order = order
-        self.src = src.index_select(0, order)
-        self.dst = new_dst.index_select(0, order)
+        self.src = src.index_select(0, self.order)
         self.pos = pos
         self.n_inner_edges = int(torch.searchsorted(self.dst, self.n_inner_nodes))
 
@@ -593,7 +598,6 @@ class FusedUVUConvolution(nn.Module):
                         y_slices[ins.i_in2],
                         koff - cls.k_start,
                         ins.path_weight,
-                        p,
                         koff,
                     )
                 )
@@ -958,17 +962,17 @@ class FusedUVUConvolution(nn.Module):
         nodes: bool,
         matrices: Sequence[torch.Tensor] | None = None,
         sink: _RowSink | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, _PadPlan | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One chunk's node sums (group layout), in the node layout (``nodes``; ``h`` then
         with its columns in ``au_perm`` order) or the edge layout, with the radial weights
-        (per slot, or per edge) and the slots (None: edge layout)."""
+        (per slot, or per edge)."""
         if not nodes:
             weights = self.radial_weights(radial, edge_radial, matrices)
-            return self._chunk(h, sh, weights, src, dst, n_nodes, sink), weights, None
+            return self._chunk(h, sh, weights, src, dst, n_nodes, sink), weights
         plan = _PadPlan(src, dst, n_nodes)
         hidden, last = self.radial_hidden(radial, plan.pad(edge_radial), matrices, nodes=True)
         weights = self.nodes_weights(hidden, last)
-        return self._chunk_nodes(h, plan.y_t(sh), weights, plan, sink), weights, plan
+        return self._chunk_nodes(h, plan.y_t(sh), weights, plan, sink), weights
 
     def nodes_weights(self, hidden: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """The radial weights of the node layout from the MLP's last hidden layer and last
@@ -1190,10 +1194,9 @@ class FusedUVUConvolution(nn.Module):
         pos = None
         if self.layout == "nodes" or (self.layout == "auto" and self._auto_nodes(h.device)):
             pos = self.row_order(dst, n_nodes, step)
-        if pos is not None:  # rows by in-degree; each node keeps its edges in their order
-            new_dst = pos.index_select(0, dst)
-            order = torch.argsort(new_dst, stable=True)
-            src, dst = src.index_select(0, order), new_dst.index_select(0, order)
+        if pos is not None:  # rows by in-degree
+            order, dst = _edges_by_rows(pos, dst)
+            src = src.index_select(0, order)
             sh, edge_radial = sh.index_select(0, order), edge_radial.index_select(0, order)
         outs = self._chunks(h, sh, edge_radial, src, dst, n_nodes, step, do_recompute, radial, post)
         if not outs:
@@ -1219,9 +1222,7 @@ class FusedUVUConvolution(nn.Module):
             return None  # e.g. a single chunk: its widest row stays as wide
         if self.layout == "auto" and sorted_padding > MAX_NODE_PADDING:
             return None  # the edge layout it is: keep the atoms' order
-        pos = torch.empty_like(node_order)
-        pos[node_order] = torch.arange(n_nodes, device=dst.device)
-        return pos
+        return _positions(node_order)
 
     @staticmethod
     def _bounds(deg: torch.Tensor, n_edges: int, step: int) -> list[int]:
