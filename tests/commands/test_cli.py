@@ -105,6 +105,22 @@ def test_md_cli_runs_and_resumes(tmp_path, lj_checkpoint, argon_file):
         (["eval", "--model", "MODEL", "--structure", "NEON"], "does not know"),
         (["md", "--model", "MODEL", "--structure", "ARGON", "--dt", "0"], "timestep"),
         (["md", "--model", "MODEL", "--structure", "ARGON", "--steps", "-3"], "steps"),
+        (
+            ["eval", "--model", "MODEL", "--structure", "ARGON", "--block-atoms", "many"],
+            "block atoms must be a number of atoms or 'auto'",
+        ),
+        (
+            ["eval", "--model", "MODEL", "--structure", "ARGON", "--block-atoms", "5"],
+            "no split of 32 atoms into blocks of at most max_atoms=5",
+        ),
+        (
+            ["md", "--model", "MODEL", "--structure", "ARGON", "--block-atoms", "0"],
+            "block_atoms = 0: must be >= 1 atom",
+        ),
+        (
+            ["md", "--model", "MODEL", "--structure", "ARGON", "--block-atoms", "some"],
+            "block_atoms = 'some'",
+        ),
     ],
 )
 def test_bad_input_one_line_error(tmp_path, lj_checkpoint, argon_file, capsys, argv, message):

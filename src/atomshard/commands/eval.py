@@ -36,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="write results as extxyz (energy, stress in info; forces, energies arrays)",
     )
+    parser.add_argument(
+        "--block-atoms",
+        default="auto",
+        help="the most atoms (halo included) one evaluation holds at once; larger systems "
+        "are evaluated exactly, block by block: a number, 'auto' (default: from the free "
+        "memory) or 'off'",
+    )
     from atomshard.commands._parallel import add_parallel_arguments
 
     add_parallel_arguments(parser)
@@ -56,7 +63,10 @@ def run(args: argparse.Namespace) -> int:
         return _run_parallel(args, frames)
     from atomshard.md.calculator import AtomshardCalculator
 
-    calc = AtomshardCalculator(args.model, device=args.device, dtype=dtype_of(args.dtype))
+    blocks = None if args.block_atoms == "off" else args.block_atoms
+    calc = AtomshardCalculator(
+        args.model, device=args.device, dtype=dtype_of(args.dtype), block_atoms=blocks
+    )
     results = []
     t0 = time.perf_counter()
     for f, atoms in enumerate(frames):

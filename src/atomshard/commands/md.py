@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", help="output folder (default: atomshard-md)")
     parser.add_argument("--dtype", choices=["float32", "float64"], help="network body dtype")
     parser.add_argument("--device", help="torch device (default: cpu)")
+    parser.add_argument(
+        "--block-atoms",
+        type=_block_atoms,
+        help="the most atoms (halo included) one force evaluation holds at once; larger "
+        "systems are evaluated exactly, block by block: a number, 'auto' (default) or 'off'",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --output from its restart file"
@@ -45,6 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from atomshard.commands._parallel import add_parallel_arguments
 
     add_parallel_arguments(parser, profile=False)
+
+
+def _block_atoms(text: str) -> int | str:
+    """``--block-atoms``: a whole number stays a number (MDConfig checks its range)."""
+    return int(text) if text.strip().lstrip("-").isdigit() else text.strip().lower()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         output=args.output,
         dtype=args.dtype,
         device=args.device,
+        block_atoms=args.block_atoms,
         repeat=parse_repeat(args.repeat) if args.repeat else None,
     )
     if args.config:

@@ -7,7 +7,8 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from atomshard.graph import AtomicGraph, NeighborList, Structure
-from atomshard.models.base import Potential, compute_properties
+from atomshard.models.base import Potential
+from atomshard.models.blocks import evaluate, resolve_max_atoms
 
 
 class AtomshardCalculator(Calculator):
@@ -20,6 +21,9 @@ class AtomshardCalculator(Calculator):
         dtype: optional network body dtype override (``torch.float32``/``torch.float64``).
         skin: neighbour-list skin in Å; with a skin, successive calls on slowly moving
             atoms (MD, relaxations) reuse the list.
+        block_atoms: the most atoms (halo included) one evaluation holds at once: larger
+            systems are evaluated exactly, block by block (:mod:`atomshard.models.blocks`);
+            ``"auto"`` (default) picks it from the free memory, None never splits.
 
     Stress is only available for systems periodic in all three directions.
     """
@@ -39,6 +43,7 @@ class AtomshardCalculator(Calculator):
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
         skin: float = 0.0,
+        block_atoms: int | str | None = "auto",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -50,6 +55,9 @@ class AtomshardCalculator(Calculator):
         self.model = model.to(device)
         self.device = torch.device(device)
         self.neighbors = NeighborList(self.model.cutoff, skin=skin)
+        resolve_max_atoms(self.model, block_atoms)  # a bad value fails here, not mid-run
+        self.block_atoms = block_atoms
+        self._blocks: tuple[int, int, torch.Tensor] | None = None  # (builds, atoms, part)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -65,7 +73,16 @@ class AtomshardCalculator(Calculator):
         graph = AtomicGraph.from_structure(
             structure, self.model.cutoff, device=self.device, edges=edges
         )
-        out = compute_properties(self.model, graph, forces=True, stress=periodic)
+        part = None  # the blocks are kept while the neighbour list is
+        if self._blocks is not None and self._blocks[:2] == (
+            self.neighbors.n_builds,
+            len(structure.species),
+        ):
+            part = self._blocks[2]
+        out, part = evaluate(
+            self.model, graph, forces=True, stress=periodic, max_atoms=self.block_atoms, part=part
+        )
+        self._blocks = None if part is None else (self.neighbors.n_builds, graph.n_atoms, part)
         energy = float(out.energy)
         assert out.forces is not None
         self.results = {

@@ -37,6 +37,9 @@ class MDConfig:
         output: output folder.
         dtype: network body dtype override (``float32``/``float64``), or None for the model's.
         device: ``cpu`` or ``cuda``.
+        block_atoms: the most atoms (halo included) one force evaluation holds at once;
+            larger systems are evaluated exactly, block by block. ``auto`` picks it from
+            the free memory, ``off`` never splits.
     """
 
     structure: str = "quartz"
@@ -58,6 +61,7 @@ class MDConfig:
     output: str = "atomshard-md"
     dtype: str | None = None
     device: str = "cpu"
+    block_atoms: int | str = "auto"
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> InputError:
@@ -92,6 +96,13 @@ class MDConfig:
                 raise bad(name, "must be >= 0 (0 disables)")
         if self.dtype not in (None, "float32", "float64"):
             raise bad("dtype", "must be float32 or float64")
+        if isinstance(self.block_atoms, str):
+            if self.block_atoms not in ("auto", "off"):
+                raise bad("block_atoms", "must be a number of atoms, 'auto' or 'off'")
+        elif isinstance(self.block_atoms, bool) or not isinstance(self.block_atoms, int):
+            raise bad("block_atoms", "must be a number of atoms, 'auto' or 'off'")
+        elif self.block_atoms < 1:
+            raise bad("block_atoms", "must be >= 1 atom")
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> MDConfig:

@@ -160,7 +160,12 @@ def run_md(
             model = resolve_model(config.model, dtype=dtype)
         model = model.to(config.device)
         model.check_species(state.species, name=config.structure)  # type: ignore[operator]
-        force_field = SerialForceField(model, skin=config.skin)  # type: ignore[arg-type]
+        blocks = None if config.block_atoms == "off" else config.block_atoms
+        force_field = SerialForceField(
+            model,  # type: ignore[arg-type]
+            skin=config.skin,
+            block_atoms=blocks,
+        )
 
     def conserved() -> float:
         return conserved_energy(state, config)

@@ -55,6 +55,13 @@ class Potential(nn.Module):
     cutoff: float
     atomic_numbers: tuple[int, ...]
     needs_feature_exchange: bool = True
+    #: how many edges away an atom can still change another's energy (message-passing
+    #: layers; 1 for a strictly local model): the depth of the halo a block of atoms needs
+    #: (:mod:`atomshard.models.blocks`)
+    n_hops: int = 1
+    #: whether :meth:`atomic_energies` takes ``shells=`` (:class:`Shells`) and then works,
+    #: layer by layer, only on the atoms and edges the owned atoms' energies still need
+    takes_shells: bool = False
 
     def atomic_energies(
         self, graph: AtomicGraph, edge_vec: torch.Tensor, exchange: Exchange
@@ -83,6 +90,27 @@ class Potential(nn.Module):
                 f"{name}: atom {i} is {chemical_symbols[z]} (Z={z}), which this model does not "
                 f"know; it knows {', '.join(chemical_symbols[k] for k in self.atomic_numbers)}"
             )
+
+
+@dataclass(frozen=True)
+class Shells:
+    """A graph whose atoms are ordered by their distance, in edges, from its first
+    ``rows[0]`` atoms (the ones whose energies count) and whose edges are sorted by
+    destination (:mod:`atomshard.models.blocks` builds them).
+
+    Attributes:
+        rows: ``rows[k]`` atoms lie within ``k`` edges of the counted ones,
+            ``k = 0 .. n_hops`` (``rows[n_hops]`` is every atom of the graph).
+        edges: ``edges[k]`` edges point into those ``rows[k]`` atoms, ``k = 0 .. n_hops - 1``
+            (no edge points into the outermost shell).
+
+    Message-passing layer ``t`` (of ``n_hops``) then only needs its input on the first
+    ``rows[n_hops - t]`` atoms and only the first ``edges[n_hops - 1 - t]`` edges: the
+    receptive field of the counted atoms shrinks by one shell per layer.
+    """
+
+    rows: tuple[int, ...]
+    edges: tuple[int, ...]
 
 
 @dataclass

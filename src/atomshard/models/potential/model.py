@@ -31,7 +31,7 @@ from torch.utils.checkpoint import checkpoint as layer_checkpoint
 
 from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph
-from atomshard.models.base import Exchange, Potential, owned_rows
+from atomshard.models.base import Exchange, Potential, Shells, owned_rows
 from atomshard.models.potential.config import NequIPConfig
 from atomshard.models.potential.conv import LAYOUTS, FusedUVUConvolution, OverlapPlan
 from atomshard.nn.linear import apply_linear
@@ -263,6 +263,7 @@ class NequIPPotential(Potential):
     """
 
     config_class = NequIPConfig
+    takes_shells = True
     z_to_index: torch.Tensor
     energy_shift: torch.Tensor
     energy_scale: torch.Tensor
@@ -272,6 +273,7 @@ class NequIPPotential(Potential):
         self.config = config
         self.cutoff = config.cutoff
         self.atomic_numbers = tuple(config.species)
+        self.n_hops = config.n_layers
         n_species = len(config.species)
         body = config.torch_dtype
 
@@ -469,7 +471,12 @@ class NequIPPotential(Potential):
         return int(n_atoms) * per_atom * itemsize
 
     def atomic_energies(
-        self, graph: AtomicGraph, edge_vec: torch.Tensor, exchange: Exchange
+        self,
+        graph: AtomicGraph,
+        edge_vec: torch.Tensor,
+        exchange: Exchange,
+        *,
+        shells: Shells | None = None,
     ) -> torch.Tensor:
         """Per-atom energies (eV, float64) of the owned atoms.
 
@@ -477,12 +484,25 @@ class NequIPPotential(Potential):
         ``owned_rows(exchange, n_atoms)`` owned rows only (all rows serially); the halo
         rows' features come from the exchange before every convolution.
 
+        With ``shells`` (serially; a block of a larger system, :mod:`atomshard.models.blocks`)
+        layer ``t`` runs on the atoms within ``n_hops - t`` edges of the counted ones and on
+        the edges into those within ``n_hops - 1 - t``; the energies of the ``shells.rows[0]``
+        counted atoms come back, exactly those of the whole graph.
+
         Shapes:
             edge_vec: ``[n_edges, 3]`` float64 Å
-            returns: ``[n_owned]`` float64 eV
+            returns: ``[n_owned]`` float64 eV (``[shells.rows[0]]`` with ``shells``)
         """
         self.check_species(graph.species)
         n_own = owned_rows(exchange, graph.n_atoms)
+        if shells is not None:
+            if n_own != graph.n_atoms:
+                raise ValueError("shells are for a serial graph (all rows owned)")
+            if len(shells.rows) != len(self.layers) + 1 or len(shells.edges) != len(self.layers):
+                raise ValueError(
+                    f"shells for {len(shells.edges)} layers given to a {len(self.layers)}-layer "
+                    "model"
+                )
         index = self.z_to_index.index_select(0, graph.species[:n_own])
         one_hot = nn.functional.one_hot(index, len(self.atomic_numbers)).to(self.body_dtype)
         plan = self.overlap_plan(graph, exchange)
@@ -496,12 +516,20 @@ class NequIPPotential(Potential):
         if plan is not None:  # the edge features once in the plan's order, for all layers
             radial, sh = plan.edges(radial), plan.edges(sh)
         x = self.embedding(one_hot)
-        for layer in self.layers:
+        n_layers = len(self.layers)
+        for t, layer in enumerate(self.layers):
             args = (x, one_hot, sh, radial, graph.src, graph.dst, exchange, plan)
+            if shells is not None:  # leading rows and edges are views: nothing is copied
+                rows, n_e = shells.rows[n_layers - t], shells.edges[n_layers - 1 - t]
+                x, one_hot = x[:rows], one_hot[:rows]
+                args = (x, one_hot, sh[:n_e], radial[:n_e], graph.src[:n_e], graph.dst[:n_e],
+                        exchange, plan)  # fmt: skip
             if checkpointed:
                 x = layer_checkpoint(layer, *args, use_reentrant=False, preserve_rng_state=False)
             else:
                 x = layer(*args)
+        if shells is not None:
+            x, index = x[: shells.rows[0]], index[: shells.rows[0]]
         e = self.readout_2(self.readout_1(x)).squeeze(-1).to(torch.float64)
         return e * self.energy_scale.index_select(0, index) + self.energy_shift.index_select(
             0, index

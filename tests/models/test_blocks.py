@@ -1,0 +1,193 @@
+"""Block-by-block evaluation (atomshard.models.blocks) gives the whole graph's numbers.
+
+Energies, per-atom energies, forces and stress of a rattled periodic quartz supercell and
+of a cluster, split into 2..16 blocks, match one evaluation of the whole graph to float64
+round-off (measured ~1e-15); the shell-by-shell shrinking of the NequIP layers gives the
+same numbers as the plain halo, and a halo one shell too thin does not (the test can fail).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+
+from atomshard.errors import InputError
+from atomshard.graph import AtomicGraph
+from atomshard.io import read_structures
+from atomshard.md.config import MDConfig
+from atomshard.models import compute_properties
+from atomshard.models.blocks import (
+    auto_max_atoms,
+    block_graph,
+    compute_properties_in_blocks,
+    evaluate,
+    plan_blocks,
+    resolve_max_atoms,
+)
+from atomshard.models.pair import LennardJones
+from atomshard.models.potential import NequIPPotential, preset
+
+
+@pytest.fixture(scope="module")
+def model() -> NequIPPotential:
+    torch.manual_seed(0)
+    cfg = preset("si-config", species=(8, 14), channels=6, n_layers=3, dtype="float64")
+    return NequIPPotential.from_config(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def quartz(model) -> AtomicGraph:
+    atoms = read_structures("quartz", repeat=(4, 4, 3))[0]  # 432 atoms, 49 Å across
+    atoms.rattle(0.05, seed=1)
+    return AtomicGraph.from_ase(atoms, model.cutoff)
+
+
+@pytest.fixture(scope="module")
+def one() -> NequIPPotential:
+    """One layer: a halo thin enough for block limits on this cell (three layers' halo
+    spans all of it)."""
+    torch.manual_seed(2)
+    cfg = preset("si-config", species=(8, 14), channels=4, n_layers=1, dtype="float64")
+    return NequIPPotential.from_config(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def whole(model, quartz):
+    return compute_properties(model, quartz, forces=True, stress=True)
+
+
+def _same(got, want, rtol: float = 1e-12) -> None:
+    for name in ("energy", "energies", "forces", "stress"):
+        a, b = getattr(got, name), getattr(want, name)
+        if b is None:
+            assert a is None, name
+            continue
+        scale = float(b.abs().max().clamp_min(1e-300))
+        assert float((a - b).abs().max()) <= rtol * scale, (name, float((a - b).abs().max()))
+
+
+@pytest.mark.parametrize("n_blocks", [2, 5, 16])
+def test_blocks_match_the_whole_graph(model, quartz, whole, n_blocks):
+    _same(compute_properties_in_blocks(model, quartz, n_blocks=n_blocks), whole)
+
+
+def test_any_split_and_the_grid_partitioner_give_the_same_numbers(model, quartz, whole):
+    random = torch.as_tensor(np.random.default_rng(0).integers(0, 3, quartz.n_atoms))
+    _same(compute_properties_in_blocks(model, quartz, part=random), whole)
+    _same(compute_properties_in_blocks(model, quartz, n_blocks=4, method="grid"), whole)
+    with pytest.raises(InputError, match="part has shape"):
+        compute_properties_in_blocks(model, quartz, part=random[:-1])
+
+
+def test_plain_halo_matches_and_a_thin_halo_does_not(model, quartz, whole, monkeypatch):
+    """Without the shell shrinking every layer runs on the whole block graph: same numbers.
+    With one shell fewer than the model's layers the outer atoms' messages are missing."""
+    monkeypatch.setattr(model, "takes_shells", False)
+    _same(compute_properties_in_blocks(model, quartz, n_blocks=5), whole)
+    monkeypatch.setattr(model, "n_hops", model.n_hops - 1)
+    thin = compute_properties_in_blocks(model, quartz, n_blocks=5)
+    assert float((thin.forces - whole.forces).abs().max()) > 1e-6
+    monkeypatch.setattr(model, "takes_shells", True)
+    with pytest.raises(ValueError, match="shells for 2 layers given to a 3-layer model"):
+        compute_properties_in_blocks(model, quartz, n_blocks=5)
+
+
+def test_block_graph_shells_cover_the_receptive_field(quartz):
+    part = plan_blocks(quartz, 3, n_blocks=5)
+    for b in range(5):
+        block = block_graph(quartz, part == b, 3)
+        rows, edges = block.shells.rows, block.shells.edges
+        assert rows[0] == int((part == b).sum()) and rows[-1] == block.n_atoms
+        assert bool((block.atoms[: rows[0]] == torch.nonzero(part == b).squeeze(1)).all())
+        assert bool((block.dst[1:] >= block.dst[:-1]).all())  # sorted by destination
+        for k in range(3):
+            into = quartz.dst[:, None] == block.atoms[None, : rows[k]]
+            assert edges[k] == int(into.any(1).sum())  # every edge into the inner atoms
+            assert int(block.src[: edges[k]].max()) < rows[k + 1]  # ... from the next shell
+        src, dst = quartz.src[block.edges], quartz.dst[block.edges]
+        assert bool((block.atoms[block.src] == src).all())
+        assert bool((block.atoms[block.dst] == dst).all())
+
+
+def test_cluster_and_a_strictly_local_model():
+    """A non-periodic cluster (no stress) and a one-hop pair potential split exactly."""
+    torch.manual_seed(1)
+    cfg = preset("si-config", species=(1, 6, 8), channels=4, n_layers=2, dtype="float64")
+    nequip = NequIPPotential.from_config(cfg).eval()
+    atoms = molecule("C60")
+    atoms.numbers[::7] = 8
+    atoms.rattle(0.05, seed=2)
+    g = AtomicGraph.from_ase(atoms, nequip.cutoff)
+    want = compute_properties(nequip, g, forces=True, stress=False)
+    got = compute_properties_in_blocks(nequip, g, n_blocks=6, stress=False)
+    _same(got, want)
+    assert got.stress is None
+    lj = LennardJones(epsilon=0.0104, sigma=3.40, cutoff=7.0).double()
+    argon = read_structures("quartz", repeat=(2, 2, 2))[0]
+    argon.numbers[:] = 18
+    ga = AtomicGraph.from_ase(argon, lj.cutoff)
+    _same(compute_properties_in_blocks(lj, ga, n_blocks=4), compute_properties(lj, ga))
+
+
+def test_max_atoms_bounds_every_block_graph(one, quartz):
+    """As few blocks as keep each block graph within max_atoms."""
+    whole = compute_properties(one, quartz, forces=True, stress=True)
+    part = plan_blocks(quartz, 1, max_atoms=250)
+    assert int(part.max()) >= 1
+    sizes = [block_graph(quartz, part == b, 1).n_atoms for b in part.unique()]
+    assert max(sizes) <= 250
+    out, used = evaluate(one, quartz, max_atoms=250)
+    assert used is not None and bool((used == part).all())
+    _same(out, whole)
+    out, used = evaluate(one, quartz, max_atoms=10_000)  # fits: one evaluation
+    assert used is None
+    _same(out, whole, rtol=0.0)
+    with pytest.raises(
+        InputError, match=r"no split of 432 atoms into blocks of at most max_atoms=20 "
+    ):
+        plan_blocks(quartz, 1, max_atoms=20)
+
+
+@pytest.mark.parametrize("bad", ["many", 0, -3, 2.5, True])
+def test_bad_block_atoms_are_named(model, bad):
+    with pytest.raises(InputError, match="block atoms must be"):
+        resolve_max_atoms(model, bad)
+
+
+def test_auto_block_atoms_from_the_memory(model):
+    per_atom = 4.0 * model.activation_bytes(1) + 512 * 20
+    assert auto_max_atoms(model, edges_per_atom=20, available=10 << 30) == int(
+        0.5 * (10 << 30) / per_atom
+    )
+    assert resolve_max_atoms(model, " AUTO ") is not None  # this machine has /proc/meminfo
+    assert resolve_max_atoms(model, "1200") == 1200
+    assert auto_max_atoms(LennardJones(), available=1 << 30) is None  # no estimate: no blocks
+
+
+def test_calculator_and_md_config_take_block_atoms(model, one, quartz):
+    from atomshard.md import SerialForceField, state_from_ase
+    from atomshard.md.calculator import AtomshardCalculator
+
+    atoms = read_structures("quartz", repeat=(4, 4, 3))[0]
+    atoms.rattle(0.05, seed=1)
+    whole = compute_properties(one, quartz, forces=True, stress=True)
+    atoms.calc = AtomshardCalculator(one, block_atoms=250)
+    np.testing.assert_allclose(atoms.get_forces(), whole.forces.numpy(), rtol=0, atol=1e-12)
+    assert atoms.calc._blocks is not None  # it did split
+    ff = SerialForceField(one, skin=1.0, block_atoms=250)
+    state = state_from_ase(atoms)
+    ff(state)
+    assert ff._blocks is not None
+    part = ff._blocks[2]
+    np.testing.assert_allclose(state.forces.numpy(), whole.forces.numpy(), rtol=0, atol=1e-12)
+    state.positions[0] += 0.01  # within the skin: same neighbour list, same blocks
+    ff(state)
+    assert ff._blocks[2] is part
+    with pytest.raises(InputError, match="block atoms must be"):
+        AtomshardCalculator(model, block_atoms="lots")
+    assert MDConfig(block_atoms=5000).block_atoms == 5000
+    for bad in ("lots", 0, 2.5):
+        with pytest.raises(InputError, match="block_atoms"):
+            MDConfig(block_atoms=bad)  # type: ignore[arg-type]
