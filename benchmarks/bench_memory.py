@@ -20,6 +20,15 @@ system would need. Writes ``<out>/bench_memory.json`` and ``<out>/bench_memory.p
 
     python benchmarks/bench_memory.py --out bench_out/memory --repeat 8 13 18
     python benchmarks/bench_memory.py --smoke --out /tmp/bmem
+
+``--checkpoint blocks`` evaluates block by block instead (:mod:`atomshard.models.blocks`,
+blocks of at most ``--block-atoms`` atoms with their halo), the way a system larger than
+memory runs; the fit then gives the per-atom cost of what stays whole (graph, forces) on top
+of one block's peak:
+
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
+        python benchmarks/bench_memory.py --out bench_out/memory-1m --repeat 49 \
+        --checkpoint blocks --block-atoms 250000
 """
 
 from __future__ import annotations
@@ -33,10 +42,12 @@ import sys
 import time
 from pathlib import Path
 
-SETTINGS = ("off", "on")
+SETTINGS = ("off", "on", "blocks")
 
 
-def _worker(model_name: str, repeat: int, setting: str, threads: int) -> dict:
+def _worker(
+    model_name: str, repeat: int, setting: str, threads: int, block_atoms: int, n_blocks: int
+) -> dict:
     from atomshard.utils.process import configure_process
 
     configure_process(threads)
@@ -49,13 +60,15 @@ def _worker(model_name: str, repeat: int, setting: str, threads: int) -> dict:
     from atomshard.graph import AtomicGraph
     from atomshard.io.structures import builtin_structure
     from atomshard.models import compute_properties
+    from atomshard.models.blocks import block_graph, compute_properties_in_blocks, plan_blocks
     from atomshard.models.potential import NequIPPotential, preset
     from atomshard.models.potential.model import AUTO_CHECKPOINT_BYTES
     from atomshard.utils import process
 
     torch.manual_seed(0)
     config = preset(model_name, species=(8, 14), avg_num_neighbors=30.0, dtype="float32")
-    model = NequIPPotential.from_config(config).set_convolution(checkpoint=setting == "on")
+    checkpoint = {"off": False, "on": True, "blocks": "auto"}[setting]
+    model = NequIPPotential.from_config(config).set_convolution(checkpoint=checkpoint)
     atoms = builtin_structure("quartz", (repeat, repeat, repeat))
     atoms.rattle(0.01, seed=0)
     graph = AtomicGraph.from_ase(atoms, model.cutoff)
@@ -77,7 +90,23 @@ def _worker(model_name: str, repeat: int, setting: str, threads: int) -> dict:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     start = time.perf_counter()
-    out = compute_properties(model, graph, forces=True, stress=True)
+    blocks: dict = {}
+    if setting == "blocks":
+        part = plan_blocks(graph, model.n_hops, max_atoms=block_atoms, n_blocks=n_blocks or None)
+        graphs = [block_graph(graph, part == b, model.n_hops) for b in part.unique()]
+        blocks = {
+            "block_atoms": block_atoms,
+            "blocks": len(graphs),
+            "largest_block_graph": max(b.n_atoms for b in graphs),
+            # edges the layers run on, over the whole graph's edges times layers
+            "edge_work_ratio": sum(sum(b.shells.edges) for b in graphs)
+            / (model.n_hops * graph.n_edges),
+            "plan_s": time.perf_counter() - start,
+        }
+        del graphs
+        out = compute_properties_in_blocks(model, graph, part=part, progress=False)
+    else:
+        out = compute_properties(model, graph, forces=True, stress=True)
     wall = time.perf_counter() - start
     done.set()
     sampler.join()
@@ -97,6 +126,7 @@ def _worker(model_name: str, repeat: int, setting: str, threads: int) -> dict:
         "max_force_ev_a": float(out.forces.abs().max()),
         "threads": torch.get_num_threads(),
         "allocator": os.path.basename(os.environ.get("LD_PRELOAD", "").split(":")[0]) or "glibc",
+        **blocks,
     }
 
 
@@ -104,6 +134,7 @@ def _run_worker(args, repeat: int, setting: str) -> dict:
     cmd = [
         sys.executable, __file__, "--worker", setting, "--model", args.model,
         "--repeats", str(repeat), "--threads", str(args.threads),
+        "--block-atoms", str(args.block_atoms), "--n-blocks", str(args.n_blocks or 0),
     ]  # fmt: skip
     done = subprocess.run(
         cmd, capture_output=True, text=True, timeout=args.timeout, env=dict(os.environ)
@@ -184,8 +215,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=Path("bench_out/memory"))
     parser.add_argument("--model", default="si-config", help="NequIP preset (random weights)")
     parser.add_argument("--repeat", type=int, nargs="+", default=[8, 13, 18])
-    parser.add_argument("--checkpoint", nargs="+", choices=SETTINGS, default=list(SETTINGS))
+    parser.add_argument("--checkpoint", nargs="+", choices=SETTINGS, default=["off", "on"],
+                        help="layer checkpoints off/on, or 'blocks' (block by block, the "
+                        "layers' checkpoints on their own 'auto')")  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--block-atoms",
+        type=int,
+        default=250_000,
+        help="checkpoint 'blocks': the most atoms, halo included, of one block's graph",
+    )
+    parser.add_argument(
+        "--n-blocks", type=int, default=None, help="checkpoint 'blocks': this many blocks instead"
+    )
     parser.add_argument("--budget-gib", type=float, default=24.0)
     parser.add_argument("--timeout", type=float, default=7200.0, help="per worker, seconds")
     parser.add_argument("--smoke", action="store_true", help="preset S, 9 and 72 atoms")
@@ -193,11 +235,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        result = _worker(args.model, args.repeats, args.worker, args.threads)
+        result = _worker(
+            args.model, args.repeats, args.worker, args.threads, args.block_atoms, args.n_blocks
+        )
         print(json.dumps(result))
         return result
     if args.smoke:
         args.model, args.repeat = "S", [1, 2]
+        if "blocks" in args.checkpoint:
+            args.n_blocks = args.n_blocks or 3
     import torch
 
     args.out.mkdir(parents=True, exist_ok=True)

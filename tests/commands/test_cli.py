@@ -111,7 +111,7 @@ def test_md_cli_runs_and_resumes(tmp_path, lj_checkpoint, argon_file):
         ),
         (
             ["eval", "--model", "MODEL", "--structure", "ARGON", "--block-atoms", "5"],
-            "no split of 32 atoms into blocks of at most max_atoms=5",
+            "no split of 32 atoms into blocks of at most 5 atoms",
         ),
         (
             ["md", "--model", "MODEL", "--structure", "ARGON", "--block-atoms", "0"],

@@ -37,11 +37,14 @@ def test_bench_utilisation_smoke(tmp_path):
 def test_bench_memory_smoke(tmp_path):
     """Both checkpoint settings at two sizes, same energies, fits, JSON and PNG."""
     module = load_benchmark("bench_memory")
-    report = module.main(["--smoke", "--out", str(tmp_path)])
+    report = module.main(["--smoke", "--out", str(tmp_path), "--checkpoint", "off", "on", "blocks"])
     runs = {(r["n_atoms"], r["checkpoint"]): r for r in report["runs"]}
-    assert set(runs) == {(9, "off"), (9, "on"), (72, "off"), (72, "on")}
+    assert set(runs) == {(n, s) for n in (9, 72) for s in ("off", "on", "blocks")}
     for n in (9, 72):
         assert runs[n, "on"]["energy_ev"] == runs[n, "off"]["energy_ev"]
+        # three blocks (float32 body): the same energy to round-off, more edge work
+        assert runs[n, "blocks"]["blocks"] == 3 and runs[n, "blocks"]["edge_work_ratio"] > 1
+        assert abs(runs[n, "blocks"]["energy_ev"] - runs[n, "off"]["energy_ev"]) < 1e-5 * n
         assert runs[n, "on"]["peak_rss_mb"] > 0 and runs[n, "on"]["n_edges"] > 0
     fit = module.fit(
         [
@@ -57,5 +60,5 @@ def test_bench_memory_smoke(tmp_path):
         fit["atoms_in_budget"] == 5240 and abs(fit["at_1m_atoms_gib"] - (500 + 1e5) / 1024) < 1e-9
     )
     saved = json.loads((tmp_path / "bench_memory.json").read_text())
-    assert saved["model"] == "S" and set(saved["fits"]) == {"off", "on"}
+    assert saved["model"] == "S" and set(saved["fits"]) == {"off", "on", "blocks"}
     assert (tmp_path / "bench_memory.png").stat().st_size > 0

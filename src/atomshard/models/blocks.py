@@ -182,21 +182,21 @@ def plan_blocks(
     """
     from atomshard.partition import partition
 
-    n = graph.n_atoms
+    n, device = graph.n_atoms, graph.device
     if n_blocks is not None:
         if n_blocks < 1:
             raise InputError(f"the number of blocks must be >= 1, got {n_blocks}")
         if n_blocks == 1:
-            return torch.zeros(n, dtype=torch.int64)
-        return torch.as_tensor(partition(graph, int(n_blocks), method=method))
+            return torch.zeros(n, dtype=torch.int64, device=device)
+        return torch.as_tensor(partition(graph, int(n_blocks), method=method), device=device)
     if max_atoms is None or max_atoms >= n:
-        return torch.zeros(n, dtype=torch.int64)
+        return torch.zeros(n, dtype=torch.int64, device=device)
     if max_atoms < 1:
         raise InputError(f"max_atoms must be >= 1, got {max_atoms}")
     k = max(2, math.ceil(n / max_atoms))
     largest = 0
     for _ in range(MAX_PLAN_ROUNDS):
-        part = torch.as_tensor(partition(graph, k, method=method))
+        part = torch.as_tensor(partition(graph, k, method=method), device=device)
         largest = max((block_graph(graph, part == b, n_hops).n_atoms for b in range(k)), default=0)
         if largest <= max_atoms:
             return part
@@ -205,9 +205,9 @@ def plan_blocks(
         # the halo of a compact block grows like its surface: a little more than the ratio
         k = min(n, math.ceil(k * (largest / max_atoms) ** 1.5 * 1.05) + 1)
     raise InputError(
-        f"no split of {n} atoms into blocks of at most max_atoms={max_atoms} atoms with their "
+        f"no split of {n} atoms into blocks of at most {max_atoms} atoms with their "
         f"{n_hops}-edge halo (largest block graph: {largest} atoms in {k} blocks); raise "
-        "max_atoms"
+        "the limit (block_atoms, --block-atoms) or turn it off"
     )
 
 
