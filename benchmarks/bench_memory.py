@@ -46,7 +46,7 @@ SETTINGS = ("off", "on", "blocks")
 
 
 def _worker(
-    model_name: str, repeat: int, setting: str, threads: int, block_atoms: int, n_blocks: int
+    model_name: str, repeat: int, setting: str, threads: int, block_atoms: str, n_blocks: int
 ) -> dict:
     from atomshard.utils.process import configure_process
 
@@ -60,7 +60,12 @@ def _worker(
     from atomshard.graph import AtomicGraph
     from atomshard.io.structures import builtin_structure
     from atomshard.models import compute_properties
-    from atomshard.models.blocks import block_graph, compute_properties_in_blocks, plan_blocks
+    from atomshard.models.blocks import (
+        block_graph,
+        compute_properties_in_blocks,
+        plan_blocks,
+        resolve_max_atoms,
+    )
     from atomshard.models.potential import NequIPPotential, preset
     from atomshard.models.potential.model import AUTO_CHECKPOINT_BYTES
     from atomshard.utils import process
@@ -91,13 +96,17 @@ def _worker(
     sampler.start()
     start = time.perf_counter()
     blocks: dict = {}
+    largest = len(atoms)  # the most atoms one evaluation holds
     if setting == "blocks":
-        part = plan_blocks(graph, model.n_hops, max_atoms=block_atoms, n_blocks=n_blocks or None)
+        limit = None if n_blocks else resolve_max_atoms(model, block_atoms, graph)
+        part = plan_blocks(graph, model.n_hops, max_atoms=limit, n_blocks=n_blocks or None)
         graphs = [block_graph(graph, part == b, model.n_hops) for b in part.unique()]
+        largest = max(b.n_atoms for b in graphs)
         blocks = {
-            "block_atoms": block_atoms,
+            "block_atoms": limit,
+            "block_atoms_setting": block_atoms,
             "blocks": len(graphs),
-            "largest_block_graph": max(b.n_atoms for b in graphs),
+            "largest_block_graph": largest,
             # edges the layers run on, over the whole graph's edges times layers
             "edge_work_ratio": sum(sum(b.shells.edges) for b in graphs)
             / (model.n_hops * graph.n_edges),
@@ -115,7 +124,8 @@ def _worker(
         "n_atoms": len(atoms),
         "n_edges": int(graph.src.numel()),
         "checkpoint": setting,
-        "checkpointed_by_auto": model.activation_bytes(len(atoms)) > AUTO_CHECKPOINT_BYTES,
+        # for blocks: whether the largest block graph ran checkpointed
+        "checkpointed_by_auto": model.activation_bytes(largest) > AUTO_CHECKPOINT_BYTES,
         "wall_s": wall,
         "atom_steps_per_s": len(atoms) / wall,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
@@ -221,9 +231,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--block-atoms",
-        type=int,
-        default=250_000,
-        help="checkpoint 'blocks': the most atoms, halo included, of one block's graph",
+        default="250000",
+        help="checkpoint 'blocks': the most atoms, halo included, of one block's graph, or "
+        "'auto' (what the calculator and 'atomshard eval/md' choose from the free memory)",
     )
     parser.add_argument(
         "--n-blocks", type=int, default=None, help="checkpoint 'blocks': this many blocks instead"

@@ -103,6 +103,33 @@ def test_plain_halo_matches_and_a_thin_halo_does_not(model, quartz, whole, monke
         compute_properties_in_blocks(model, quartz, n_blocks=5)
 
 
+@pytest.mark.parametrize("convolution", ["fused", "e3nn"])
+def test_layer_output_on_the_inner_rows_only(model, quartz, convolution):
+    """A block's layer computes its output on the rows the next layer reads (``n_out``):
+    those rows equal the full output's, in both convolution paths."""
+    from atomshard.models.base import identity_exchange
+
+    block = block_graph(quartz, plan_blocks(quartz, 3, n_blocks=4) == 1, 3)
+    rows, edges = block.shells.rows, block.shells.edges
+    layer = model.interaction(0)
+    torch.manual_seed(3)
+    x = torch.randn(block.n_atoms, layer.irreps_in.dim, dtype=torch.float64)
+    one_hot = torch.nn.functional.one_hot(torch.randint(0, 2, (block.n_atoms,)), 2).double()
+    radial, sh = model.edge_features(quartz.edge_vectors()[block.edges])
+    n_e = edges[2]
+    args = (x, one_hot, sh[:n_e], radial[:n_e], block.src[:n_e], block.dst[:n_e],
+            identity_exchange)  # fmt: skip
+    model.set_convolution(convolution)
+    try:
+        with torch.no_grad():
+            full = layer(*args)
+            inner = layer(*args, n_out=rows[2])
+    finally:
+        model.set_convolution("fused")
+    assert rows[2] < block.n_atoms and inner.shape == (rows[2], full.shape[1])
+    assert float((inner - full[: rows[2]]).abs().max()) <= 1e-12 * float(full.abs().max())
+
+
 def test_block_graph_shells_cover_the_receptive_field(quartz):
     part = plan_blocks(quartz, 3, n_blocks=5)
     for b in range(5):

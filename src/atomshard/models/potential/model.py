@@ -190,11 +190,17 @@ class Interaction(nn.Module):
         dst: torch.Tensor,
         exchange: Exchange,
         overlap: OverlapPlan | None = None,
+        *,
+        n_out: int | None = None,
     ) -> torch.Tensor:
         """Update node features.
 
         ``x`` holds the owned rows (all rows serially); the exchange returns the local rows
         (owned, then halo) the edges' sources index, and every edge points into an owned row.
+
+        ``n_out`` (serially, a block's shells: :class:`~atomshard.models.base.Shells`) asks
+        for the first ``n_out`` rows only: every edge points into them, and the
+        self-connection, ``linear_2`` and gate run on those rows alone.
 
         With ``overlap`` (the graph-parallel runtime, fused convolution), ``edge_sh`` and
         ``edge_radial`` come in the plan's edge order, ``src``/``dst`` are not used (the
@@ -207,14 +213,18 @@ class Interaction(nn.Module):
             edge_sh: ``[n_edges, filter.dim]``
             edge_radial: ``[n_edges, n_radial]`` (basis times cutoff)
             src: ``[n_edges]`` int64 local rows (``< n_local``); dst: ``[n_edges]`` (``< n_owned``)
-            returns: ``[n_owned, irreps_out.dim]``
+            returns: ``[n_owned, irreps_out.dim]`` (``[n_out, …]`` with ``n_out``)
         """
+        n_rows = x.shape[0] if n_out is None else int(n_out)
+        if overlap is not None and n_rows != x.shape[0]:
+            raise ValueError("n_out is for a serial block, not the overlapped exchange")
+        x_out = x[:n_rows]  # a view
         if self.self_connection is None:
             sc = None
         elif isinstance(self.self_connection, o3.FullyConnectedTensorProduct):
-            sc = self.self_connection(x, species_one_hot)
+            sc = self.self_connection(x_out, species_one_hot[:n_rows])
         else:
-            sc = self.self_connection(x)
+            sc = self.self_connection(x_out)
         if overlap is not None:
             h_owned = apply_linear(self.linear_1, x)
             out = self.fused.forward_overlapped(
@@ -240,7 +250,7 @@ class Interaction(nn.Module):
                 self.radial,
                 src,
                 dst,
-                n_out=x.shape[0],
+                n_out=n_rows,
                 post=self._linear_2,
                 chunk_edges=self.chunk_edges,
                 recompute=self.recompute,
@@ -248,7 +258,7 @@ class Interaction(nn.Module):
         else:
             weights = self.radial(edge_radial)
             messages = self.tp(h.index_select(0, src), edge_sh, weights)
-            agg = messages.new_zeros((x.shape[0], messages.shape[1])).index_add_(0, dst, messages)
+            agg = messages.new_zeros((n_rows, messages.shape[1])).index_add_(0, dst, messages)
             out = self._linear_2(agg)
         if sc is not None:
             out = out + sc
@@ -519,17 +529,22 @@ class NequIPPotential(Potential):
         n_layers = len(self.layers)
         for t, layer in enumerate(self.layers):
             args = (x, one_hot, sh, radial, graph.src, graph.dst, exchange, plan)
+            n_out = None
             if shells is not None:  # leading rows and edges are views: nothing is copied
                 rows, n_e = shells.rows[n_layers - t], shells.edges[n_layers - 1 - t]
+                # layer t's output is needed one shell in: the next layer's input rows
+                n_out = shells.rows[n_layers - 1 - t]
                 x, one_hot = x[:rows], one_hot[:rows]
                 args = (x, one_hot, sh[:n_e], radial[:n_e], graph.src[:n_e], graph.dst[:n_e],
                         exchange, plan)  # fmt: skip
             if checkpointed:
-                x = layer_checkpoint(layer, *args, use_reentrant=False, preserve_rng_state=False)
+                x = layer_checkpoint(
+                    layer, *args, n_out=n_out, use_reentrant=False, preserve_rng_state=False
+                )
             else:
-                x = layer(*args)
+                x = layer(*args, n_out=n_out)
         if shells is not None:
-            x, index = x[: shells.rows[0]], index[: shells.rows[0]]
+            index = index[: shells.rows[0]]
         e = self.readout_2(self.readout_1(x)).squeeze(-1).to(torch.float64)
         return e * self.energy_scale.index_select(0, index) + self.energy_shift.index_select(
             0, index
