@@ -200,6 +200,37 @@ def test_auto_block_atoms_from_the_memory(model):
     assert auto_max_atoms(LennardJones(), available=1 << 30) is None  # no estimate: no blocks
 
 
+def test_auto_blocks_stay_below_the_layer_checkpoints(one, quartz, monkeypatch):
+    """Once a system must be split, "auto" keeps every block graph small enough that its
+    layers run without checkpoints (measured faster than fewer checkpointed blocks); a
+    system that fits is still evaluated whole, and a model with checkpoints set outright
+    is not capped."""
+    import atomshard.models.blocks as blocks
+    import atomshard.models.potential.model as nequip_model
+
+    monkeypatch.setattr(nequip_model, "AUTO_CHECKPOINT_BYTES", 250 * one.activation_bytes(1))
+    assert one.checkpoint_free_atoms() == 250
+    whole = compute_properties(one, quartz, forces=True, stress=True)
+
+    monkeypatch.setattr(blocks, "auto_max_atoms", lambda *a, **k: 400)  # memory: 400 atoms
+    assert resolve_max_atoms(one, "auto", quartz) == 250
+    assert resolve_max_atoms(one, "auto") == 400  # no graph: no system to compare with
+    out, used = evaluate(one, quartz, max_atoms="auto")
+    assert used is not None
+    sizes = [block_graph(quartz, used == b, 1).n_atoms for b in used.unique()]
+    assert max(sizes) <= 250
+    _same(out, whole)
+
+    monkeypatch.setattr(blocks, "auto_max_atoms", lambda *a, **k: 10_000)  # fits whole
+    assert resolve_max_atoms(one, "auto", quartz) == 10_000
+    assert evaluate(one, quartz, max_atoms="auto")[1] is None
+
+    monkeypatch.setattr(blocks, "auto_max_atoms", lambda *a, **k: 400)
+    monkeypatch.setattr(one, "checkpoint", True)
+    assert one.checkpoint_free_atoms() is None
+    assert resolve_max_atoms(one, "auto", quartz) == 400
+
+
 def test_calculator_and_md_config_take_block_atoms(model, one, quartz):
     from atomshard.md import SerialForceField, state_from_ase
     from atomshard.md.calculator import AtomshardCalculator

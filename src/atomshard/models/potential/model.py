@@ -468,6 +468,16 @@ class NequIPPotential(Potential):
             return self.activation_bytes(graph.n_atoms) > AUTO_CHECKPOINT_BYTES
         return bool(self.checkpoint)
 
+    def checkpoint_free_atoms(self) -> int | None:
+        """The most atoms one evaluation may hold with ``checkpoint="auto"`` leaving the
+        layer checkpoints off (:data:`AUTO_CHECKPOINT_BYTES` of :meth:`activation_bytes`);
+        None when checkpoints are set on or off outright. Block-by-block evaluation keeps
+        its blocks below this: recomputing checkpointed layers costs more than the smaller
+        halo of larger blocks saves (docs/potential.md)."""
+        if self.checkpoint != "auto":
+            return None
+        return max(AUTO_CHECKPOINT_BYTES // max(self.activation_bytes(1), 1), 1)
+
     def activation_bytes(self, n_atoms: int) -> int:
         """The node activations a force evaluation of ``n_atoms`` atoms keeps without layer
         checkpoints, estimated as every layer's input and gate input (``Σ_t dim X_t +
