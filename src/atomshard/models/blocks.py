@@ -225,9 +225,8 @@ def resolve_max_atoms(
 
     With ``"auto"`` and a ``graph`` too large for one evaluation, the limit is also kept
     within the model's ``checkpoint_free_atoms()`` where it has one: once the system is
-    split anyway, more blocks without layer checkpoints beat fewer checkpointed ones (1 M
-    atoms of the SI config: 26 blocks of ≤ 108,508 atoms 2,565 s, 9 checkpointed blocks of
-    ≤ 197,546 atoms 3,007 s). A system that fits whole is still evaluated whole.
+    split anyway, more blocks without layer checkpoints beat fewer checkpointed ones
+    (measured at 1 M atoms, docs/potential.md). A system that fits is evaluated whole.
 
     Raises:
         InputError: anything but a positive whole number, ``"auto"`` or None.
@@ -240,11 +239,9 @@ def resolve_max_atoms(
                 return auto_max_atoms(model)
             per_atom = graph.n_edges / max(graph.n_atoms, 1)
             limit = auto_max_atoms(model, edges_per_atom=per_atom, device=graph.device)
-            if limit is not None and limit < graph.n_atoms:
-                free_atoms = getattr(model, "checkpoint_free_atoms", None)
-                cap = free_atoms() if free_atoms is not None else None
-                if cap is not None:
-                    limit = min(limit, int(cap))
+            cap = getattr(model, "checkpoint_free_atoms", lambda: None)()
+            if limit is not None and cap is not None and limit < graph.n_atoms:
+                limit = min(limit, cap)
             return limit
         try:
             max_atoms = int(max_atoms)

@@ -464,8 +464,9 @@ class NequIPPotential(Potential):
         only with gradients wanted, and only serially (all rows owned)."""
         if not torch.is_grad_enabled() or owned_rows(exchange, graph.n_atoms) != graph.n_atoms:
             return False
-        if self.checkpoint == "auto":
-            return self.activation_bytes(graph.n_atoms) > AUTO_CHECKPOINT_BYTES
+        free_atoms = self.checkpoint_free_atoms()
+        if free_atoms is not None:  # "auto"
+            return graph.n_atoms > free_atoms
         return bool(self.checkpoint)
 
     def checkpoint_free_atoms(self) -> int | None:
@@ -476,7 +477,7 @@ class NequIPPotential(Potential):
         halo of larger blocks saves (docs/potential.md)."""
         if self.checkpoint != "auto":
             return None
-        return max(AUTO_CHECKPOINT_BYTES // max(self.activation_bytes(1), 1), 1)
+        return AUTO_CHECKPOINT_BYTES // self.activation_bytes(1)
 
     def activation_bytes(self, n_atoms: int) -> int:
         """The node activations a force evaluation of ``n_atoms`` atoms keeps without layer
