@@ -1,6 +1,8 @@
-"""Physical constants in atomshard's units (Å, eV, fs, amu, K).
+"""Physical constants in atomshard's units (Å, eV, fs, amu, K): the one place they are typed.
 
-Values are CODATA 2018, the same ASE uses, so numbers agree with ASE-based tools.
+Every other module imports its conversion factors from here. ``KB``, ``BOHR`` and
+``HARTREE`` are the CODATA 2018 values; ``EV_PER_A3_TO_GPA`` is ASE's default
+``1 / ase.units.GPa`` (CODATA 2014), so pressures agree with ASE-based tools.
 """
 
 #: Boltzmann constant, eV/K.
@@ -11,6 +13,7 @@ ACCEL = 1.0 / 103.642696562
 MVV2E = 103.642696562
 #: 1 eV/Å³ in GPa.
 EV_PER_A3_TO_GPA = 160.21766208
-#: Bohr radius in Å and Hartree in eV.
+#: Bohr radius in Å.
 BOHR = 0.529177210903
+#: Hartree energy in eV (Hartree matrices, e.g. from PySCF, are converted on read).
 HARTREE = 27.211386245988

@@ -152,13 +152,14 @@ def test_read_pyscf_npz_eigenvalues() -> None:
     """PySCF matrices read as blocks (eV, our order) keep the reference eigenvalues."""
     import scipy.linalg
 
-    from atomshard.hamiltonian.pyscf_data import HARTREE_EV, read_pyscf_npz
+    from atomshard.hamiltonian.pyscf_data import read_pyscf_npz
+    from atomshard.units import HARTREE
 
     path = shared_data("pyscf_reference", "water_def2-svp.npz")
     bf = read_pyscf_npz(path)
     assert bf.matrices["H"].n_blocks == 9 and bf.basis.n_orbitals(8) == 14
     ref = np.load(path)
-    want = scipy.linalg.eigh(ref["H"], ref["S"], eigvals_only=True) * HARTREE_EV
+    want = scipy.linalg.eigh(ref["H"], ref["S"], eigvals_only=True) * HARTREE
     got = band_structure(bf.matrices["H"], bf.matrices["S"], bf.basis, np.zeros((1, 3)))[0]
     assert np.allclose(got, want, atol=1e-9)
     assert np.allclose(bf.positions[0], [0.0, 0.0, 0.1173], atol=1e-6)

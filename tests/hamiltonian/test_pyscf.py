@@ -11,12 +11,12 @@ from e3nn import o3
 from atomshard.hamiltonian.basis import OrbitalBasis
 from atomshard.hamiltonian.files import read_block_file
 from atomshard.hamiltonian.pyscf_data import (
-    HARTREE_EV,
     DatasetConfig,
     PyscfConfig,
     generate_dataset,
     run_rks,
 )
+from atomshard.units import HARTREE
 from tests.conftest import shared_data
 
 pytest.importorskip("pyscf")
@@ -52,8 +52,8 @@ def test_rotated_water_matches_reference(name: str) -> None:
     assert res.converged and res.basis == basis
     d = _full_wigner(basis, species, rot)
     assert np.abs(res.overlap - d @ s_ref @ d.T).max() <= 1e-12
-    assert np.abs(res.hamiltonian / HARTREE_EV - d @ h_ref @ d.T).max() <= 2e-6
-    assert res.energy / HARTREE_EV == pytest.approx(float(ref["e_tot"]), abs=1e-6)
+    assert np.abs(res.hamiltonian / HARTREE - d @ h_ref @ d.T).max() <= 2e-6
+    assert res.energy / HARTREE == pytest.approx(float(ref["e_tot"]), abs=1e-6)
 
 
 def test_rotated_ethanol() -> None:
@@ -74,7 +74,7 @@ def test_rotated_ethanol() -> None:
     h_ref = basis.convert_matrix(ref["H"], species, "pyscf")
     s_ref = basis.convert_matrix(ref["S"], species, "pyscf")
     assert np.abs(res.overlap - d @ s_ref @ d.T).max() <= 1e-12
-    assert np.abs(res.hamiltonian / HARTREE_EV - d @ h_ref @ d.T).max() <= 2e-6
+    assert np.abs(res.hamiltonian / HARTREE - d @ h_ref @ d.T).max() <= 2e-6
 
 
 def test_generate_dataset_resumes_and_skips_failures(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from atomshard.errors import InputError
-from atomshard.io.n2p2 import BOHR_IN_ANGSTROM, HARTREE_IN_EV
 from atomshard.io.n2p2_data import read_n2p2_data
 from atomshard.io.structures import read_structures
+from atomshard.units import BOHR, HARTREE
 from tests.conftest import shared_data
 
 GOOD = """begin
@@ -38,11 +38,11 @@ def test_reads_frames_with_units(tmp_path: Path) -> None:
     assert len(frames) == 2
     a, b = frames
     assert a.get_chemical_symbols() == ["H", "O"] and a.pbc.all() and not b.pbc.any()
-    np.testing.assert_allclose(a.cell[0, 0], 10.0 * BOHR_IN_ANGSTROM)
-    np.testing.assert_allclose(a.positions[1], np.array([2.0, 1.0, 1.0]) * BOHR_IN_ANGSTROM)
-    assert a.get_potential_energy() == pytest.approx(-2.0 * HARTREE_IN_EV)
-    np.testing.assert_allclose(a.get_forces()[0], np.array([0.1, 0.2, 0.3]) * HARTREE_IN_EV
-                               / BOHR_IN_ANGSTROM)  # fmt: skip
+    np.testing.assert_allclose(a.cell[0, 0], 10.0 * BOHR)
+    np.testing.assert_allclose(a.positions[1], np.array([2.0, 1.0, 1.0]) * BOHR)
+    assert a.get_potential_energy() == pytest.approx(-2.0 * HARTREE)
+    np.testing.assert_allclose(a.get_forces()[0], np.array([0.1, 0.2, 0.3]) * HARTREE
+                               / BOHR)  # fmt: skip
     assert a.get_initial_charges()[1] == -0.5 and a.info["comment"] == "two atoms"
     assert read_n2p2_data(path)[1].positions[1, 0] == 3.0  # default: Å, eV
 
@@ -51,7 +51,7 @@ def test_units_from_input_nn_beside_and_read_structures() -> None:
     path = shared_data("n2p2", "H2O_RPBE-D3", "input.data")
     atoms = read_structures(path)[0]  # recognised by name; Bohr from input.nn comments
     assert len(atoms) == 1080
-    np.testing.assert_allclose(atoms.cell.lengths()[0], 42.888632301285426 * BOHR_IN_ANGSTROM)
+    np.testing.assert_allclose(atoms.cell.lengths()[0], 42.888632301285426 * BOHR)
     train = read_n2p2_data(shared_data("n2p2", "Cu2S_PBE", "train", "input.data"))
     assert len(train) > 1 and all(a.calc is not None for a in train)
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from atomshard.errors import InputError
-from atomshard.io.n2p2 import BOHR_IN_ANGSTROM, HARTREE_IN_EV, read_n2p2_potential
+from atomshard.io.n2p2 import read_n2p2_potential
 from atomshard.models.bpnn import load_n2p2_potential
+from atomshard.units import BOHR, HARTREE
 from tests.conftest import shared_data
 
 
@@ -29,7 +30,7 @@ def test_reads_water_potential() -> None:
     assert s.scaling == "scale_center" and s.cutoff_type == 2 and s.activations == "ttl"
     assert s.hidden_nodes == [25, 25]
     assert pot.weights[1][0].shape == (25, 30) and pot.biases[1][2].shape == (1,)
-    assert pot.units.length == BOHR_IN_ANGSTROM and pot.units.energy == HARTREE_IN_EV
+    assert pot.units.length == BOHR and pot.units.energy == HARTREE
     assert "comments" in pot.units.source
     # n2p2 order: by type, then (rc, eta, rs, e1) for radial functions
     first = s.symmetry_functions[0][:3]
@@ -41,9 +42,9 @@ def test_units_default_and_override() -> None:
     folder = shared_data("n2p2", "DMABN_SCAN")  # no unit comments in input.nn
     assert read_n2p2_potential(folder).units.source == "assumed"
     pot = read_n2p2_potential(folder, length_unit="bohr", energy_unit="hartree")
-    assert pot.units.length == BOHR_IN_ANGSTROM and pot.units.source == "caller"
+    assert pot.units.length == BOHR and pot.units.source == "caller"
     model = load_n2p2_potential(folder, length_unit="bohr", energy_unit="hartree")
-    assert model.cutoff == pytest.approx(15.0 * BOHR_IN_ANGSTROM)
+    assert model.cutoff == pytest.approx(15.0 * BOHR)
     with pytest.raises(InputError, match="unknown length unit 'furlong'"):
         read_n2p2_potential(folder, length_unit="furlong")
 

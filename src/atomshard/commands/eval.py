@@ -13,6 +13,7 @@ from atomshard.commands._common import (
     dtype_of,
     parse_repeat,
 )
+from atomshard.units import EV_PER_A3_TO_GPA
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -138,7 +139,7 @@ def _print_table(results, wall: float) -> None:
     for f, (atoms, res, ref) in enumerate(results):
         n = len(atoms)
         fmax = float(np.abs(res["forces"]).max()) if n else 0.0
-        p = -float(np.mean(res["stress"][:3])) * 160.21766208 if "stress" in res else math.nan
+        p = -float(np.mean(res["stress"][:3])) * EV_PER_A3_TO_GPA if "stress" in res else math.nan
         line = (
             f"{f:>5} {atoms.get_chemical_formula():<14} {n:>6} {res['energy']:>16.6f} "
             f"{res['energy'] / n:>11.6f} {fmax:>14.4f} {p:>9.3f}"

@@ -26,10 +26,10 @@ from atomshard.errors import InputError
 from atomshard.hamiltonian.basis import OrbitalBasis
 from atomshard.hamiltonian.blocks import BlockSet
 from atomshard.hamiltonian.files import BlockFile, write_block_file
+from atomshard.units import HARTREE
 from atomshard.utils.config import config_to_dict
 
 __all__ = [
-    "HARTREE_EV",
     "DatasetConfig",
     "PyscfConfig",
     "PyscfResult",
@@ -37,9 +37,6 @@ __all__ = [
     "read_pyscf_npz",
     "run_rks",
 ]
-
-#: CODATA 2018 Hartree energy in eV (PySCF's ``pyscf.data.nist.HARTREE2EV``)
-HARTREE_EV = 27.211386245988
 
 
 def _require_pyscf() -> Any:
@@ -152,13 +149,13 @@ def run_rks(
 
     # not mol.atom_charges(): those are reduced by effective core potentials
     species = np.array([atomic_numbers[mol.atom_pure_symbol(i)] for i in range(mol.natm)])
-    h = basis.convert_matrix(fock, species, "pyscf") * HARTREE_EV
+    h = basis.convert_matrix(fock, species, "pyscf") * HARTREE
     s = basis.convert_matrix(ovlp, species, "pyscf")
     return PyscfResult(
         basis=basis,
         hamiltonian=h,
         overlap=s,
-        energy=energy * HARTREE_EV,
+        energy=energy * HARTREE,
         converged=bool(mf.converged),
         seconds=time.perf_counter() - t0,
     )
@@ -187,9 +184,9 @@ def read_pyscf_npz(path: str | Path) -> BlockFile:
     symbols = [str(s) for s in data["symbols"]]
     species = np.array([atomic_numbers[s] for s in symbols], dtype=np.int64)
     basis = OrbitalBasis.from_ao_labels(symbols, [str(x) for x in data["ao_labels"]])
-    h = basis.convert_matrix(np.asarray(data["H"]), species, "pyscf") * HARTREE_EV
+    h = basis.convert_matrix(np.asarray(data["H"]), species, "pyscf") * HARTREE
     s = basis.convert_matrix(np.asarray(data["S"]), species, "pyscf")
-    energy = float(data["e_tot"]) * HARTREE_EV if "e_tot" in data else None
+    energy = float(data["e_tot"]) * HARTREE if "e_tot" in data else None
     return BlockFile(
         basis=basis,
         species=species,

@@ -29,18 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from atomshard.errors import InputError
+from atomshard.units import BOHR, HARTREE
 
-#: CODATA 2018 conversion factors.
-BOHR_IN_ANGSTROM = 0.529177210903
-HARTREE_IN_EV = 27.211386245988
-
-LENGTH_UNITS = {"angstrom": 1.0, "a": 1.0, "ang": 1.0, "bohr": BOHR_IN_ANGSTROM, "nm": 10.0}
+LENGTH_UNITS = {"angstrom": 1.0, "a": 1.0, "ang": 1.0, "bohr": BOHR, "nm": 10.0}
 ENERGY_UNITS = {
     "ev": 1.0,
-    "hartree": HARTREE_IN_EV,
-    "ha": HARTREE_IN_EV,
-    "ry": HARTREE_IN_EV / 2,
-    "rydberg": HARTREE_IN_EV / 2,
+    "hartree": HARTREE,
+    "ha": HARTREE,
+    "ry": HARTREE / 2,
+    "rydberg": HARTREE / 2,
     "mev": 1e-3,
 }
 
