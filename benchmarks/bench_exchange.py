@@ -32,10 +32,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
+    from atomshard.bench import time_exchange
     from atomshard.comm import LocalGroup
     from atomshard.graph import Structure
     from atomshard.io.structures import builtin_structure
-    from atomshard.runtime._timing import time_exchange
 
     if args.smoke:
         args.ranks, args.repeat, args.widths, args.repeats = [2], "2x1x1", [8, 64], 2

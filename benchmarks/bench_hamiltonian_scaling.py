@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     from ase.build import bulk
 
+    from atomshard.bench import time_hamiltonian_forward
     from atomshard.comm import LocalGroup, NullCommunicator
     from atomshard.graph import Structure
     from atomshard.models.hamiltonian import HamiltonianConfig
-    from atomshard.runtime._hamiltonian_timing import time_hamiltonian_forward
 
     size = {"l_max": 4, "channels": 16, "hidden": 32, "n_layers": 3}
     if args.smoke:

@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
     import torch
 
+    from atomshard.bench import time_rebuilds
     from atomshard.comm import LocalGroup
     from atomshard.graph import Structure
     from atomshard.io.structures import builtin_structure
-    from atomshard.runtime._rebuild_timing import time_rebuilds
 
     if args.smoke:
         args.ranks, args.repeat, args.rounds = [2], "2x2x1", 1

@@ -83,10 +83,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
+    from atomshard.bench import time_evaluation
     from atomshard.comm import LocalGroup
     from atomshard.graph import Structure
     from atomshard.io.structures import builtin_structure
-    from atomshard.runtime._timing import time_evaluation
 
     if args.smoke:
         args.model, args.repeat, args.ranks, args.steps = "preset:S", "2x1x1", [1, 2], 1

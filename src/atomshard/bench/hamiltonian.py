@@ -9,13 +9,13 @@ from typing import Any
 
 import torch
 
+from atomshard.bench.timing import peak_rss_mib
 from atomshard.comm import Communicator, ExchangeProfiler, HaloExchange
 from atomshard.graph import Structure
 from atomshard.models.hamiltonian.config import HamiltonianConfig
 from atomshard.models.hamiltonian.model import HamiltonianModel
-from atomshard.runtime._hamiltonian import HamiltonianPart, predict_part, split_hamiltonian
-from atomshard.runtime._partition import PartitionSpec
-from atomshard.runtime._timing import peak_rss_mib
+from atomshard.runtime import PartitionSpec
+from atomshard.runtime.hamiltonian import HamiltonianPart, predict_part, split_hamiltonian
 
 __all__ = ["time_hamiltonian_forward"]
 

@@ -1,4 +1,5 @@
-"""Rank-side timing loops used by ``benchmarks/bench_exchange.py`` and ``bench_scaling.py``.
+"""Rank-side timing of the halo exchange and of a potential evaluation (for
+``benchmarks/bench_exchange.py`` and ``bench_scaling.py``).
 
 They live in the package (not the scripts) so that spawned ranks can import them.
 Every timed region starts after a barrier; a rank's time is its own wall time, and the
@@ -17,9 +18,16 @@ import torch
 
 from atomshard.comm import Communicator, ExchangeProfiler, HaloExchange
 from atomshard.graph import Structure
-from atomshard.runtime._api import ModelSpec, load_potential
-from atomshard.runtime._evaluate import DistributedEvaluator, LocalPart
-from atomshard.runtime._partition import PartitionSpec
+from atomshard.models.base import Potential
+from atomshard.runtime import (
+    DistributedEvaluator,
+    LocalPart,
+    PartitionSpec,
+    load_potential,
+    split_structure,
+)
+
+__all__ = ["peak_rss_mib", "time_evaluation", "time_exchange"]
 
 
 def peak_rss_mib() -> float:
@@ -31,8 +39,6 @@ def peak_rss_mib() -> float:
 def _scatter(
     comm: Communicator, structure: Structure | None, cutoff: float, partition: PartitionSpec
 ) -> LocalPart:
-    from atomshard.runtime._evaluate import split_structure
-
     parts = None
     if comm.rank == 0:
         assert structure is not None
@@ -99,7 +105,7 @@ def time_exchange(
 
 def time_evaluation(
     comm: Communicator,
-    model: ModelSpec,
+    model: str | Potential,
     *,
     structure: Structure | None,
     partition: PartitionSpec,

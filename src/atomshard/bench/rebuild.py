@@ -18,8 +18,8 @@ import torch
 
 from atomshard.comm import Communicator
 from atomshard.graph import Structure
+from atomshard.md.distributed import DistributedForceField, distributed_state
 from atomshard.md.state import MDState
-from atomshard.runtime._md import DistributedForceField, distributed_state
 
 
 class _CutoffOnly:
