@@ -1,7 +1,12 @@
-"""Atomic graphs: the one data contract, and neighbour lists (vesin)."""
+"""Atomic graphs: the one data contract, and neighbour lists (vesin).
+
+:func:`neighbor_list` builds the edges of an :class:`AtomicGraph`; :func:`raw_pairs` is
+the bare pair search under it (every directed pair closer than a cutoff, numpy arrays),
+for callers that build their own edge sets.
+"""
 
 from atomshard.graph._graph import AtomicGraph, edge_vectors
-from atomshard.graph._neighbors import NeighborList, neighbor_list
+from atomshard.graph._neighbors import NeighborList, neighbor_list, raw_pairs
 from atomshard.graph._structure import Structure, check_structure
 
 __all__ = [
@@ -11,4 +16,5 @@ __all__ = [
     "check_structure",
     "edge_vectors",
     "neighbor_list",
+    "raw_pairs",
 ]

@@ -50,7 +50,7 @@ def amorphous_hfo2(
     """
     from ase import Atoms
 
-    from atomshard.graph._neighbors import raw_pairs
+    from atomshard.graph import raw_pairs
 
     if n_formula_units < 1:
         raise InputError(f"n_formula_units must be >= 1, got {n_formula_units}")

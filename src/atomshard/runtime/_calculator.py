@@ -14,8 +14,7 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from atomshard.comm import ExchangeProfiler, init_communicator
-from atomshard.comm._group import Communicator
+from atomshard.comm import Communicator, ExchangeProfiler, init_communicator
 from atomshard.graph import Structure
 from atomshard.runtime._api import ModelSpec, load_potential
 from atomshard.runtime._evaluate import DistributedEvaluator

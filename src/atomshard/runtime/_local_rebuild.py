@@ -29,7 +29,7 @@ import torch
 
 from atomshard.comm import Communicator, exchange_rows
 from atomshard.errors import AtomshardError
-from atomshard.graph._neighbors import raw_pairs
+from atomshard.graph import raw_pairs
 from atomshard.partition import HaloPlan, Regions
 from atomshard.runtime._evaluate import LocalPart
 
