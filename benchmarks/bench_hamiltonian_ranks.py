@@ -38,7 +38,7 @@ def rank_main(comm: Any, units: int, cutoff: float, chunk: int, partition: str) 
     from atomshard.graph import Structure
     from atomshard.io.amorphous import amorphous_hfo2
     from atomshard.models.hamiltonian import HamiltonianConfig, HamiltonianModel
-    from atomshard.runtime._hamiltonian import predict_part, split_hamiltonian
+    from atomshard.runtime.hamiltonian import predict_part, split_hamiltonian
 
     torch.manual_seed(0)
     cfg = HamiltonianConfig(basis=SZV, cutoff=cutoff, l_max=4, channels=16, hidden=32, n_layers=3)

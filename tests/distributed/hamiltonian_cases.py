@@ -12,7 +12,7 @@ from atomshard.hamiltonian.files import BlockFile
 from atomshard.models.hamiltonian import HamiltonianConfig, HamiltonianModel
 from atomshard.models.hamiltonian.data import Sample, _group
 from atomshard.models.hamiltonian.training import TrainingConfig
-from atomshard.runtime._hamiltonian import (
+from atomshard.runtime.hamiltonian import (
     distributed_gradients,
     predict_part,
     split_hamiltonian,

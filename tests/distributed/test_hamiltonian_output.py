@@ -12,15 +12,15 @@ import torch
 
 from atomshard.cli import main
 from atomshard.comm import NullCommunicator
+from atomshard.commands.predict_parallel import PredictOptions, predict_rank
 from atomshard.errors import InputError
-from atomshard.hamiltonian.assembly import BlochAssembler
-from atomshard.hamiltonian.blocks import BlockSet
+from atomshard.hamiltonian.assembly import BlochAssembler, eigenvalues_near
+from atomshard.hamiltonian.blocks import BlockSet, tile_blockset
 from atomshard.hamiltonian.files import BlockFile, read_block_file, write_block_file
+from atomshard.hamiltonian.parts import read_csr
 from atomshard.models.checkpoint import save_checkpoint
 from atomshard.models.hamiltonian.data import make_sample
 from atomshard.models.hamiltonian.predict import write_csr, write_prediction
-from atomshard.runtime._hamiltonian_command import PredictOptions, predict_rank, tile_blockset
-from atomshard.runtime._hamiltonian_output import eigenvalues_near, read_csr
 from tests.distributed.distributed_cases import quartz
 from tests.distributed.hamiltonian_cases import (
     config,

@@ -1,4 +1,5 @@
-"""Sparse assembly of ``H(k)``, ``S(k)``; generalised eigenvalues; band structures.
+"""Sparse assembly of ``H(k)``, ``S(k)``; generalised eigenvalues (dense, or the few
+nearest an energy by shift-invert); band structures.
 
 ``H(k) = sum_R H(R) exp(2πi k·R)`` with ``k`` in fractional reciprocal coordinates and
 ``R`` the integer translations of the blocks (the convention of DeePTB's Si64 data; atom
@@ -22,6 +23,7 @@ from atomshard.hamiltonian.blocks import BlockSet
 __all__ = [
     "BlochAssembler",
     "band_structure",
+    "eigenvalues_near",
     "generalized_eigenvalues",
     "kpath",
     "plot_bands",
@@ -105,9 +107,27 @@ def generalized_eigenvalues(
             raise InputError(f"overlap matrix is not positive definite ({exc})") from None
     if n_eigs is None or not 0 < n_eigs < n - 1:
         raise InputError(f"n_eigs must be in 1..{n - 2} for the sparse solver, got {n_eigs}")
+    return eigenvalues_near(h, sigma, n_eigs, s=s)
+
+
+def eigenvalues_near(
+    h: scipy.sparse.spmatrix | np.ndarray,
+    sigma: float,
+    n_eigs: int,
+    *,
+    s: scipy.sparse.spmatrix | np.ndarray | None = None,
+) -> np.ndarray:
+    """The ``n_eigs`` eigenvalues of ``H`` (``H ψ = ε S ψ`` with ``s``) nearest ``sigma``.
+
+    Shift-invert Lanczos (``scipy.sparse.linalg.eigsh`` with ``sigma``): one sparse LU of
+    ``H - σS``, no dense matrix. Ascending, units of ``h``.
+    """
+    n = h.shape[0]
+    if not 0 < n_eigs < n - 1:
+        raise InputError(f"n_eigs must be in 1..{n - 2} for a {n}-orbital matrix, got {n_eigs}")
     hs = scipy.sparse.csc_matrix(h)
-    ss = scipy.sparse.csc_matrix(s)
-    vals = scipy.sparse.linalg.eigsh(hs, k=n_eigs, M=ss, sigma=sigma, return_eigenvectors=False)
+    ms = None if s is None else scipy.sparse.csc_matrix(s)
+    vals = scipy.sparse.linalg.eigsh(hs, k=n_eigs, M=ms, sigma=sigma, return_eigenvectors=False)
     return np.sort(np.real(vals))
 
 

@@ -15,6 +15,7 @@ edge carries the transpose (``H_ji(-R) = H_ij(R)^T``); node ``i`` carries ``H_ii
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ import numpy as np
 from atomshard.errors import InputError
 from atomshard.hamiltonian.basis import OrbitalBasis
 
-__all__ = ["BlockSet", "EdgeBlocks"]
+__all__ = ["BlockSet", "EdgeBlocks", "tile_blockset"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -173,3 +174,34 @@ class EdgeBlocks:
             float(np.abs(b).max()) for b, u in zip(blockset.blocks, used, strict=True) if not u
         ]
         return cls(tuple(node), tuple(edge), present, len(missed), max(missed, default=0.0))
+
+
+def tile_blockset(blocks: BlockSet, repeat: Sequence[int]) -> BlockSet:
+    """The blocks of a crystal's ``a x b x c`` supercell (atoms in ASE's ``repeat`` order).
+
+    Block ``(R, i, j)`` couples atom ``i`` of cell 0 with atom ``j`` of cell ``R``; in the
+    supercell, atom ``i`` of tile ``t`` couples with atom ``j`` of tile ``(t + R) mod reps``
+    in supercell ``floor((t + R) / reps)``.
+    """
+    reps = np.asarray(repeat, dtype=np.int64).reshape(3)
+    n = len(blocks.species)
+    tiles = np.array(
+        [(a, b, c) for a in range(reps[0]) for b in range(reps[1]) for c in range(reps[2])],
+        dtype=np.int64,
+    )
+    n_tiles = len(tiles)
+    pairs = blocks.atom_pairs
+    shift = pairs[:, None, :3] + tiles[None, :, :]  # [n_blocks, n_tiles, 3] primitive cells
+    target = np.mod(shift, reps)
+    new_shift = np.floor_divide(shift, reps)
+    tile_of = lambda t: (t[..., 0] * reps[1] + t[..., 1]) * reps[2] + t[..., 2]  # noqa: E731
+    rows = tile_of(np.broadcast_to(tiles, shift.shape)) * n + pairs[:, None, 3]
+    cols = tile_of(target) * n + pairs[:, None, 4]
+    out = np.concatenate([new_shift, rows[..., None], cols[..., None]], axis=2).reshape(-1, 5)
+    order = np.lexsort(out.T[::-1]) if len(out) else np.zeros(0, np.int64)
+    source_block = np.repeat(np.arange(len(pairs)), n_tiles)[order]
+    return BlockSet(
+        species=np.tile(blocks.species, n_tiles),
+        atom_pairs=out[order],
+        blocks=tuple(blocks.blocks[k] for k in source_block.tolist()),
+    )

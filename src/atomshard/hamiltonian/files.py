@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ast
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +37,9 @@ import numpy as np
 
 from atomshard.errors import InputError
 from atomshard.hamiltonian.basis import OrbitalBasis
-from atomshard.hamiltonian.blocks import BlockSet
+from atomshard.hamiltonian.blocks import BlockSet, tile_blockset
 
-__all__ = ["BlockFile", "read_block_file", "read_deeptb", "write_block_file"]
+__all__ = ["BlockFile", "read_block_file", "read_deeptb", "tile_block_file", "write_block_file"]
 
 _REQUIRED = ("atom_pairs", "chunk_shapes", "chunk_boundaries", "entries")
 
@@ -237,4 +238,26 @@ def read_deeptb(folder: str | Path, *, frame: str = "0") -> BlockFile:
         )
     return BlockFile(
         basis=basis, species=species, positions=positions, cell=cell, pbc=pbc, matrices=matrices
+    )
+
+
+def tile_block_file(source: BlockFile, repeat: Sequence[int]) -> BlockFile:
+    """``source`` repeated ``a x b x c``, its matrices (H, S) tiled with it."""
+    reps = tuple(int(r) for r in repeat)
+    if len(reps) != 3 or min(reps) < 1:
+        raise InputError(f"--repeat needs three integers >= 1, got {list(repeat)}")
+    if reps == (1, 1, 1):
+        return source
+    if not all(source.pbc[k] or reps[k] == 1 for k in range(3)):
+        raise InputError(f"--repeat {reps}: only periodic directions can be tiled")
+    atoms = source.to_ase().repeat(reps)
+    tiled = BlockFile.from_ase(atoms, source.basis)
+    matrices = {name: tile_blockset(b, reps) for name, b in source.matrices.items()}
+    return BlockFile(
+        basis=tiled.basis,
+        species=tiled.species,
+        positions=tiled.positions,
+        cell=tiled.cell,
+        pbc=tiled.pbc,
+        matrices=matrices,
     )

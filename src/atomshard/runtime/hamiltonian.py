@@ -51,6 +51,7 @@ __all__ = [
     "HamiltonianPart",
     "distributed_gradients",
     "fit_distributed",
+    "owned_blocks",
     "owned_errors",
     "predict_part",
     "split_hamiltonian",
@@ -207,6 +208,24 @@ def predict_part(
     graph = graph if graph is not None else part.graph()
     pred = model(graph, exchange)
     return _owned(pred, part.plan.n_owned, part.n_owned_edges)
+
+
+def owned_blocks(
+    pred: HamiltonianPrediction, part: HamiltonianPart
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``(pairs, blocks)`` of :func:`predict_part`'s output in global indices: ``pairs``
+    ``[n, 5]`` int64 ``(Rx, Ry, Rz, i, j)``, ``blocks`` ``n`` float arrays (eV), in the
+    order of the prediction's tables (as :func:`~atomshard.hamiltonian.parts.write_part`
+    takes them)."""
+    node_pairs, edge_pairs = part.owned_pairs()
+    pairs: list[np.ndarray] = []
+    blocks: list[np.ndarray] = []
+    for table, gpairs in ((pred.node, node_pairs), (pred.edge, edge_pairs)):
+        for idx, b in table.values():
+            pairs.append(gpairs[idx.cpu().numpy()])
+            blocks += list(b.detach().cpu().numpy())
+    allp = np.concatenate(pairs) if pairs else np.zeros((0, 5), np.int64)
+    return allp, blocks
 
 
 def _sums(

@@ -1,8 +1,10 @@
-"""``atomshard predict --ranks N`` (or under torchrun): graph-parallel Hamiltonian prediction.
+"""Graph-parallel Hamiltonian prediction: the ``atomshard predict --ranks N`` path (also
+under torchrun/srun, and with ``--repeat`` / ``--eigs`` on one rank).
 
 Per structure: rank 0 tiles it (``--repeat``), builds the graph, the partition and every
-rank's part and scatters them; every rank predicts its owned blocks and writes them to a
-part file; rank 0 merges the parts by streaming (:mod:`._hamiltonian_output`) into
+rank's part and scatters them; every rank predicts its owned blocks
+(:func:`atomshard.runtime.hamiltonian.predict_part`) and writes them to a part file; rank
+0 merges the parts by streaming (:mod:`atomshard.hamiltonian.parts`) into
 ``NAME.pred.h5`` and/or ``NAME.pred.npz`` and removes them. Part files live in
 ``OUT/.NAME.parts/``, so under torchrun on several machines ``OUT`` must be shared.
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,35 +25,31 @@ from atomshard.comm import (
     Communicator,
     ExchangeProfiler,
     HaloExchange,
-    NullCommunicator,
-    env_world,
-    init_communicator,
-    launch,
+    run_on_ranks,
 )
 from atomshard.errors import InputError
 from atomshard.graph import Structure
-from atomshard.hamiltonian.assembly import BlochAssembler
-from atomshard.hamiltonian.blocks import BlockSet
-from atomshard.hamiltonian.files import BlockFile
-from atomshard.models.hamiltonian.data import make_sample
-from atomshard.models.hamiltonian.model import HamiltonianModel
-from atomshard.runtime._hamiltonian import (
-    HamiltonianPart,
-    owned_errors,
-    predict_part,
-    split_hamiltonian,
-)
-from atomshard.runtime._hamiltonian_output import (
+from atomshard.hamiltonian.assembly import BlochAssembler, eigenvalues_near
+from atomshard.hamiltonian.files import BlockFile, tile_block_file
+from atomshard.hamiltonian.parts import (
     DEFAULT_SLAB,
-    eigenvalues_near,
     merge_block_parts,
     merge_csr_parts,
     read_csr,
     write_part,
 )
-from atomshard.runtime._partition import PartitionSpec
+from atomshard.models.hamiltonian.data import make_sample
+from atomshard.models.hamiltonian.model import HamiltonianModel
+from atomshard.runtime import PartitionSpec
+from atomshard.runtime.hamiltonian import (
+    HamiltonianPart,
+    owned_blocks,
+    owned_errors,
+    predict_part,
+    split_hamiltonian,
+)
 
-__all__ = ["PredictOptions", "predict_distributed", "predict_rank", "tile", "tile_blockset"]
+__all__ = ["PredictOptions", "predict_distributed", "predict_rank"]
 
 
 @dataclass(frozen=True)
@@ -76,59 +73,6 @@ class PredictOptions:
     profile: bool = False
     slab: int = DEFAULT_SLAB
     edge_chunk: int = 0
-
-
-def tile_blockset(blocks: BlockSet, repeat: Sequence[int]) -> BlockSet:
-    """The blocks of a crystal's ``a x b x c`` supercell (atoms in ASE's ``repeat`` order).
-
-    Block ``(R, i, j)`` couples atom ``i`` of cell 0 with atom ``j`` of cell ``R``; in the
-    supercell, atom ``i`` of tile ``t`` couples with atom ``j`` of tile ``(t + R) mod reps``
-    in supercell ``floor((t + R) / reps)``.
-    """
-    reps = np.asarray(repeat, dtype=np.int64).reshape(3)
-    n = len(blocks.species)
-    tiles = np.array(
-        [(a, b, c) for a in range(reps[0]) for b in range(reps[1]) for c in range(reps[2])],
-        dtype=np.int64,
-    )
-    n_tiles = len(tiles)
-    pairs = blocks.atom_pairs
-    shift = pairs[:, None, :3] + tiles[None, :, :]  # [n_blocks, n_tiles, 3] primitive cells
-    target = np.mod(shift, reps)
-    new_shift = np.floor_divide(shift, reps)
-    tile_of = lambda t: (t[..., 0] * reps[1] + t[..., 1]) * reps[2] + t[..., 2]  # noqa: E731
-    rows = tile_of(np.broadcast_to(tiles, shift.shape)) * n + pairs[:, None, 3]
-    cols = tile_of(target) * n + pairs[:, None, 4]
-    out = np.concatenate([new_shift, rows[..., None], cols[..., None]], axis=2).reshape(-1, 5)
-    order = np.lexsort(out.T[::-1]) if len(out) else np.zeros(0, np.int64)
-    source_block = np.repeat(np.arange(len(pairs)), n_tiles)[order]
-    return BlockSet(
-        species=np.tile(blocks.species, n_tiles),
-        atom_pairs=out[order],
-        blocks=tuple(blocks.blocks[k] for k in source_block.tolist()),
-    )
-
-
-def tile(source: BlockFile, repeat: Sequence[int]) -> BlockFile:
-    """``source`` repeated ``a x b x c``, its matrices (H, S) tiled with it."""
-    reps = tuple(int(r) for r in repeat)
-    if len(reps) != 3 or min(reps) < 1:
-        raise InputError(f"--repeat needs three integers >= 1, got {list(repeat)}")
-    if reps == (1, 1, 1):
-        return source
-    if not all(source.pbc[k] or reps[k] == 1 for k in range(3)):
-        raise InputError(f"--repeat {reps}: only periodic directions can be tiled")
-    atoms = source.to_ase().repeat(reps)
-    tiled = BlockFile.from_ase(atoms, source.basis)
-    matrices = {name: tile_blockset(b, reps) for name, b in source.matrices.items()}
-    return BlockFile(
-        basis=tiled.basis,
-        species=tiled.species,
-        positions=tiled.positions,
-        cell=tiled.cell,
-        pbc=tiled.pbc,
-        matrices=matrices,
-    )
 
 
 def _load(model: str | HamiltonianModel, device: torch.device) -> HamiltonianModel:
@@ -158,7 +102,7 @@ def _scatter_part(
     if comm.rank == 0:
         try:
             assert source is not None
-            tiled = tile(source, options.repeat)
+            tiled = tile_block_file(source, options.repeat)
             model.check_species(torch.as_tensor(tiled.species))
             n_orb = int(model.basis.offsets(tiled.species)[-1])
             if options.n_eigs and not 0 < options.n_eigs < n_orb - 1:
@@ -234,8 +178,14 @@ def predict_rank(
         comm.barrier(what="part folder")
         species = comm.broadcast_object(header["tiled"].species if comm.rank == 0 else None)
         t1 = time.perf_counter()
+        pairs, blocks = owned_blocks(pred, part)
         n_blocks = write_part(
-            parts_dir / f"rank{comm.rank}.h5", pred, part, net.basis, np.asarray(species)
+            parts_dir / f"rank{comm.rank}.h5",
+            pairs,
+            blocks,
+            part.plan.owned_global,
+            net.basis,
+            np.asarray(species),
         )
         t_write = time.perf_counter() - t1
         summary = {
@@ -337,22 +287,7 @@ def predict_distributed(
     reads) ``inputs``. Returns the summaries on rank 0, None on the other ranks.
     """
     Path(out).mkdir(parents=True, exist_ok=True)
-    world = env_world()
-    if world is not None and world[1] > 1:
-        if n_ranks != 1:
-            raise InputError("--ranks spawns local processes; under torchrun/srun leave it at 1")
-        comm = init_communicator(timeout_s=timeout_s)
-        try:
-            return predict_rank(
-                comm, model, str(out), options, inputs=inputs if comm.rank == 0 else None
-            )
-        finally:
-            comm.close()
-    if n_ranks < 1:
-        raise InputError(f"--ranks must be at least 1, got {n_ranks}")
-    if n_ranks == 1:
-        return predict_rank(NullCommunicator(), model, str(out), options, inputs=inputs)
-    results = launch(
+    return run_on_ranks(  # type: ignore[no-any-return]
         predict_rank,
         n_ranks,
         model,
@@ -362,4 +297,3 @@ def predict_distributed(
         threads_per_rank=threads_per_rank,
         root_only={"inputs": inputs},
     )
-    return results[0]  # type: ignore[no-any-return]

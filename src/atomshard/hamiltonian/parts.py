@@ -1,17 +1,20 @@
 """Distributed Hamiltonian output: per-rank block files merged by streaming.
 
 Each rank writes the blocks it owns — every block of its atoms' block rows — to a part
-file (HDF5, written atomically). Rank 0 then merges the parts into
+file (HDF5, written atomically, :func:`write_part`). Rank 0 then merges the parts into
 
 * one DeepH-style block file (:mod:`atomshard.hamiltonian.files` layout, blocks in the
-  same ``(Rx, Ry, Rz, i, j)`` order as the serial :func:`write_prediction`), or
-* the Γ-point CSR matrix of the serial :func:`write_csr` (``.npz``: ``data``,
-  ``indices``, ``indptr``, ``shape``, ``species``, ``orbital_offsets``, ``units``),
+  same ``(Rx, Ry, Rz, i, j)`` order as the serial
+  :func:`~atomshard.models.hamiltonian.predict.write_prediction`), or
+* the Γ-point CSR matrix of the serial :func:`~atomshard.models.hamiltonian.predict.write_csr`
+  (``.npz``: ``data``, ``indices``, ``indptr``, ``shape``, ``species``,
+  ``orbital_offsets``, ``units``),
 
 without holding the matrix in one process: only the small per-block keys (five integers
 per block) or per-row counts are read whole; matrix entries are copied in slabs of at
 most ``slab`` blocks or atoms. Every part is sorted in the output's order, so a slab of
-the output takes one contiguous range from each part.
+the output takes one contiguous range from each part. No communicator is needed: the
+ranks meet only through the files.
 """
 
 from __future__ import annotations
@@ -26,17 +29,14 @@ from typing import Any
 import h5py
 import numpy as np
 import scipy.sparse
-import scipy.sparse.linalg
 
 from atomshard.errors import InputError
 from atomshard.hamiltonian.basis import OrbitalBasis
 from atomshard.hamiltonian.blocks import BlockSet
 from atomshard.hamiltonian.files import write_blockset_group
-from atomshard.models.hamiltonian.model import HamiltonianPrediction
-from atomshard.runtime._hamiltonian import HamiltonianPart
 
 __all__ = [
-    "eigenvalues_near",
+    "DEFAULT_SLAB",
     "merge_block_parts",
     "merge_csr_parts",
     "read_csr",
@@ -59,35 +59,37 @@ def _order_key(pairs: np.ndarray) -> np.ndarray:
 
 def write_part(
     path: str | Path,
-    pred: HamiltonianPrediction,
-    part: HamiltonianPart,
+    pairs: np.ndarray,
+    blocks: Sequence[np.ndarray],
+    owned: np.ndarray,
     basis: OrbitalBasis,
     species: np.ndarray,
 ) -> int:
-    """Write this rank's owned blocks (global indices) for both merges; returns blocks.
+    """Write one rank's blocks (global indices) for both merges; returns the block count.
+
+    Args:
+        pairs: ``[n, 5]`` int64 ``(Rx, Ry, Rz, i, j)`` of the blocks, any order, every
+            ``i`` in ``owned``
+        blocks: ``n`` arrays ``[n_orb(Z_i), n_orb(Z_j)]`` float64, eV
+        owned: the rank's atoms (ascending), whose Γ-point rows the part holds
+        species: ``[n_atoms]`` of the whole structure
 
     Datasets: ``atom_pairs`` ``[n, 5]``, ``chunk_shapes`` ``[n, 2]``, ``chunk_boundaries``
     ``[n+1]``, ``entries`` (sorted like the merged file); ``atoms`` (owned, ascending),
     and the rows of the owned atoms' Γ-point CSR slab: ``csr_indptr``, ``csr_indices``,
     ``csr_data``.
     """
-    node_pairs, edge_pairs = part.owned_pairs()
-    pairs, blocks = [], []
-    for table, gpairs in ((pred.node, node_pairs), (pred.edge, edge_pairs)):
-        for idx, b in table.values():
-            pairs.append(gpairs[idx.cpu().numpy()])
-            blocks += list(b.detach().cpu().numpy())
-    allp = np.concatenate(pairs) if pairs else np.zeros((0, 5), np.int64)
+    allp = np.asarray(pairs, dtype=np.int64).reshape(-1, 5)
     order = _order_key(allp)
     allp = allp[order]
-    blocks = [blocks[k] for k in order]
+    blocks = [blocks[k] for k in order.tolist()]
     shapes = np.array([b.shape for b in blocks], dtype=np.int64).reshape(-1, 2)
     bounds = np.concatenate([[0], np.cumsum(shapes[:, 0] * shapes[:, 1])]).astype(np.int64)
     entries = np.concatenate([b.reshape(-1) for b in blocks]) if blocks else np.zeros(0)
 
     # Γ-point rows of the owned atoms: H_Γ[i, :] = sum_R H(R)[i, :]
     offs = basis.offsets(species)
-    owned = part.plan.owned_global
+    owned = np.asarray(owned, dtype=np.int64)
     n_orb = offs[1:] - offs[:-1]
     local_off = np.concatenate([[0], np.cumsum(n_orb[owned])]).astype(np.int64)
     row_of_atom = np.full(len(species), -1, np.int64)
@@ -334,24 +336,3 @@ def read_csr(path: str | Path) -> scipy.sparse.csr_matrix:
             return scipy.sparse.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(f"{path}: not a CSR .npz written by atomshard ({exc})") from None
-
-
-def eigenvalues_near(
-    h: scipy.sparse.spmatrix,
-    sigma: float,
-    n_eigs: int,
-    *,
-    s: scipy.sparse.spmatrix | None = None,
-) -> np.ndarray:
-    """The ``n_eigs`` eigenvalues of ``H`` (``H ψ = ε S ψ`` with ``s``) nearest ``sigma``.
-
-    Shift-invert Lanczos (``scipy.sparse.linalg.eigsh`` with ``sigma``): one sparse LU of
-    ``H - σS``, no dense matrix. Ascending, units of ``h``.
-    """
-    n = h.shape[0]
-    if not 0 < n_eigs < n - 1:
-        raise InputError(f"n_eigs must be in 1..{n - 2} for a {n}-orbital matrix, got {n_eigs}")
-    hs = scipy.sparse.csc_matrix(h)
-    ms = None if s is None else scipy.sparse.csc_matrix(s)
-    vals = scipy.sparse.linalg.eigsh(hs, k=n_eigs, M=ms, sigma=sigma, return_eigenvectors=False)
-    return np.sort(np.real(vals))
