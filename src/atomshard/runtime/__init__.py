@@ -4,11 +4,9 @@
 - :func:`evaluate_frames` / :class:`DistributedEvaluator` run inside an existing group
   (torchrun, srun, or serially with a :class:`~atomshard.comm.NullCommunicator`).
 - :class:`DistributedCalculator` is the ASE calculator for torchrun scripts.
-- Hamiltonian model (imported on first use): :func:`predict_distributed` (``atomshard
-  predict --ranks N``), :func:`fit_distributed` / :func:`train_distributed` (full-batch
-  training on one structure), :func:`split_hamiltonian`, :func:`predict_part`, the
-  streaming merges :func:`merge_block_parts` / :func:`merge_csr_parts` and
-  :func:`eigenvalues_near` (docs/hamiltonian.md, "Distributed prediction and training").
+- :mod:`atomshard.runtime.hamiltonian`: the Hamiltonian model split over ranks
+  (:func:`~atomshard.runtime.hamiltonian.split_hamiltonian`,
+  :func:`~atomshard.runtime.hamiltonian.predict_part`; docs/hamiltonian.md).
 """
 
 from atomshard.runtime._api import (
@@ -36,31 +34,6 @@ from atomshard.runtime._md import (
 )
 from atomshard.runtime._md_command import gather_state, run_md_distributed
 from atomshard.runtime._partition import PARTITION_NAMES, PartitionSpec, partition_atoms
-
-#: Hamiltonian entry points, imported lazily (they pull in the model and h5py)
-_LAZY = {
-    "HamiltonianPart": "_hamiltonian",
-    "fit_distributed": "_hamiltonian",
-    "predict_part": "_hamiltonian",
-    "split_hamiltonian": "_hamiltonian",
-    "train_distributed": "_hamiltonian",
-    "PredictOptions": "_hamiltonian_command",
-    "predict_distributed": "_hamiltonian_command",
-    "tile_blockset": "_hamiltonian_command",
-    "eigenvalues_near": "_hamiltonian_output",
-    "merge_block_parts": "_hamiltonian_output",
-    "merge_csr_parts": "_hamiltonian_output",
-    "read_csr": "_hamiltonian_output",
-}
-
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"atomshard.runtime.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'atomshard.runtime' has no attribute {name!r}")
-
 
 __all__ = [
     "PARTITION_NAMES",
