@@ -45,10 +45,6 @@ def parse_repeat(text: str | None) -> tuple[int, int, int]:
     return (values[0], values[1], values[2])
 
 
-def dtype_of(name: str | None) -> torch.dtype | None:
-    return None if name is None else getattr(torch, name)
-
-
 def check_device(device: str) -> None:
     try:
         dev = torch.device(device)

@@ -10,10 +10,10 @@ import time
 from atomshard.commands._common import (
     add_model_arguments,
     check_device,
-    dtype_of,
     parse_repeat,
 )
 from atomshard.units import EV_PER_A3_TO_GPA
+from atomshard.utils.dtypes import parse_dtype
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
 
     blocks = None if args.block_atoms == "off" else args.block_atoms
     calc = AtomshardCalculator(
-        args.model, device=args.device, dtype=dtype_of(args.dtype), block_atoms=blocks
+        args.model,
+        device=args.device,
+        dtype=parse_dtype(args.dtype, what="--dtype"),
+        block_atoms=blocks,
     )
     results = []
     t0 = time.perf_counter()
@@ -98,7 +101,7 @@ def _run_parallel(args: argparse.Namespace, frames) -> int:
         n_ranks=args.ranks,
         partition=args.partition,
         transport=args.transport,
-        dtype=dtype_of(args.dtype),
+        dtype=parse_dtype(args.dtype, what="--dtype"),
         profile_path=args.profile,
     )
     if out is None:  # not rank 0 of a torchrun job

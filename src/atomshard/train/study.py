@@ -19,6 +19,7 @@ from atomshard.models.potential import NequIPConfig, NequIPPotential
 from atomshard.train.data import LabelledStructure
 from atomshard.train.loss import LossWeights
 from atomshard.train.parallel import ForceModel, GradientSync, epoch_batches, shard_loss
+from atomshard.utils.dtypes import parse_dtype
 
 
 def train_steps(
@@ -48,7 +49,7 @@ def train_steps(
     rank, world = int(getattr(comm, "rank", 0)), int(getattr(comm, "world_size", 1))
     torch.manual_seed(seed)
     model = NequIPPotential.from_config(config)
-    low = None if compute_dtype is None else getattr(torch, compute_dtype)
+    low = parse_dtype(compute_dtype, what="compute_dtype")
     fm = ForceModel(model, stress=False, compute_dtype=low)
     sync = GradientSync(strategy, comm, fm)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-6)

@@ -33,6 +33,7 @@ from atomshard.train.data import LabelledStructure
 from atomshard.train.ema import WeightAverage
 from atomshard.train.loss import LossWeights, error_sums, summarise
 from atomshard.train.parallel import ForceModel, GradientSync, epoch_batches, shard, shard_loss
+from atomshard.utils.dtypes import parse_dtype
 from atomshard.utils.files import atomic_write
 
 CSV_FIELDS = (
@@ -109,7 +110,7 @@ class _Run:
         if init_state is not None:
             self.model.load_state_dict(init_state)
         self.needs_stress = recipe.stress_weight > 0
-        low = None if recipe.compute_dtype is None else getattr(torch, recipe.compute_dtype)
+        low = parse_dtype(recipe.compute_dtype, what="compute_dtype")
         self.force_model = ForceModel(self.model, stress=self.needs_stress, compute_dtype=low)
         self.ema = WeightAverage(self.model, recipe.ema_decay)
         self.state = TrainState()

@@ -191,9 +191,9 @@ class NequIPConfig:
 
     @property
     def torch_dtype(self):
-        import torch
+        from atomshard.utils.dtypes import parse_dtype
 
-        return getattr(torch, self.dtype)
+        return parse_dtype(self.dtype, allowed=DTYPES, what="dtype")
 
 
 def _positive_number(v: Any) -> bool:
