@@ -13,7 +13,7 @@ from typing import Any
 
 from atomshard.testing._autograd import grad_fn_names
 from atomshard.testing._checks import (
-    Evaluation,
+    SinglePoint,
     check_cutoff_smoothness,
     check_forces_finite_difference,
     check_fragments_add_up,
@@ -37,8 +37,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "Evaluation",
     "PotentialPropertyTests",
+    "SinglePoint",
     "check_cutoff_smoothness",
     "check_forces_finite_difference",
     "check_fragments_add_up",

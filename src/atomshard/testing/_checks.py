@@ -18,7 +18,7 @@ from atomshard.models.base import Potential, compute_properties
 
 
 @dataclass
-class Evaluation:
+class SinglePoint:
     """One evaluation as numpy float64: energy (eV), energies ``[n]``, forces ``[n, 3]``
     (eV/Å), stress ``[3, 3]`` (eV/Å³, None when not fully periodic)."""
 
@@ -28,13 +28,13 @@ class Evaluation:
     stress: np.ndarray | None
 
 
-def evaluate(model: Potential, atoms, *, stress: bool | None = None) -> Evaluation:
+def evaluate(model: Potential, atoms, *, stress: bool | None = None) -> SinglePoint:
     """Energy, per-atom energies, forces (and stress of periodic cells) of ``atoms``."""
     graph = AtomicGraph.from_ase(atoms, model.cutoff)
     want_stress = bool(atoms.pbc.all()) if stress is None else stress
     props = compute_properties(model, graph, forces=True, stress=want_stress)
     assert props.forces is not None
-    return Evaluation(
+    return SinglePoint(
         energy=float(props.energy),
         energies=props.energies.detach().cpu().numpy().astype(np.float64),
         forces=props.forces.detach().cpu().numpy().astype(np.float64),
@@ -315,7 +315,7 @@ def random_structure(
 
 
 __all__ = [
-    "Evaluation",
+    "SinglePoint",
     "check_cutoff_smoothness",
     "check_forces_finite_difference",
     "check_fragments_add_up",

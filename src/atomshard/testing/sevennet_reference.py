@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atomshard.testing._checks import Evaluation
+from atomshard.testing._checks import SinglePoint
 
 
 class SevenNetReference:
@@ -51,7 +51,7 @@ class SevenNetReference:
         elif dtype != torch.float32:
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
 
-    def __call__(self, atoms) -> Evaluation:
+    def __call__(self, atoms) -> SinglePoint:
         """Energy (eV), per-atom energies, forces (eV/Å), stress ``[3, 3]`` (eV/Å³)."""
         from ase.stress import voigt_6_to_full_3x3_stress
 
@@ -75,7 +75,7 @@ class SevenNetReference:
         stress = None
         if bool(np.all(atoms.pbc)):
             stress = voigt_6_to_full_3x3_stress(np.asarray(results["stress"], dtype=np.float64))
-        return Evaluation(
+        return SinglePoint(
             energy=float(results["energy"]),
             energies=np.asarray(results["energies"], dtype=np.float64),
             forces=np.asarray(results["forces"], dtype=np.float64),
