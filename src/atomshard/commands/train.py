@@ -70,13 +70,15 @@ def _train_hamiltonian(args: argparse.Namespace, data: dict[str, Any]) -> int:
     from tqdm import tqdm
 
     from atomshard.models.hamiltonian.config import HamiltonianConfig
-    from atomshard.models.hamiltonian.data import DataConfig, load_samples
+    from atomshard.models.hamiltonian.data import HamiltonianDataConfig, load_samples
     from atomshard.models.hamiltonian.training import TrainingConfig, train
     from atomshard.utils.config import config_from_dict
 
     where = args.config
     model_dict = {k: v for k, v in data["model"].items() if k != "kind"}
-    data_cfg = config_from_dict(DataConfig, data.get("data") or {}, where=f"{where}: data")
+    data_cfg = config_from_dict(
+        HamiltonianDataConfig, data.get("data") or {}, where=f"{where}: data"
+    )
     train_cfg = config_from_dict(
         TrainingConfig, data.get("training") or {}, where=f"{where}: training"
     )

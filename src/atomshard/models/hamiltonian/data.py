@@ -22,7 +22,14 @@ from atomshard.hamiltonian.basis import OrbitalBasis
 from atomshard.hamiltonian.blocks import BlockSet, EdgeBlocks
 from atomshard.hamiltonian.files import BlockFile, read_block_file, read_deeptb
 
-__all__ = ["DataConfig", "Sample", "expand_paths", "load_samples", "make_sample", "read_any"]
+__all__ = [
+    "HamiltonianDataConfig",
+    "Sample",
+    "expand_paths",
+    "load_samples",
+    "make_sample",
+    "read_any",
+]
 
 Pair = tuple[int, int]
 Grouped = dict[Pair, tuple[torch.Tensor, torch.Tensor]]
@@ -154,7 +161,7 @@ def blockset_of(sample: Sample) -> BlockSet:
 
 
 @dataclass(frozen=True, kw_only=True)
-class DataConfig:
+class HamiltonianDataConfig:
     """Where the training data are.
 
     Attributes:
