@@ -28,7 +28,7 @@ import torch
 from atomshard.hamiltonian.assembly import band_structure
 from atomshard.models.hamiltonian import HamiltonianConfig
 from atomshard.models.hamiltonian.data import load_samples
-from atomshard.models.hamiltonian.training import TrainingConfig, evaluate, train
+from atomshard.train.hamiltonian import TrainingConfig, evaluate, train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PATH = {"G": (0.0, 0.0, 0.0), "X": (0.5, 0.0, 0.0), "M": (0.5, 0.5, 0.0), "R": (0.5, 0.5, 0.5)}

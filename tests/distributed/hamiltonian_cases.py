@@ -11,12 +11,9 @@ from atomshard.hamiltonian.blocks import BlockSet, EdgeBlocks
 from atomshard.hamiltonian.files import BlockFile
 from atomshard.models.hamiltonian import HamiltonianConfig, HamiltonianModel
 from atomshard.models.hamiltonian.data import Sample, _group
-from atomshard.models.hamiltonian.training import TrainingConfig
-from atomshard.runtime.hamiltonian import (
-    distributed_gradients,
-    predict_part,
-    split_hamiltonian,
-)
+from atomshard.runtime.hamiltonian import predict_part, split_hamiltonian
+from atomshard.train.hamiltonian import TrainingConfig
+from atomshard.train.hamiltonian_distributed import distributed_gradients
 from tests.distributed.distributed_cases import quartz, tiny_triclinic
 
 BASIS = {"Si": "1s1p", "O": "1s1p"}

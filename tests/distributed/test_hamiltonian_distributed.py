@@ -9,8 +9,8 @@ import torch
 from atomshard.graph import AtomicGraph
 from atomshard.models.checkpoint import read_checkpoint
 from atomshard.models.hamiltonian import HamiltonianModel
-from atomshard.models.hamiltonian.training import block_loss, train
-from atomshard.runtime.hamiltonian import fit_distributed, train_rank
+from atomshard.train.hamiltonian import block_loss, train
+from atomshard.train.hamiltonian_distributed import fit_distributed, train_rank
 from tests.distributed.hamiltonian_cases import (
     blocks_by_pair,
     config,

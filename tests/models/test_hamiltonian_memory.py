@@ -17,7 +17,7 @@ from atomshard.graph import AtomicGraph
 from atomshard.io.amorphous import amorphous_hfo2
 from atomshard.models.hamiltonian import HamiltonianConfig, HamiltonianModel
 from atomshard.models.hamiltonian.chunked import chunk_bounds
-from atomshard.models.hamiltonian.training import TrainingConfig
+from atomshard.train.hamiltonian import TrainingConfig
 
 SZV = {"Hf": "2s1p1d", "O": "1s1p"}
 

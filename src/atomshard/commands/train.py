@@ -71,7 +71,7 @@ def _train_hamiltonian(args: argparse.Namespace, data: dict[str, Any]) -> int:
 
     from atomshard.models.hamiltonian.config import HamiltonianConfig
     from atomshard.models.hamiltonian.data import HamiltonianDataConfig, load_samples
-    from atomshard.models.hamiltonian.training import TrainingConfig, train
+    from atomshard.train.hamiltonian import TrainingConfig, train
     from atomshard.utils.config import config_from_dict
 
     where = args.config

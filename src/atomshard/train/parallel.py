@@ -144,13 +144,42 @@ class GradientSync:
                 p.grad = torch.zeros_like(p)
         if not self.distributed or self.strategy == "ddp":
             return
-        flat = torch.cat([p.grad.reshape(-1) for p in params])  # type: ignore[union-attr]
-        total = self.comm.all_reduce_sum(flat, what="gradient all-reduce")
-        offset = 0
-        for p in params:
-            n = p.numel()
-            p.grad.copy_(total[offset : offset + n].view_as(p))  # type: ignore[union-attr]
-            offset += n
+        sum_gradients(self.comm, params)
+
+
+def sum_gradients(
+    comm: Communicator, params: list[nn.Parameter], *, dtype: torch.dtype | None = None
+) -> None:
+    """Sum the gradients of ``params`` over the ranks of ``comm`` in one all-reduce.
+
+    The gradients are packed into one flat buffer (with one presence flag per parameter),
+    summed and unpacked. A gradient that no rank has stays None (an optimiser then skips
+    that parameter, as serially); one that only some ranks have counts as zeros on the
+    others.
+
+    Args:
+        dtype: dtype of the buffer (``torch.float64`` sums float32 gradients without
+            rounding between ranks); default: the gradients' common dtype.
+    """
+    grads = [p.grad.reshape(-1) if p.grad is not None else None for p in params]
+    flat = [g if g is not None else torch.zeros(p.numel(), dtype=p.dtype, device=p.device)
+            for g, p in zip(grads, params, strict=True)]  # fmt: skip
+    if dtype is not None:
+        flat = [g.to(dtype) for g in flat]
+    values = torch.cat(flat) if flat else torch.zeros(0, dtype=dtype or torch.float64)
+    has = torch.tensor([g is not None for g in grads], dtype=values.dtype, device=values.device)
+    total = comm.all_reduce_sum(torch.cat([values, has]), what="gradient all-reduce")
+    present = total[len(values) :] > 0
+    offset = 0
+    for k, p in enumerate(params):
+        n = p.numel()
+        if not bool(present[k]):
+            p.grad = None
+        elif p.grad is not None:
+            p.grad.copy_(total[offset : offset + n].view_as(p))
+        else:
+            p.grad = total[offset : offset + n].reshape(p.shape).to(p.dtype).clone()
+        offset += n
 
 
 def shard_loss(

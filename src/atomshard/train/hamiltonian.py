@@ -1,9 +1,11 @@
 """Training the Hamiltonian model: L1+L2 on matrix elements, AdamW, ReduceLROnPlateau, EMA.
 
-One optimisation step per structure (full-graph batches, as in the seed). Files written
-to ``output``: ``last.pt`` (everything needed to resume), ``best.pt`` (EMA weights with
-the lowest validation MAE; loads with :func:`atomshard.models.checkpoint.load_model`),
-``log.csv`` (one row per epoch) and ``learning_curve.png``.
+One optimisation step per structure (full-graph batches, as in the seed); the weight
+average is the potentials' :class:`~atomshard.train.ema.WeightAverage`. Files written to
+``output``: ``last.pt`` (everything needed to resume), ``best.pt`` (EMA weights with the
+lowest validation MAE; loads with :func:`atomshard.models.checkpoint.load_model`),
+``log.csv`` (one row per epoch) and ``learning_curve.png``. Graph-parallel full-batch
+training on one structure: :mod:`atomshard.train.hamiltonian_distributed`.
 """
 
 from __future__ import annotations
@@ -25,9 +27,18 @@ from atomshard.models.hamiltonian.config import HamiltonianConfig
 from atomshard.models.hamiltonian.data import Sample
 from atomshard.models.hamiltonian.heads import BlockHead
 from atomshard.models.hamiltonian.model import HamiltonianModel, HamiltonianPrediction
+from atomshard.train.ema import WeightAverage
 from atomshard.utils.config import config_to_dict
 
-__all__ = ["EMA", "TrainingConfig", "block_errors", "fit_output_statistics", "train"]
+__all__ = [
+    "HamiltonianTrainResult",
+    "TrainingConfig",
+    "block_errors",
+    "block_loss",
+    "evaluate",
+    "fit_output_statistics",
+    "train",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,32 +90,6 @@ class TrainingConfig:
         for name, ok in checks.items():
             if not ok:
                 raise InputError(f"training.{name} has an invalid value {getattr(self, name)!r}")
-
-
-class EMA:
-    """Exponential moving average of a model's floating-point parameters and buffers."""
-
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.updates = 0
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        # warm-up: early averages must not be dominated by the random initial weights
-        self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for k, v in model.state_dict().items():
-            if v.is_floating_point():
-                self.shadow[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
-            else:
-                self.shadow[k].copy_(v)
-
-    def swap(self, model: torch.nn.Module) -> None:
-        """Exchange the model's weights with the averaged ones (call twice to undo)."""
-        current = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(self.shadow)
-        self.shadow = current
 
 
 def fit_output_statistics(model: HamiltonianModel, samples: list[Sample]) -> None:
@@ -185,7 +170,7 @@ def evaluate(model: HamiltonianModel, samples: list[Sample]) -> dict[str, float]
 
 
 @dataclass
-class TrainResult:
+class HamiltonianTrainResult:
     epochs_run: int
     best_val_mae: float
     history: list[dict[str, float]] = field(default_factory=list)
@@ -218,7 +203,7 @@ def train(
     *,
     resume: bool = True,
     progress: Callable[[int, dict[str, float]], None] | None = None,
-) -> TrainResult:
+) -> HamiltonianTrainResult:
     """Train (or resume from ``output/last.pt``) and write checkpoints, CSV and curve."""
     if not train_samples:
         raise InputError("no training structures")
@@ -232,7 +217,7 @@ def train(
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
     )
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     start, best, history = 0, math.inf, []
     last = out / "last.pt"
     if resume and last.exists():
@@ -331,4 +316,4 @@ def train(
             progress(epoch + 1, row)
     if history:
         _write_curve(out / "learning_curve.png", history)
-    return TrainResult(epochs_run=cfg.epochs - start, best_val_mae=best, history=history)
+    return HamiltonianTrainResult(epochs_run=cfg.epochs - start, best_val_mae=best, history=history)

@@ -1,0 +1,323 @@
+"""Full-batch training of the Hamiltonian model on one structure split over ranks.
+
+The same steps as the serial :func:`atomshard.train.hamiltonian.train` with that one
+structure as training and validation set (AdamW, the EMA of
+:class:`~atomshard.train.ema.WeightAverage`, ReduceLROnPlateau on the EMA weights' MAE).
+Each rank evaluates its part with :func:`atomshard.runtime.hamiltonian.predict_part`; its
+loss is ``(l1 * sum|ΔH| + l2 * sum ΔH²)`` over its owned blocks divided by the global
+element count, so the ranks' losses add up to the serial loss; after backward the
+parameter gradients are summed over ranks with one all-reduce
+(:func:`atomshard.train.parallel.sum_gradients` in float64; a gradient no rank has stays
+None, as serially).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from atomshard.comm import Communicator, ExchangeProfiler, HaloExchange
+from atomshard.errors import InputError
+from atomshard.graph import AtomicGraph
+from atomshard.models.hamiltonian.config import HamiltonianConfig
+from atomshard.models.hamiltonian.data import Sample
+from atomshard.models.hamiltonian.heads import BlockHead
+from atomshard.models.hamiltonian.model import HamiltonianModel, HamiltonianPrediction
+from atomshard.runtime import PartitionSpec
+from atomshard.runtime.hamiltonian import (
+    HamiltonianPart,
+    owned_errors,
+    predict_part,
+    split_hamiltonian,
+)
+from atomshard.train.ema import WeightAverage
+from atomshard.train.hamiltonian import TrainingConfig
+from atomshard.train.parallel import sum_gradients
+
+__all__ = [
+    "DistributedTrainResult",
+    "distributed_gradients",
+    "fit_distributed",
+    "fit_statistics_distributed",
+    "train_distributed",
+    "train_rank",
+]
+
+
+class _RecordingExchange:
+    """The halo exchange, remembering its outputs so a loss can touch every one of them.
+
+    A rank whose loss does not depend on some exchange (no owned targets, no atoms) must
+    still run that exchange's backward, because its peers wait for it there.
+    """
+
+    def __init__(self, ex: HaloExchange) -> None:
+        self.ex = ex
+        self.outputs: list[torch.Tensor] = []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.ex(x)
+        self.outputs.append(out)
+        return out
+
+    def anchor(self) -> torch.Tensor:
+        """``0 * sum`` of every exchanged tensor: ties each exchange into the loss graph."""
+        total = torch.zeros((), dtype=torch.float64)
+        for out in self.outputs:
+            total = total + 0.0 * out.sum().to(torch.float64)
+        return total
+
+
+def _sums(
+    pred: HamiltonianPrediction, part: HamiltonianPart
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Sums of |ΔH| and ΔH² and the element count over this rank's owned targets."""
+    abs_sum = sq_sum = torch.zeros((), dtype=torch.float64)
+    count = 0
+    for kind in ("node", "edge"):
+        got, want = getattr(pred, kind), getattr(part, kind)
+        for key, (idx, target) in want.items():
+            p_idx, p = got[key]
+            if not torch.equal(p_idx.cpu(), idx):
+                raise InputError(f"{kind} blocks {key}: prediction and targets are misaligned")
+            d = p - target.to(p.device)
+            abs_sum = abs_sum + d.abs().sum()
+            sq_sum = sq_sum + d.pow(2).sum()
+            count += d.numel()
+    return abs_sum, sq_sum, count
+
+
+def _reduce(comm: Communicator, values: list[float], what: str) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    return comm.all_reduce_sum(t, what=what).tolist()
+
+
+def _loss_step(
+    model: HamiltonianModel,
+    part: HamiltonianPart,
+    ex: HaloExchange,
+    comm: Communicator,
+    cfg: TrainingConfig,
+    graph: AtomicGraph,
+) -> tuple[float, float]:
+    """Forward, this rank's share of the loss, backward, gradient all-reduce.
+
+    Returns the global loss and the global training MAE (eV).
+    """
+    rec = _RecordingExchange(ex)
+    pred = predict_part(model, part, rec, graph=graph)
+    abs_sum, sq_sum, count = _sums(pred, part)
+    (total,) = _reduce(comm, [float(count)], "element count")
+    loss = (cfg.l1_weight * abs_sum + cfg.l2_weight * sq_sum) / max(total, 1.0)
+    model.zero_grad(set_to_none=True)
+    (loss + rec.anchor()).backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    sum_gradients(comm, params, dtype=torch.float64)
+    g_loss, g_abs = _reduce(comm, [float(loss.detach()), float(abs_sum.detach())], "loss sum")
+    return g_loss, g_abs / max(total, 1.0)
+
+
+def distributed_gradients(
+    comm: Communicator, model: HamiltonianModel, part: HamiltonianPart, cfg: TrainingConfig
+) -> float:
+    """Leave the summed (global) loss gradients in ``model``'s ``.grad``; return the loss."""
+    ex = HaloExchange(part.plan, comm)
+    loss, _ = _loss_step(model, part, ex, comm, cfg, part.graph(comm.device))
+    return loss
+
+
+def fit_statistics_distributed(
+    comm: Communicator, model: HamiltonianModel, part: HamiltonianPart
+) -> None:
+    """:func:`~atomshard.train.hamiltonian.fit_output_statistics` over ranks."""
+    for kind, table in (("node", model.node_heads), ("edge", model.edge_heads)):
+        for key, module in table.items():
+            head = module
+            assert isinstance(head, BlockHead)
+            a, b = (int(v) for v in key.split("_"))
+            n0 = len(head.scalar_positions())
+            size = head.coupling.size
+            got = getattr(part, kind).get((a, b))
+            if got is not None:
+                c = head.coupling.to_coupled(got[1].to(torch.float64).numpy())
+                coupled = np.asarray(c).reshape(-1, size)
+            else:
+                coupled = np.zeros((0, size))
+            first = _reduce(comm, [float(len(coupled)), *coupled[:, :n0].sum(axis=0)], "stats")
+            n_blocks = first[0]
+            if n_blocks == 0:
+                continue
+            shift = np.zeros(size)
+            shift[:n0] = np.asarray(first[1:]) / n_blocks
+            (sq,) = _reduce(comm, [float(((coupled - shift) ** 2).sum())], "stats")
+            rms = math.sqrt(sq / (n_blocks * size))
+            with torch.no_grad():
+                head.shift.copy_(torch.as_tensor(shift))
+                head.scale.fill_(max(rms, 1e-4))
+
+
+def _mae(
+    comm: Communicator,
+    model: HamiltonianModel,
+    part: HamiltonianPart,
+    ex: HaloExchange,
+    graph: AtomicGraph,
+) -> dict[str, float]:
+    with torch.no_grad():
+        pred = predict_part(model, part, ex, graph=graph)
+    return owned_errors(comm, pred, part)
+
+
+@dataclass
+class DistributedTrainResult:
+    """Final weights (the same on every rank) and per-epoch history."""
+
+    state_dict: dict[str, torch.Tensor]
+    ema_state: dict[str, torch.Tensor] | None
+    history: list[dict[str, float]]
+
+
+def train_distributed(
+    comm: Communicator,
+    model: HamiltonianModel,
+    part: HamiltonianPart,
+    cfg: TrainingConfig,
+    *,
+    fit_statistics: bool = True,
+    profiler: ExchangeProfiler | None = None,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
+) -> DistributedTrainResult:
+    """Full-batch training on one structure split over the ranks of ``comm``.
+
+    The same steps as :func:`atomshard.train.hamiltonian.train` with that one
+    structure as training and validation set (AdamW, EMA, ReduceLROnPlateau on the EMA
+    weights' MAE), so the weights after N epochs equal the serial run's to round-off.
+    ``model`` must hold the same initial weights on every rank.
+    """
+    if fit_statistics:
+        fit_statistics_distributed(comm, model, part)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
+    )
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    ex = HaloExchange(part.plan, comm, profiler=profiler)
+    graph = part.graph(comm.device)
+    history = []
+    for epoch in range(cfg.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        loss, mae = _loss_step(model, part, ex, comm, cfg, graph)
+        opt.step()
+        if ema is not None:
+            ema.update(model)
+        model.eval()
+        if ema is not None:
+            ema.swap(model)
+        val = _mae(comm, model, part, ex, graph)
+        if ema is not None:
+            ema.swap(model)
+        sched.step(val["mae"])
+        row = {
+            "epoch": epoch + 1,
+            "lr": opt.param_groups[0]["lr"],
+            "train_loss": loss,
+            "train_mae": mae,
+            "val_mae": val["mae"],
+            "val_mae_node": val["mae_node"],
+            "val_mae_edge": val["mae_edge"],
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(row)
+        if progress is not None and comm.rank == 0:
+            progress(epoch + 1, row)
+    state: dict[str, Any] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return DistributedTrainResult(
+        state_dict=state,
+        ema_state=None if ema is None else {k: v.clone() for k, v in ema.shadow.items()},
+        history=history,
+    )
+
+
+def train_rank(
+    comm: Communicator,
+    config: HamiltonianConfig,
+    cfg: TrainingConfig,
+    partition: PartitionSpec = "lownn",
+    *,
+    sample: Sample | None,
+) -> DistributedTrainResult | None:
+    """One rank of :func:`fit_distributed` (rank 0 holds ``sample``); result on rank 0."""
+    torch.manual_seed(cfg.seed)  # the serial trainer's initial weights, on every rank
+    model = HamiltonianModel(config).to(comm.device)
+    parts: list[Any] | None = None
+    if comm.rank == 0:
+        try:
+            if sample is None:
+                raise InputError("rank 0 must hold the training structure")
+            st = sample.graph.structure()
+            parts = split_hamiltonian(st, config.cutoff, comm.world_size, partition, sample=sample)
+        except Exception as exc:
+            parts = [exc] * comm.world_size
+    part = comm.scatter_objects(parts) if comm.world_size > 1 else parts[0]  # type: ignore[index]
+    if isinstance(part, Exception):
+        raise part
+    res = train_distributed(comm, model, part, cfg)
+    return res if comm.rank == 0 else None
+
+
+def fit_distributed(
+    config: HamiltonianConfig,
+    sample: Sample,
+    cfg: TrainingConfig,
+    *,
+    n_ranks: int,
+    partition: PartitionSpec = "lownn",
+    output: str | Path | None = None,
+    timeout_s: float = 600.0,
+) -> DistributedTrainResult:
+    """Full-batch training on one structure over ``n_ranks`` local ranks.
+
+    With ``output``, writes ``model.pt`` (the EMA weights, like the serial ``best.pt``, or
+    the final weights without EMA; loads with ``load_model``) and ``log.csv``.
+    """
+    from atomshard.comm import NullCommunicator, launch
+
+    if n_ranks < 1:
+        raise InputError(f"n_ranks must be at least 1, got {n_ranks}")
+    if n_ranks == 1:
+        res = train_rank(NullCommunicator(), config, cfg, partition, sample=sample)
+    else:
+        res = launch(
+            train_rank, n_ranks, config, cfg, partition, timeout_s=timeout_s,
+            root_only={"sample": sample},
+        )[0]  # fmt: skip
+    assert isinstance(res, DistributedTrainResult)
+    if output is not None:
+        import csv
+
+        from atomshard.models.checkpoint import save_checkpoint
+        from atomshard.utils.files import atomic_write
+
+        out = Path(output)
+        out.mkdir(parents=True, exist_ok=True)
+        model = HamiltonianModel(config)
+        model.load_state_dict(res.ema_state if res.ema_state is not None else res.state_dict)
+        save_checkpoint(
+            out / "model.pt", model, model_type="hamiltonian", config=config,
+            metadata={"epochs": len(res.history), "ranks": n_ranks,
+                      **({} if not res.history else {"val_mae": res.history[-1]["val_mae"]})},
+        )  # fmt: skip
+        with atomic_write(str(out / "log.csv")) as handle:
+            if res.history:
+                w = csv.DictWriter(handle, fieldnames=list(res.history[0]))
+                w.writeheader()
+                w.writerows(res.history)
+    return res
