@@ -33,7 +33,7 @@ WATER = Path(__file__).resolve().parents[1].parent / "shared/data/n2p2/H2O_RPBE-
 
 
 def _frames(smoke: bool):
-    from atomshard.train.data import LabelledStructure, _from_atoms, read_dataset
+    from atomshard.train.data import LabelledStructure, labelled_from_atoms, read_dataset
 
     if smoke or not WATER.exists():
         import ase
@@ -51,7 +51,7 @@ def _frames(smoke: bool):
             atoms.calc = LennardJones(sigma=1.0, epsilon=0.05, rc=2.5, smooth=True)
             e, f = atoms.get_potential_energy(), atoms.get_forces()
             atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f)
-            out.append(_from_atoms(atoms, f"synthetic {len(out)}"))
+            out.append(labelled_from_atoms(atoms, f"synthetic {len(out)}"))
         return out, "synthetic LJ H2O2 (4 frames)"
     frames = read_dataset(WATER, length_unit="bohr", energy_unit="hartree")
     return frames, f"n2p2 RPBE-D3 water ({len(frames)} frames)"

@@ -1,6 +1,6 @@
 """No module imports a private name of another package.
 
-A package's private modules (``_exchange.py``) and private names (``_from_atoms``) are
+A package's private modules (``_exchange.py``) and private names (``_scan_extxyz``) are
 free to change; other packages, and the scripts in ``benchmarks/`` (a package of their
 own here), import only what a package exports under a public name. Flagged, in every
 file of ``src/atomshard`` and ``benchmarks``:

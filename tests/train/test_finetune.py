@@ -10,14 +10,14 @@ from atomshard.models.potential import NequIPPotential
 from atomshard.models.potential.config import replace
 from atomshard.train.batch import collate, predict_batch
 from atomshard.train.config import RecipeConfig
-from atomshard.train.data import _from_atoms, read_dataset
+from atomshard.train.data import labelled_from_atoms, read_dataset
 from atomshard.train.finetune import prepare_finetune, subset_species
 from atomshard.train.trainer import train_potential
 from tests.train.train_cases import tiny_config, tiny_frames
 
 
 def _frames():
-    return [_from_atoms(a, f"frame {k}") for k, a in enumerate(tiny_frames(4, seed=5))]
+    return [labelled_from_atoms(a, f"frame {k}") for k, a in enumerate(tiny_frames(4, seed=5))]
 
 
 def test_species_subset_keeps_energies_and_forces_exactly():

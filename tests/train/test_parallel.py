@@ -13,9 +13,9 @@ from tests.train.train_cases import rank_gradient, tiny_frames
 
 
 def _frames(n: int) -> list[LabelledStructure]:
-    from atomshard.train.data import _from_atoms
+    from atomshard.train.data import labelled_from_atoms
 
-    return [_from_atoms(a, f"frame {k}") for k, a in enumerate(tiny_frames(n, seed=3))]
+    return [labelled_from_atoms(a, f"frame {k}") for k, a in enumerate(tiny_frames(n, seed=3))]
 
 
 @pytest.mark.distributed

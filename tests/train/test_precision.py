@@ -7,7 +7,7 @@ import torch
 
 from atomshard.errors import InputError
 from atomshard.train.config import RecipeConfig
-from atomshard.train.data import _from_atoms
+from atomshard.train.data import labelled_from_atoms
 from atomshard.train.study import train_steps
 from tests.train.train_cases import tiny_config, tiny_frames
 
@@ -21,7 +21,7 @@ def test_bf16_recipe_is_validated():
 
 
 def test_bf16_steps_decrease_the_loss_and_track_float32():
-    frames = [_from_atoms(a, f"frame {k}") for k, a in enumerate(tiny_frames(4, seed=1))]
+    frames = [labelled_from_atoms(a, f"frame {k}") for k, a in enumerate(tiny_frames(4, seed=1))]
     cfg = tiny_config(dtype="float32")
     kw = dict(n_steps=8, batch_size=4, lr=0.01)  # one full batch: the same loss every step
     f32 = train_steps(None, frames, cfg, **kw)["loss"]
@@ -38,7 +38,7 @@ def test_bf16_forward_casts_only_the_float32_body():
     from atomshard.train.batch import collate
     from atomshard.train.parallel import ForceModel
 
-    frames = [_from_atoms(a, "f").with_edges(2.5) for a in tiny_frames(2, seed=2)]
+    frames = [labelled_from_atoms(a, "f").with_edges(2.5) for a in tiny_frames(2, seed=2)]
     torch.manual_seed(0)
     model = NequIPPotential.from_config(tiny_config(dtype="float32"))
     fm = ForceModel(model, stress=True, compute_dtype=torch.bfloat16)

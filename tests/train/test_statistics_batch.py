@@ -12,7 +12,7 @@ from atomshard.graph import AtomicGraph
 from atomshard.models.base import compute_properties
 from atomshard.models.potential import NequIPPotential
 from atomshard.train.batch import collate, predict_batch
-from atomshard.train.data import _from_atoms
+from atomshard.train.data import labelled_from_atoms
 from atomshard.train.statistics import compute_statistics
 from tests.train.train_cases import OFFSETS, tiny_config, tiny_frames
 
@@ -21,7 +21,7 @@ CUTOFF = 2.5
 
 def _samples(n=5, seed=2):
     return [
-        _from_atoms(a, f"frame {k}").with_edges(CUTOFF)
+        labelled_from_atoms(a, f"frame {k}").with_edges(CUTOFF)
         for k, a in enumerate(tiny_frames(n, seed=seed))
     ]
 
@@ -74,7 +74,7 @@ def test_batched_properties_equal_one_by_one():
     from ase.calculators.singlepoint import SinglePointCalculator
 
     water.calc = SinglePointCalculator(water, energy=-14.0, forces=np.zeros((3, 3)))
-    samples = [*_samples(3), _from_atoms(water, "water").with_edges(CUTOFF)]
+    samples = [*_samples(3), labelled_from_atoms(water, "water").with_edges(CUTOFF)]
     torch.manual_seed(0)
     model = NequIPPotential.from_config(tiny_config())
     batch = collate(samples)

@@ -9,7 +9,7 @@ import torch
 
 from atomshard.models.checkpoint import load_model, read_checkpoint
 from atomshard.train.config import RecipeConfig
-from atomshard.train.data import _from_atoms
+from atomshard.train.data import labelled_from_atoms
 from atomshard.train.trainer import train_potential
 from tests.train.train_cases import tiny_config, tiny_frames
 
@@ -18,7 +18,7 @@ RECIPE = dict(batch_size=2, lr=0.01, max_epochs=4, progress=False, plots=False, 
 
 @pytest.fixture(scope="module")
 def frames():
-    return [_from_atoms(a, f"frame {k}") for k, a in enumerate(tiny_frames(6, seed=1))]
+    return [labelled_from_atoms(a, f"frame {k}") for k, a in enumerate(tiny_frames(6, seed=1))]
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,7 @@ class LabelledStructure:
         )
 
 
-def _from_atoms(atoms: Any, source: str) -> LabelledStructure:
+def labelled_from_atoms(atoms: Any, source: str) -> LabelledStructure:
     """Labels of an :class:`ase.Atoms` (through its calculator results or ``info``)."""
     from ase.stress import voigt_6_to_full_3x3_stress
 
@@ -187,7 +187,7 @@ def read_dataset(
                 "angstrom, ev)"
             )
         frames = read_n2p2_data(path, length_unit=length_unit, energy_unit=energy_unit)
-        return [_from_atoms(a, f"{path}, structure {k}") for k, a in enumerate(frames)]
+        return [labelled_from_atoms(a, f"{path}, structure {k}") for k, a in enumerate(frames)]
     if length_unit is not None or energy_unit is not None:
         raise InputError(f"{path}: length_unit/energy_unit apply to n2p2 files only")
     if fmt == "db":
@@ -204,7 +204,7 @@ def read_dataset(
     out = []
     for k, atoms in enumerate(frames):
         where = f"{path}, frame {k}" + (f" (line {starts[k]})" if starts else "")
-        out.append(_from_atoms(atoms, where))
+        out.append(labelled_from_atoms(atoms, where))
     if not out:
         raise InputError(f"{path}: no frames")
     return out
@@ -231,7 +231,7 @@ def _read_db(path: Path) -> list[LabelledStructure]:
         raise InputError(f"{path}: not a readable ASE database ({exc})") from exc
     if not rows:
         raise InputError(f"{path}: the database holds no rows")
-    return [_from_atoms(row.toatoms(), f"{path}, row id {row.id}") for row in rows]
+    return [labelled_from_atoms(row.toatoms(), f"{path}, row id {row.id}") for row in rows]
 
 
 def split_indices(
