@@ -9,8 +9,9 @@ imports ``torch.distributed``.
 - :func:`exchange_rows` sends any number of rows from every rank to every other one
   (atom migration and ghost atoms at a distributed neighbour-list rebuild).
 - :func:`run_on_ranks` (torchrun / spawned ranks / one process), :func:`root_call`
-  (rank 0 computes, every rank returns or raises) and :func:`gather_by_id` (rows in
-  global atom order on rank 0): the rank patterns of every multi-rank entry point.
+  (rank 0 computes, every rank returns or raises), :func:`root_scatter` (the same, one
+  item per rank) and :func:`gather_by_id` (rows in global atom order on rank 0): the
+  rank patterns of every multi-rank entry point.
 """
 
 from atomshard.comm._exchange import AUTO_TRANSPORT, TRANSPORTS, HaloExchange, PendingExchange
@@ -25,7 +26,7 @@ from atomshard.comm._group import (
 )
 from atomshard.comm._launch import LocalGroup, RankFailure, free_port, launch
 from atomshard.comm._migrate import exchange_rows
-from atomshard.comm._patterns import gather_by_id, root_call, run_on_ranks
+from atomshard.comm._patterns import gather_by_id, root_call, root_scatter, run_on_ranks
 from atomshard.comm._profile import ExchangeProfiler, ExchangeRecord
 
 __all__ = [
@@ -49,5 +50,6 @@ __all__ = [
     "init_communicator",
     "launch",
     "root_call",
+    "root_scatter",
     "run_on_ranks",
 ]

@@ -6,6 +6,8 @@
 - :func:`root_call` — rank 0 computes, every rank gets the result *or the exception*
   (so a bad input stops every rank at once instead of leaving peers in a collective
   until the timeout).
+- :func:`root_scatter` — the same with one item per rank: rank 0 computes the list,
+  rank ``r`` gets item ``r`` (a partition's parts) or the exception.
 - :func:`gather_by_id` — per-rank rows keyed by global atom ids, gathered on rank 0 in
   id order.
 """
@@ -90,6 +92,32 @@ def root_call(comm: Communicator, fn: Callable[..., Any], *args: Any, **kwargs: 
     if isinstance(value, _Failure):
         raise value.error
     return value
+
+
+def root_scatter(comm: Communicator, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` on rank 0 returns one item per rank; rank ``r`` returns
+    item ``r``, or every rank raises rank 0's error.
+
+    Collective. Other ranks do not call ``fn``. The items must pickle (they are scattered,
+    each rank receives only its own).
+    """
+    items: list[Any] | None = None
+    if comm.rank == 0:
+        try:
+            items = list(fn(*args, **kwargs))
+            if len(items) != comm.world_size:
+                raise ValueError(f"{len(items)} items for {comm.world_size} ranks")
+        except Exception as exc:  # every rank raises it, none waits for a timeout
+            if comm.world_size == 1:
+                raise
+            items = [_Failure(exc)] * comm.world_size
+    if comm.world_size == 1:
+        assert items is not None
+        return items[0]
+    mine = comm.scatter_objects(items)
+    if isinstance(mine, _Failure):
+        raise mine.error
+    return mine
 
 
 class _Failure:
