@@ -18,11 +18,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("atomshard.commands.convert", "convert a foreign checkpoint (SevenNet)"),
     "data": ("atomshard.commands.data", "make Hamiltonian training data (data pyscf ...)"),
     "train": ("atomshard.commands.train", "train a potential or Hamiltonian model (YAML config)"),
-    "evaluate": ("atomshard.commands.evaluate", "MAE/RMSE of a potential on a labelled dataset"),
+    "errors": ("atomshard.commands.errors", "MAE/RMSE of a potential on a labelled dataset"),
     "predict": ("atomshard.commands.predict", "predict Hamiltonian blocks, errors and plots"),
     "info": ("atomshard.commands.info", "describe an atomshard checkpoint"),
     "partition": ("atomshard.commands.partition", "partition a graph; compare Low-NN, METIS, grid"),
 }
+#: deprecated subcommand name -> its new name; each works as the new one, with a note on
+#: stderr, for one release.
+DEPRECATED_COMMANDS: dict[str, str] = {"evaluate": "errors"}
 #: ``--allocator`` choices; ``auto`` (the default) is tcmalloc where it is installed, else
 #: glibc (tuned by :func:`~atomshard.utils.process.configure_process`). The numbers do not
 #: depend on it; speed and memory of large systems do (docs/potential.md).
@@ -64,10 +67,15 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:  # only the chosen command's module is imported
             importlib.import_module(module).add_arguments(p)
+    for old, new in DEPRECATED_COMMANDS.items():
+        p = sub.add_parser(old, help=f"deprecated name of '{new}'")
+        if old == chosen:
+            importlib.import_module(COMMANDS[new][0]).add_arguments(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from atomshard.commands._common import join_repeat_values
     from atomshard.errors import AtomshardError
     from atomshard.utils.process import configure_process, exec_with_allocator
 
@@ -83,11 +91,16 @@ def main(argv: list[str] | None = None) -> int:
         if lib is not None and allocator != "auto":
             print(f"atomshard: memory allocator {allocator} ({lib})", file=sys.stderr)
     configure_process()  # before torch is imported by any subcommand
+    argv = join_repeat_values(argv)  # --repeat A B C -> one value
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command in DEPRECATED_COMMANDS:
+        new = DEPRECATED_COMMANDS[args.command]
+        print(f"atomshard: '{args.command}' is deprecated, use '{new}'", file=sys.stderr)
+        args.command = new
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)

@@ -54,7 +54,7 @@ def test_train_serial_and_two_ranks_agree_then_evaluate(tmp_path, capsys):
         assert got == pytest.approx(want, rel=1e-9), key
 
     report = tmp_path / "errors.json"
-    args = ["evaluate", "--model", str(tmp_path / "serial" / "best.pt"),
+    args = ["errors", "--model", str(tmp_path / "serial" / "best.pt"),
             "--data", str(tmp_path / "set.xyz"), "--json", str(report)]  # fmt: skip
     assert main(args) == 0
     table = capsys.readouterr().out
@@ -79,5 +79,5 @@ def test_bad_configs_are_reported(tmp_path, capsys):
         path.write_text(yaml.safe_dump(spec))
         assert main(["train", str(path)]) == 2
         assert message in capsys.readouterr().err, message
-    assert main(["evaluate", "--model", "nothing.pt", "--data", "x.xyz"]) == 2
+    assert main(["errors", "--model", "nothing.pt", "--data", "x.xyz"]) == 2
     assert "no such checkpoint" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import time
 
 from atomshard.commands._common import (
     add_model_arguments,
+    add_repeat_argument,
     check_device,
     parse_repeat,
 )
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="file format for ASE (or 'n2p2'); guessed from the name by default",
     )
     parser.add_argument("--index", default=":", help="frames to read, ASE syntax (default ':')")
-    parser.add_argument("--repeat", default=None, help="supercell, e.g. 2x2x2")
+    add_repeat_argument(parser, help="supercell of every frame, e.g. 2x2x2")
     parser.add_argument(
         "--output",
         "-o",

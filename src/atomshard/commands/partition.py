@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from atomshard.commands._common import add_repeat_argument, parse_repeat
 from atomshard.errors import InputError
 
 #: ``--method all`` runs these.
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=[*ALL_METHODS, "auto", "all"],
         help="partitioner; 'all' compares the three, 'auto' keeps the cheapest (default: all)",
     )
-    parser.add_argument("--repeat", default=None, help="tile the structure, 'N' or 'NxMxK'")
+    add_repeat_argument(parser, help="tile the structure")
     parser.add_argument("--format", default=None, help="ASE file format (default: guessed)")
     parser.add_argument("--frame", type=int, default=0, help="frame of a trajectory (default 0)")
     parser.add_argument("--json", type=Path, default=None, help="write the report here")
@@ -70,7 +71,6 @@ def _table(results: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from atomshard.commands._common import parse_repeat
     from atomshard.graph import neighbor_list
     from atomshard.io.structures import read_structures
     from atomshard.partition import (

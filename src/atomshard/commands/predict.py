@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from atomshard.commands._common import add_repeat_argument, parse_repeat
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -37,13 +39,9 @@ def _add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_parallel_arguments(parser)
     group = parser.add_argument_group("large structures")
-    group.add_argument(
-        "--repeat",
-        type=int,
-        nargs=3,
-        metavar=("A", "B", "C"),
-        default=None,
-        help="tile every structure A x B x C before predicting (periodic directions only; "
+    add_repeat_argument(
+        group,
+        help="tile every structure before predicting (periodic directions only; "
         "the input's H and S are tiled with it, for errors and eigenvalues)",
     )
     group.add_argument(
@@ -205,7 +203,7 @@ def _run_parallel(args: argparse.Namespace, inputs: list) -> int:  # type: ignor
         formats=(args.format,),
         partition=args.partition,
         transport=args.transport,
-        repeat=tuple(args.repeat or (1, 1, 1)),  # type: ignore[arg-type]
+        repeat=parse_repeat(args.repeat),
         n_eigs=args.eigs,
         sigma=args.sigma,
         profile=args.profile is not None,

@@ -1,12 +1,16 @@
-"""``atomshard evaluate --model M --data FILE``: MAE/RMSE of a potential on a dataset.
+"""``atomshard errors --model M --data FILE``: MAE/RMSE of a potential on a labelled dataset.
 
 Prints a table of per-atom-energy, force and stress errors (meV units); ``--json``
-writes them, ``--parity`` a PNG of predicted vs reference values.
+writes them, ``--parity`` a PNG of predicted vs reference values. ``atomshard evaluate``
+is the deprecated old name of this command (one release), as ``--float64`` is of
+``--dtype float64``.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from atomshard.commands._common import add_dtype_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--length-unit", default=None, help="n2p2 files: bohr, angstrom, ...")
     parser.add_argument("--energy-unit", default=None, help="n2p2 files: hartree, ev, ...")
     parser.add_argument("--batch-size", type=int, default=8, help="structures per batch")
-    parser.add_argument("--float64", action="store_true", help="evaluate the body in float64")
+    add_dtype_argument(parser, float64_alias=True)
     parser.add_argument("--json", default=None, help="write the errors to this JSON file")
     parser.add_argument("--parity", default=None, help="write a parity plot (PNG)")
 
@@ -31,11 +35,12 @@ def run(args: argparse.Namespace) -> int:
     from atomshard.models.resolve import resolve_model
     from atomshard.train.data import read_dataset
     from atomshard.train.evaluate import error_table, evaluate_model
+    from atomshard.utils.dtypes import parse_dtype
     from atomshard.utils.files import atomic_write
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
-    model = resolve_model(args.model, dtype=torch.float64 if args.float64 else None)
+    model = resolve_model(args.model, dtype=parse_dtype(args.dtype, what="--dtype"))
     if not isinstance(model, Potential):
         raise InputError(f"{args.model}: not an interatomic potential")
     samples = read_dataset(
