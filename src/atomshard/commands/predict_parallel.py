@@ -25,6 +25,7 @@ from atomshard.comm import (
     Communicator,
     ExchangeProfiler,
     HaloExchange,
+    root_scatter,
     run_on_ranks,
 )
 from atomshard.errors import InputError
@@ -90,46 +91,32 @@ def _errors_mev(errors: dict[str, float]) -> dict[str, float]:
     return out | {"n_elements": errors["n_elements"]}
 
 
-def _scatter_part(
-    comm: Communicator,
-    model: HamiltonianModel,
-    source: BlockFile | None,
-    options: PredictOptions,
-) -> tuple[Any, HamiltonianPart | Exception]:
-    """Rank 0 splits; every rank gets ``(header, part)`` (an exception goes to all)."""
-    payload: list[Any] | None = None
-    header: Any = None
-    if comm.rank == 0:
-        try:
-            assert source is not None
-            tiled = tile_block_file(source, options.repeat)
-            model.check_species(torch.as_tensor(tiled.species))
-            n_orb = int(model.basis.offsets(tiled.species)[-1])
-            if options.n_eigs and not 0 < options.n_eigs < n_orb - 1:
-                raise InputError(
-                    f"--eigs {options.n_eigs}: must be in 1..{n_orb - 2} for the "
-                    f"{n_orb} orbitals of {len(tiled.species)} atoms"
-                )
-            st = Structure(
-                positions=tiled.positions, species=tiled.species, cell=tiled.cell, pbc=tiled.pbc
-            )
-            sample = None
-            if "H" in tiled.matrices:
-                sample = make_sample("input", tiled, model.basis, model.cutoff)
-            t0 = time.perf_counter()
-            parts = split_hamiltonian(
-                st, model.cutoff, comm.world_size, options.partition, sample=sample
-            )
-            header = {
-                "tiled": tiled,
-                "has_reference": sample is not None,
-                "split_s": time.perf_counter() - t0,
-            }
-            payload = [(header if r == 0 else None, p) for r, p in enumerate(parts)]
-        except Exception as exc:
-            payload = [(None, exc)] * comm.world_size
-    got = comm.scatter_objects(payload) if comm.world_size > 1 else payload[0]  # type: ignore[index]
-    return got[0], got[1]
+def _split_input(
+    model: HamiltonianModel, source: BlockFile | None, options: PredictOptions, n_ranks: int
+) -> list[tuple[dict[str, Any] | None, HamiltonianPart]]:
+    """Rank 0: tile, check and split ``source``; ``(header, part)`` per rank (header on
+    rank 0 only)."""
+    assert source is not None
+    tiled = tile_block_file(source, options.repeat)
+    model.check_species(torch.as_tensor(tiled.species))
+    n_orb = int(model.basis.offsets(tiled.species)[-1])
+    if options.n_eigs and not 0 < options.n_eigs < n_orb - 1:
+        raise InputError(
+            f"--eigs {options.n_eigs}: must be in 1..{n_orb - 2} for the "
+            f"{n_orb} orbitals of {len(tiled.species)} atoms"
+        )
+    st = Structure(positions=tiled.positions, species=tiled.species, cell=tiled.cell, pbc=tiled.pbc)
+    sample = None
+    if "H" in tiled.matrices:
+        sample = make_sample("input", tiled, model.basis, model.cutoff)
+    t0 = time.perf_counter()
+    parts = split_hamiltonian(st, model.cutoff, n_ranks, options.partition, sample=sample)
+    header = {
+        "tiled": tiled,
+        "has_reference": sample is not None,
+        "split_s": time.perf_counter() - t0,
+    }
+    return [(header if r == 0 else None, p) for r, p in enumerate(parts)]
 
 
 def predict_rank(
@@ -153,9 +140,7 @@ def predict_rank(
     results = []
     for i, name in enumerate(names):
         source = inputs[i][1] if inputs is not None else None
-        header, part = _scatter_part(comm, net, source, options)
-        if isinstance(part, Exception):
-            raise part
+        header, part = root_scatter(comm, _split_input, net, source, options, comm.world_size)
         profiler = ExchangeProfiler() if options.profile else None
         ex = HaloExchange(part.plan, comm, transport=options.transport, profiler=profiler)
         graph = part.graph(comm.device)

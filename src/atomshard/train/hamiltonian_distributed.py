@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from atomshard.comm import Communicator, ExchangeProfiler, HaloExchange
+from atomshard.comm import Communicator, ExchangeProfiler, HaloExchange, root_scatter
 from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph
 from atomshard.models.hamiltonian.config import HamiltonianConfig
@@ -246,6 +246,16 @@ def train_distributed(
     )
 
 
+def _split_sample(
+    sample: Sample | None, config: HamiltonianConfig, n_ranks: int, partition: PartitionSpec
+) -> list[HamiltonianPart]:
+    """Rank 0: every rank's part of the training structure and its targets."""
+    if sample is None:
+        raise InputError("rank 0 must hold the training structure")
+    st = sample.graph.structure()
+    return split_hamiltonian(st, config.cutoff, n_ranks, partition, sample=sample)
+
+
 def train_rank(
     comm: Communicator,
     config: HamiltonianConfig,
@@ -257,18 +267,7 @@ def train_rank(
     """One rank of :func:`fit_distributed` (rank 0 holds ``sample``); result on rank 0."""
     torch.manual_seed(cfg.seed)  # the serial trainer's initial weights, on every rank
     model = HamiltonianModel(config).to(comm.device)
-    parts: list[Any] | None = None
-    if comm.rank == 0:
-        try:
-            if sample is None:
-                raise InputError("rank 0 must hold the training structure")
-            st = sample.graph.structure()
-            parts = split_hamiltonian(st, config.cutoff, comm.world_size, partition, sample=sample)
-        except Exception as exc:
-            parts = [exc] * comm.world_size
-    part = comm.scatter_objects(parts) if comm.world_size > 1 else parts[0]  # type: ignore[index]
-    if isinstance(part, Exception):
-        raise part
+    part = root_scatter(comm, _split_sample, sample, config, comm.world_size, partition)
     res = train_distributed(comm, model, part, cfg)
     return res if comm.rank == 0 else None
 
