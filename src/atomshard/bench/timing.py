@@ -26,6 +26,7 @@ from atomshard.runtime import (
     load_potential,
     split_structure,
 )
+from atomshard.utils.dtypes import parse_dtype
 
 __all__ = ["peak_rss_mib", "time_evaluation", "time_exchange"]
 
@@ -66,7 +67,7 @@ def time_exchange(
         features: ``[n_local, width]`` of ``dtype``; ``width`` counts scalars per atom.
     """
     local = _scatter(comm, structure, cutoff, partition)
-    torch_dtype = getattr(torch, dtype)
+    torch_dtype = parse_dtype(dtype, what="dtype")
     out: dict[str, Any] = {
         "rank": comm.rank,
         "n_owned": local.plan.n_owned,
