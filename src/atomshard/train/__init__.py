@@ -1,8 +1,13 @@
-"""Training interatomic potentials: datasets, statistics, batching, the recipe, data
-parallelism, checkpoints with bit-identical resume, fine-tuning and evaluation.
+"""Training interatomic potentials and the Hamiltonian model: datasets, statistics,
+batching, the recipe, data parallelism, checkpoints with bit-identical resume,
+fine-tuning and evaluation.
 
 The entry point is :func:`atomshard.train.setup.train_from_config` (``atomshard train``);
-the pieces are usable on their own.
+the pieces are usable on their own. The Hamiltonian model trains with the same EMA
+(:class:`~atomshard.train.ema.WeightAverage`) and gradient all-reduce
+(:func:`~atomshard.train.parallel.sum_gradients`): serially in
+:mod:`atomshard.train.hamiltonian`, graph-parallel on one structure in
+:mod:`atomshard.train.hamiltonian_distributed`.
 """
 
 from atomshard.train.batch import Batch, BatchPrediction, collate, predict_batch
