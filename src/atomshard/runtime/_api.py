@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from atomshard.comm import DEFAULT_TIMEOUT_S, Communicator, NullCommunicator, launch
+from atomshard.comm import DEFAULT_TIMEOUT_S, Communicator, run_on_ranks
 from atomshard.errors import InputError
 from atomshard.models.base import Potential
 from atomshard.runtime._evaluate import FrameResult, evaluate_frames
@@ -57,7 +57,7 @@ def _eval_rank(
 
 def evaluate_distributed(
     model: ModelSpec,
-    frames: list[Any],
+    frames: list[Any] | None,
     n_ranks: int,
     *,
     partition: PartitionSpec = "auto",
@@ -69,14 +69,16 @@ def evaluate_distributed(
     dtype: torch.dtype | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     threads_per_rank: int | None = None,
-) -> dict[str, Any]:
-    """Evaluate ``frames`` on ``n_ranks`` local processes (``atomshard eval --ranks N``).
+) -> dict[str, Any] | None:
+    """Evaluate ``frames`` on ``n_ranks`` local processes (``atomshard eval --ranks N``),
+    or on the ranks of the torchrun/srun job this process belongs to.
 
     Args:
         model: a ``--model`` string (each rank loads it) or a :class:`Potential`.
         frames: :class:`ase.Atoms` or :class:`~atomshard.graph.Structure` objects; only
-            rank 0 receives them.
-        n_ranks: processes to spawn on this machine (1: evaluate in this process).
+            rank 0 receives them (under torchrun, only rank 0's are read).
+        n_ranks: processes to spawn on this machine (1: evaluate in this process, or
+            join the torchrun/srun job; it must be 1 there).
         partition: ``"lownn"``, ``"metis"``, ``"grid"``, ``"auto"``, a part vector or a
             callable (see :func:`atomshard.runtime.partition_atoms`).
         transport: halo-exchange transport (``"auto"``, ``"p2p"``, ``"all_to_all"``).
@@ -86,15 +88,20 @@ def evaluate_distributed(
 
     Returns:
         ``{"frames": [FrameResult, ...], "seconds": float, "profile": [per-rank dict]}``
-        (``profile`` only when requested).
+        (``profile`` only when requested); None on the other ranks of a torchrun job.
 
     Raises:
         RankFailure: a rank raised or died (its message is included).
+        InputError: ``n_ranks < 1``, or ``n_ranks != 1`` under torchrun/srun.
     """
-    if n_ranks < 1:
-        raise InputError(f"--ranks must be at least 1, got {n_ranks}")
     profile = profile or profile_path is not None
-    options: dict[str, Any] = dict(
+    out = run_on_ranks(
+        _eval_rank,
+        n_ranks,
+        model,
+        timeout_s=timeout_s,
+        threads_per_rank=threads_per_rank,
+        root_only={"frames": None if frames is None else list(frames)},
         dtype=dtype,
         partition=partition,
         transport=transport,
@@ -102,22 +109,8 @@ def evaluate_distributed(
         stress=stress,
         profile=profile,
     )
-    if n_ranks == 1:
-        out = _eval_rank(NullCommunicator(), model, frames=list(frames), **options)
-    else:
-        results = launch(
-            _eval_rank,
-            n_ranks,
-            model,
-            timeout_s=timeout_s,
-            threads_per_rank=threads_per_rank,
-            root_only={"frames": list(frames)},
-            **options,
-        )
-        out = results[0]
-    assert out is not None
-    if profile_path is not None:
-        write_profile(profile_path, out, n_ranks=n_ranks)
+    if out is not None and profile_path is not None:
+        write_profile(profile_path, out, n_ranks=len(out["profile"]))
     return out
 
 

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from atomshard.comm import Communicator, ExchangeProfiler, init_communicator
+from atomshard.comm import Communicator, ExchangeProfiler, init_communicator, root_call
 from atomshard.graph import Structure
 from atomshard.runtime._api import ModelSpec, load_potential
-from atomshard.runtime._evaluate import DistributedEvaluator
+from atomshard.runtime._evaluate import DistributedEvaluator, frame_result_dict
 from atomshard.runtime._partition import PartitionSpec
 
 
@@ -78,20 +78,5 @@ class DistributedCalculator(Calculator):
                 "stress needs a cell periodic in all three directions"
             )
         res = self.evaluator.evaluate(structure, forces=True, stress=True)
-        results: dict[str, Any] | None = None
-        if self.comm.rank == 0:
-            assert res.energies is not None and res.forces is not None
-            results = {
-                "energy": res.energy,
-                "free_energy": res.energy,
-                "energies": res.energies,
-                "forces": res.forces,
-            }
-            if res.stress is not None:
-                s = res.stress
-                # Voigt order xx, yy, zz, yz, xz, xy, as ASE expects
-                results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
-        if self.comm.world_size > 1:
-            results = self.comm.broadcast_object(results)
-        assert results is not None
-        self.results = results
+        # rank 0 holds the per-atom arrays; every rank gets the same results
+        self.results = root_call(self.comm, frame_result_dict, res)

@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from atomshard.comm import Communicator, ExchangeProfiler, HaloExchange
+from atomshard.comm import (
+    Communicator,
+    ExchangeProfiler,
+    HaloExchange,
+    gather_by_id,
+    root_scatter,
+)
 from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph, Structure, neighbor_list
 from atomshard.models.base import Potential, Properties, compute_properties, identity_exchange
@@ -122,6 +128,19 @@ class FrameResult:
     virial: np.ndarray | None
 
 
+def frame_result_dict(res: FrameResult) -> dict[str, Any]:
+    """ASE-style results of one frame: energy, energies, forces, Voigt stress (xx..xy)."""
+    out: dict[str, Any] = {"energy": res.energy, "free_energy": res.energy}
+    if res.energies is not None:
+        out["energies"] = res.energies
+    if res.forces is not None:
+        out["forces"] = res.forces
+    if res.stress is not None:
+        s = res.stress
+        out["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+    return out
+
+
 class DistributedEvaluator:
     """Evaluates a potential over the ranks of ``comm`` (serially with a null communicator).
 
@@ -165,26 +184,17 @@ class DistributedEvaluator:
         A failure on rank 0 (unknown element, bad partition) is sent to every rank and
         raised everywhere, so nobody waits for a timeout.
         """
-        parts: list[Any] | None = None
-        if self.comm.rank == 0:
-            try:
-                if structure is None:
-                    raise InputError("rank 0 must hold the structure to evaluate")
-                self.model.check_species(torch.as_tensor(structure.species))
-                parts = split_structure(
-                    structure, float(self.model.cutoff), self.comm.world_size, self.partition
-                )
-            except Exception as exc:
-                if self.comm.world_size == 1:
-                    raise
-                parts = [exc] * self.comm.world_size
-        mine = parts[0] if self.comm.world_size == 1 and parts else None
-        if self.comm.world_size > 1:
-            mine = self.comm.scatter_objects(parts)
-        if isinstance(mine, Exception):
-            raise mine
+        mine = root_scatter(self.comm, self._split, structure)
         assert isinstance(mine, LocalPart)
         return mine
+
+    def _split(self, structure: Structure | None) -> list[LocalPart]:
+        if structure is None:
+            raise InputError("rank 0 must hold the structure to evaluate")
+        self.model.check_species(torch.as_tensor(structure.species))
+        return split_structure(
+            structure, float(self.model.cutoff), self.comm.world_size, self.partition
+        )
 
     def evaluate_local(
         self, local: LocalPart, *, forces: bool = True, stress: bool = True
@@ -224,21 +234,16 @@ class DistributedEvaluator:
         local = self.scatter(structure)
         props = self.evaluate_local(local, forces=forces, stress=stress)
         plan = local.plan
-        owned = plan.local_to_global[: plan.n_owned]
-        mine = (
-            owned,
-            props.energies.detach().cpu().numpy(),
-            None if props.forces is None else props.forces.detach().cpu().numpy(),
-        )
-        gathered = self.comm.gather_objects(mine) if self.comm.world_size > 1 else [mine]
+        rows = {"energies": props.energies.detach().cpu().numpy()}
+        if forces and props.forces is not None:
+            rows["forces"] = props.forces.detach().cpu().numpy()
+        gathered = gather_by_id(self.comm, plan.local_to_global[: plan.n_owned], **rows)
         energies = force_arr = None
-        if gathered is not None:
-            energies = np.zeros(local.n_atoms)
-            force_arr = np.zeros((local.n_atoms, 3)) if forces else None
-            for idx, e, f in gathered:
-                energies[idx] = e
-                if force_arr is not None and f is not None:
-                    force_arr[idx] = f
+        if gathered is not None:  # rank 0: every atom once, in global order
+            energies = gathered["energies"].astype(np.float64)
+            if forces:
+                force_arr = gathered.get("forces", np.zeros((local.n_atoms, 3)))
+                force_arr = force_arr.astype(np.float64)
         return FrameResult(
             energy=float(props.energy),
             energies=energies,
