@@ -22,13 +22,13 @@ import numpy as np
 import torch
 
 from atomshard.errors import InputError
-from atomshard.models.checkpoint import read_checkpoint, save_checkpoint
+from atomshard.models.checkpoint import save_checkpoint
 from atomshard.models.hamiltonian.config import HamiltonianConfig
 from atomshard.models.hamiltonian.data import Sample
 from atomshard.models.hamiltonian.heads import BlockHead
 from atomshard.models.hamiltonian.model import HamiltonianModel, HamiltonianPrediction
 from atomshard.train.ema import WeightAverage
-from atomshard.utils.config import config_to_dict
+from atomshard.train.resume import read_training_checkpoint
 
 __all__ = [
     "HamiltonianTrainResult",
@@ -221,13 +221,8 @@ def train(
     start, best, history = 0, math.inf, []
     last = out / "last.pt"
     if resume and last.exists():
-        data = read_checkpoint(last)
+        data = read_training_checkpoint(last, model_config)
         state: dict[str, Any] = data["training"]
-        if data["config"] != config_to_dict(model_config):
-            raise InputError(
-                f"{last} was trained with another model config; use another "
-                "output folder or the same config to resume"
-            )
         model.load_state_dict(data["state_dict"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])

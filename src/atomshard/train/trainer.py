@@ -24,7 +24,6 @@ from typing import Any
 import torch
 
 from atomshard.comm import Communicator, NullCommunicator
-from atomshard.errors import CheckpointError
 from atomshard.models.checkpoint import read_checkpoint, save_checkpoint
 from atomshard.models.potential import NequIPConfig, NequIPPotential
 from atomshard.train.batch import collate, predict_batch
@@ -33,6 +32,7 @@ from atomshard.train.data import LabelledStructure
 from atomshard.train.ema import WeightAverage
 from atomshard.train.loss import LossWeights, error_sums, summarise
 from atomshard.train.parallel import ForceModel, GradientSync, epoch_batches, shard, shard_loss
+from atomshard.train.resume import read_training_checkpoint
 from atomshard.utils.dtypes import parse_dtype
 from atomshard.utils.files import atomic_write
 
@@ -171,20 +171,7 @@ class _Run:
             self.ema.swap(self.model)
 
     def resume(self, path: Path) -> None:
-        from atomshard.utils.config import config_to_dict
-
-        data = read_checkpoint(path)
-        training = data.get("training")
-        if not isinstance(training, dict):
-            raise CheckpointError(f"{path}: has no training state to resume from")
-        if data.get("config") != config_to_dict(self.config):
-            changed = sorted(
-                k for k, v in config_to_dict(self.config).items() if data["config"].get(k) != v
-            )
-            raise CheckpointError(
-                f"{path}: was trained with a different model config (differs in {changed}); "
-                "start afresh with --no-resume or choose another output folder"
-            )
+        training = read_training_checkpoint(path, self.config)["training"]
         self.model.load_state_dict(training["model"])
         self.ema.load_state_dict(training["ema"])
         st = training["state"]
