@@ -134,6 +134,8 @@ def _train_potential(args: argparse.Namespace, data: dict[str, Any]) -> int:
         f"{list(prepared.config.species)}, cutoff {prepared.config.cutoff} Å"
     )
     summary = run_training(prepared, resume=not args.no_resume)
+    if summary is None:  # another rank of a torchrun/srun job: rank 0 reports
+        return 0
     say(
         f"{summary['epochs']} epochs ({summary['reason']}); best validation metric "
         f"{summary['best']:.6g}; checkpoints in {prepared.output}/best.pt and last.pt"

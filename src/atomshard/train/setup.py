@@ -160,31 +160,26 @@ def _rank_main(comm: Any, prepared: Prepared, resume: bool) -> dict[str, Any]:
         prepared.output, comm=comm, resume=resume, metadata=prepared.metadata,
         init_state=prepared.init_state,
     )  # fmt: skip
+    comm.barrier(what="training finished")
     return {"epochs": result.epochs_run, "best": result.best_metric, "reason": result.stop_reason}
 
 
-def run_training(prepared: Prepared, *, resume: bool = True) -> dict[str, Any]:
-    """Train on ``prepared.recipe.ranks`` local ranks (or the torchrun world), then plot."""
-    from atomshard.comm import env_world, init_communicator, launch
+def run_training(prepared: Prepared, *, resume: bool = True) -> dict[str, Any] | None:
+    """Train on ``prepared.recipe.ranks`` local ranks (or the torchrun world), then plot.
+
+    Returns rank 0's summary; None on the other ranks of a torchrun/srun job.
+    """
+    from atomshard.comm import env_world, run_on_ranks
 
     recipe = prepared.recipe
-    if env_world() is not None:
-        comm = init_communicator(backend="auto")
-        try:
-            summary = _rank_main(comm, prepared, resume)
-            comm.barrier(what="training finished")
-        finally:
-            # a gloo group left alive at interpreter exit aborts the process
-            # ("terminate called without an active exception"): close it on every rank
-            comm.close()
-        if getattr(comm, "rank", 0) != 0:
-            return summary
-    elif recipe.ranks > 1:
-        threads = recipe.threads or None
-        summary = launch(_rank_main, recipe.ranks, prepared, resume, threads_per_rank=threads,
-                         timeout_s=600.0)[0]  # fmt: skip
-    else:
-        summary = _rank_main(None, prepared, resume)
+    # under torchrun/srun the world is the job's: training.ranks is not used
+    n_ranks = 1 if env_world() is not None else recipe.ranks
+    summary = run_on_ranks(
+        _rank_main, n_ranks, prepared, resume,
+        timeout_s=600.0, threads_per_rank=recipe.threads or None,
+    )  # fmt: skip
+    if summary is None:
+        return None
     if recipe.plots:
         from atomshard.train.report import final_report
 
