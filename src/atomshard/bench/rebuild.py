@@ -18,7 +18,7 @@ import torch
 
 from atomshard.comm import Communicator
 from atomshard.graph import Structure
-from atomshard.md.distributed import DistributedForceField, distributed_state
+from atomshard.md import DistributedForceField, distributed_state
 from atomshard.md.state import MDState
 
 
