@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--smoke", action="store_true", help="5 steps, checks the script runs")
     args = parser.parse_args(argv)
 
-    from atomshard.commands._common import parse_repeat
+    from atomshard.commands import parse_repeat
     from atomshard.io import read_structures
     from atomshard.md import SerialForceField, maxwell_boltzmann, nve_init, nve_step
     from atomshard.md.state import state_from_ase

@@ -75,7 +75,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from atomshard.commands._common import join_repeat_values
+    from atomshard.commands import join_repeat_values
     from atomshard.errors import AtomshardError
     from atomshard.utils.process import configure_process, exec_with_allocator
 
