@@ -1,5 +1,5 @@
 """Lower layers never import higher ones (DESIGN.md: graph <- partition <- comm <- nn/models
-<- md/train <- cli), and only ``atomshard.comm`` imports ``torch.distributed``."""
+<- runtime <- md/train <- cli), and only ``atomshard.comm`` imports ``torch.distributed``."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ LAYERS = {
     "hamiltonian": 5,
     "models": 6,
     "testing": 7,
-    "md": 7,
-    "train": 7,
-    "runtime": 8,
+    "runtime": 7,
+    "md": 8,
+    "train": 8,
     "bench": 9,
     "commands": 10,
     "cli": 10,

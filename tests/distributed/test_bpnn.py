@@ -19,9 +19,10 @@ from atomshard.io.n2p2_data import read_n2p2_data
 from atomshard.md.forcefield import SerialForceField
 from atomshard.md.integrators import nve_init, nve_step
 from atomshard.md.state import maxwell_boltzmann, state_from_ase
-from atomshard.runtime import DistributedEvaluator, as_structure, run_md
+from atomshard.runtime import DistributedEvaluator, as_structure
 from tests.conftest import shared_data
 from tests.distributed.distributed_cases import build_model, rel, serial
+from tests.distributed.md_cases import md_frames
 
 pytestmark = pytest.mark.distributed
 TOL = 1e-10
@@ -141,7 +142,7 @@ def test_bpnn_distributed_md_equals_serial(structures):
         if ref_state.step % every == 0:
             ref.append(ref_state.positions.numpy().copy())
     (res, *_) = launch(
-        run_md,
+        md_frames,
         2,
         _model_spec(),
         n_steps=n_steps,

@@ -16,9 +16,9 @@ from atomshard.md.integrators import (
     nve_step,
 )
 from atomshard.md.state import maxwell_boltzmann, state_from_ase
-from atomshard.runtime import run_md
 from tests.distributed._toy_potential import ToyMPNN
 from tests.distributed.distributed_cases import quartz, x_slabs
+from tests.distributed.md_cases import md_frames
 
 pytestmark = pytest.mark.distributed
 DT, SKIN, EVERY = 1.0, 1.0, 20
@@ -59,7 +59,7 @@ def test_nve_trajectory_matches_serial_with_migration(n_ranks, n_steps):
     atoms = _start()
     ref, ref_builds = _serial(model, atoms, n_steps)
     (res, *_) = launch(
-        run_md,
+        md_frames,
         n_ranks,
         model,
         n_steps=n_steps,
@@ -86,7 +86,7 @@ def test_thermostats_match_serial(integrator):
     atoms = _start()
     ref, _ = _serial(model, atoms, 100, integrator)
     (res, *_) = launch(
-        run_md,
+        md_frames,
         2,
         model,
         n_steps=100,

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 from atomshard.comm import LocalGroup, NullCommunicator
+from atomshard.md import md_on_rank, run_md
 from atomshard.md.config import MDConfig
-from atomshard.md.driver import run_md
 from atomshard.md.state import maxwell_boltzmann, state_from_ase
-from atomshard.runtime._md_command import md_rank
 from tests.distributed._toy_potential import ToyMPNN
 from tests.distributed.distributed_cases import quartz, x_slabs
 
@@ -53,10 +52,10 @@ def _config(root, name, steps, ensemble="nose-hoover"):
 
 def _run(group, cfg, model, *, resume=False):
     (got, _) = group.run(
-        md_rank, cfg, partition=x_slabs, transport="auto", progress=False, resume=resume,
+        md_on_rank, cfg, partition=x_slabs, transport="auto", progress=False, resume=resume,
         model=model,
     )  # fmt: skip
-    return got["result"]
+    return got
 
 
 def test_resume_is_bit_identical_and_serial_compatible(group, setup):
@@ -76,7 +75,7 @@ def test_resume_is_bit_identical_and_serial_compatible(group, setup):
     # the distributed restart file is a serial one: a serial run resumes it ...
     run_md(_config(root, "serial_resume", STEPS), model=model, progress=False, resume=True)
     # ... and so does a run on another number of ranks (here one)
-    md_rank(
+    md_on_rank(
         NullCommunicator(),
         _config(root, "one_rank_resume", STEPS),
         partition=x_slabs,

@@ -31,6 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tdamp", type=float, help="Nosé–Hoover damping time, fs (default 100)")
     parser.add_argument("--seed", type=int, help="random seed (default: 0)")
     parser.add_argument("--skin", type=float, help="neighbour-list skin, Å (default: 1.0)")
+    parser.add_argument(
+        "--zero-momentum",
+        type=int,
+        metavar="N",
+        help="remove the centre-of-mass momentum every N steps (and the angular momentum "
+        "of a system periodic along no axis); default 0: never",
+    )
     parser.add_argument("--traj-every", type=int, help="trajectory interval (default: 10)")
     parser.add_argument("--log-every", type=int, help="thermo log interval (default: 1)")
     parser.add_argument("--restart-every", type=int, help="restart interval (default: 50)")
@@ -59,7 +66,7 @@ def _block_atoms(text: str) -> int | str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from atomshard.md import MDConfig, run_md
+    from atomshard.md import MDConfig, run_md_on_ranks
     from atomshard.utils.process import configure_process
 
     configure_process(args.threads)
@@ -76,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         tdamp=args.tdamp,
         seed=args.seed,
         skin=args.skin,
+        zero_momentum=args.zero_momentum,
         traj_every=args.traj_every,
         log_every=args.log_every,
         restart_every=args.restart_every,
@@ -90,35 +98,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = MDConfig(**{k: v for k, v in overrides.items() if v is not None})
     check_device(config.device)
-    from atomshard.commands._parallel import parallel_requested
-
-    if parallel_requested(args):
-        from atomshard.runtime import run_md_distributed
-
-        got = run_md_distributed(
-            config,
-            n_ranks=args.ranks,
-            partition=args.partition,
-            transport=args.transport,
-            resume=args.resume,
-            progress=not args.no_progress,
-        )
-        if got is None:  # not rank 0 of a torchrun job
-            return 0
-        result, n_migrated = got
-        print(f"{n_migrated} atom migrations between ranks at neighbour-list rebuilds")
-        print(
-            f"{result.steps} steps of {result.n_atoms} atoms in {result.wall_seconds:.1f} s: "
-            f"{result.steps_per_second:.2f} steps/s, {result.ns_per_day:.3f} ns/day, "
-            f"{result.neighbor_builds} neighbour-list builds; final T = "
-            f"{result.final_temperature:.1f} K, E_pot = {result.final_energy:.4f} eV"
-        )
-        print(
-            f"outputs in {result.output}/: trajectory.extxyz, thermo.csv, thermo.png, "
-            f"restart.pt, config.yaml"
-        )
+    result = run_md_on_ranks(
+        config,
+        args.ranks,
+        partition=args.partition,
+        transport=args.transport,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    if result is None:  # not rank 0 of a torchrun job
         return 0
-    result = run_md(config, resume=args.resume, progress=not args.no_progress)
+    if result.n_ranks > 1:
+        print(f"{result.n_migrated} atom migrations between ranks at neighbour-list rebuilds")
     print(
         f"{result.steps} steps of {result.n_atoms} atoms in {result.wall_seconds:.1f} s: "
         f"{result.steps_per_second:.2f} steps/s, {result.ns_per_day:.3f} ns/day, "
@@ -127,4 +118,10 @@ def run(args: argparse.Namespace) -> int:
     )
     out = result.output
     print(f"outputs in {out}/: trajectory.extxyz, thermo.csv, thermo.png, restart.pt, config.yaml")
+    if result.interrupted:
+        print(
+            f"stopped by SIGTERM after step {result.steps} of this session; the restart file "
+            f"{out}/restart.pt is written: continue with --resume --output {out}"
+        )
+        return 128 + 15
     return 0

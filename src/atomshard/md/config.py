@@ -33,8 +33,10 @@ class MDConfig:
         tdamp: Nosé–Hoover damping time, fs; chain: its chain length.
         seed: seeds initial velocities and Langevin noise.
         skin: neighbour-list skin, Å (rebuild when an atom moved more than skin/2).
+        zero_momentum: remove the centre-of-mass momentum every this many steps (and the
+            angular momentum when no axis is periodic); 0 never.
         traj_every, log_every, restart_every: output intervals in steps (0 disables).
-        output: output folder.
+        output: output folder; None (Python only) writes no files at all.
         dtype: network body dtype override (``float32``/``float64``), or None for the model's.
         device: ``cpu`` or ``cuda``.
         block_atoms: the most atoms (halo included) one force evaluation holds at once;
@@ -55,10 +57,11 @@ class MDConfig:
     chain: int = 3
     seed: int = 0
     skin: float = 1.0
+    zero_momentum: int = 0
     traj_every: int = 10
     log_every: int = 1
     restart_every: int = 50
-    output: str = "atomshard-md"
+    output: str | None = "atomshard-md"
     dtype: str | None = None
     device: str = "cpu"
     block_atoms: int | str = "auto"
@@ -91,7 +94,9 @@ class MDConfig:
             raise bad("skin", "must be >= 0 Å")
         if len(self.repeat) != 3 or any(int(r) < 1 for r in self.repeat):
             raise bad("repeat", "must be three positive integers")
-        for name in ("traj_every", "log_every", "restart_every"):
+        if isinstance(self.zero_momentum, bool) or not isinstance(self.zero_momentum, int):
+            raise bad("zero_momentum", "must be a whole number of steps (0 disables)")
+        for name in ("traj_every", "log_every", "restart_every", "zero_momentum"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be >= 0 (0 disables)")
         if self.dtype not in (None, "float32", "float64"):

@@ -4,6 +4,9 @@
 - :func:`evaluate_frames` / :class:`DistributedEvaluator` run inside an existing group
   (torchrun, srun, or serially with a :class:`~atomshard.comm.NullCommunicator`).
 - :class:`DistributedCalculator` is the ASE calculator for torchrun scripts.
+- :func:`build_local_part` / :func:`migrate` rebuild a rank's part by messages between
+  ranks (no rank holds arrays sized by the whole system); distributed MD
+  (:mod:`atomshard.md`) calls them at neighbour-list rebuilds.
 - :mod:`atomshard.runtime.hamiltonian`: the Hamiltonian model split over ranks
   (:func:`~atomshard.runtime.hamiltonian.split_hamiltonian`,
   :func:`~atomshard.runtime.hamiltonian.predict_part`; docs/hamiltonian.md).
@@ -25,38 +28,33 @@ from atomshard.runtime._evaluate import (
     evaluate_frames,
     split_structure,
 )
-from atomshard.runtime._md import (
-    DistributedForceField,
-    DistributedMDState,
-    distributed_state,
-    empty_state,
-    run_md,
+from atomshard.runtime._local_rebuild import (
+    LocalBuild,
+    OwnedAtoms,
+    build_local_part,
+    migrate,
 )
-from atomshard.runtime._md_command import gather_state, run_md_distributed
 from atomshard.runtime._partition import PARTITION_NAMES, PartitionSpec, partition_atoms
 
 __all__ = [
     "PARTITION_NAMES",
     "DistributedCalculator",
     "DistributedEvaluator",
-    "DistributedForceField",
-    "DistributedMDState",
     "FrameResult",
+    "LocalBuild",
     "LocalPart",
+    "OwnedAtoms",
     "PartitionSpec",
     "as_structure",
-    "distributed_state",
-    "empty_state",
+    "build_local_part",
     "evaluate_distributed",
     "evaluate_for_command",
     "evaluate_frames",
     "format_profile",
     "frame_result_dict",
-    "gather_state",
     "load_potential",
+    "migrate",
     "partition_atoms",
-    "run_md",
-    "run_md_distributed",
     "split_structure",
     "write_profile",
 ]

@@ -17,8 +17,8 @@ Two rebuild paths:
 * **local** (grid and Low-NN partitions, the default for them): the partitioner runs once,
   at set-up, on rank 0; its :class:`~atomshard.partition.Regions` are broadcast and
   every later rebuild is done by messages between ranks
-  (:mod:`atomshard.runtime._local_rebuild`): no rank holds arrays sized by the whole
-  system.
+  (:func:`atomshard.runtime.build_local_part`, :func:`~atomshard.runtime.migrate`): no
+  rank holds arrays sized by the whole system.
 * **gather** (METIS, a callable or explicit partition, or ``rebuild="gather"``): owned
   atoms are gathered on rank 0, re-partitioned, and plans and atoms are scattered.
 """
@@ -32,15 +32,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from atomshard.comm import Communicator, ExchangeProfiler
+from atomshard.comm import Communicator, ExchangeProfiler, gather_by_id, root_call
 from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph, Structure, neighbor_list
 from atomshard.md.state import MDState
 from atomshard.models.base import Potential
 from atomshard.partition import REGION_PARTITIONERS, PartitionWarning, Regions
-from atomshard.runtime._evaluate import DistributedEvaluator, LocalPart, split_structure
-from atomshard.runtime._local_rebuild import OwnedAtoms, build_local_part, migrate
-from atomshard.runtime._partition import PartitionSpec
+from atomshard.runtime import (
+    DistributedEvaluator,
+    LocalPart,
+    OwnedAtoms,
+    PartitionSpec,
+    build_local_part,
+    migrate,
+    split_structure,
+)
 
 #: ``rebuild=`` values of :class:`DistributedForceField`.
 REBUILD_MODES = ("auto", "local", "gather")
@@ -110,6 +116,14 @@ def empty_state(like: MDState | None = None) -> MDState:
     )
 
 
+def _whole_system(gathered: dict[str, np.ndarray], *names: str) -> tuple[np.ndarray, ...]:
+    """The named arrays of :func:`~atomshard.comm.gather_by_id`, checking the ids are 0..n-1."""
+    ids = gathered["ids"]
+    if not np.array_equal(ids, np.arange(len(ids))):
+        raise InputError("distributed MD: atom ids must be 0..n_atoms-1, each once")
+    return tuple(gathered[name] for name in names)
+
+
 class DistributedForceField:
     """Fills ``forces`` (owned atoms), ``energy`` and ``stress`` (global) of a rank's state.
 
@@ -126,6 +140,9 @@ class DistributedForceField:
             or ``auto`` choosing one of them; else gather), ``"local"`` (the same, but an
             error for a partition without regions) or ``"gather"`` (always gather on
             rank 0 and re-partition).
+        max_atoms: the most atoms (owned + halo) one rank may hold in a force evaluation
+            (``--block-atoms N`` of a distributed run); a rebuild that gives some rank
+            more stops every rank with an error that says so. None: no limit.
     """
 
     def __init__(
@@ -139,6 +156,7 @@ class DistributedForceField:
         stress: bool = True,
         profiler: ExchangeProfiler | None = None,
         rebuild: str = "auto",
+        max_atoms: int | None = None,
     ) -> None:
         if skin < 0:
             raise InputError(f"neighbour-list skin must be >= 0, got {skin}")
@@ -151,6 +169,7 @@ class DistributedForceField:
                 f"local rebuilds need a spatial partition (grid, lownn or auto), got {shown!r}"
             )
         self.rebuild = rebuild
+        self.max_atoms = max_atoms
         #: the set-up partition's regions (local rebuilds); None: gather path or not set up
         self.regions: Regions | None = None
         self._setup_done = False
@@ -240,6 +259,20 @@ class DistributedForceField:
             self._rebuild_local(state, reference)
         else:
             self._rebuild_gather(state, reference)
+        if self.max_atoms is not None:
+            self._check_size()
+
+    def _check_size(self) -> None:
+        """Every rank raises when any rank's part exceeds ``max_atoms``. Collective."""
+        assert self.local is not None
+        rows = torch.tensor([float(self.local.plan.n_local)], dtype=torch.float64)
+        largest = int(self.comm.all_reduce_max(rows, what="part sizes")[0])
+        if largest > int(self.max_atoms or 0):
+            raise InputError(
+                f"--block-atoms {self.max_atoms}: a rank holds {largest} atoms (owned + halo) "
+                f"on {self.comm.world_size} ranks; a distributed run does not split a rank's "
+                f"part into blocks, so use more ranks or a larger --block-atoms"
+            )
 
     def _setup(self, state: MDState, reference: torch.Tensor | None) -> None:
         """Decide the rebuild path; for a local one, rank 0 computes the regions.
@@ -257,38 +290,23 @@ class DistributedForceField:
             self.regions = None
             return
         positions = state.positions if reference is None else reference
-        mine = (
+        gathered = gather_by_id(
+            self.comm,
             state.atom_ids.cpu().numpy(),
-            positions.detach().cpu().numpy(),
-            state.species.cpu().numpy(),
+            positions=positions.detach().cpu().numpy(),
+            species=state.species.cpu().numpy(),
         )
-        gathered = self.comm.gather_objects(mine)
-        result: Any = None
-        if gathered is not None:
-            try:
-                result = self._regions_on_root(gathered, state, name)
-            except Exception as exc:  # every rank raises it, none waits for a timeout
-                result = exc
-        result = self.comm.broadcast_object(result)
-        if isinstance(result, Exception):
-            raise result
+        result = root_call(self.comm, self._regions_on_root, gathered, state, name)
         self.regions = None if result is None else Regions.from_dict(result)
         if self.regions is None and self.rebuild == "local":
             raise InputError("local rebuilds: partition 'auto' chose METIS, which has no regions")
 
     def _regions_on_root(
-        self, gathered: list[Any], state: MDState, name: str | None
+        self, gathered: dict[str, np.ndarray], state: MDState, name: str | None
     ) -> dict[str, Any] | None:
         from atomshard.partition import as_partition_input, compare
 
-        ids = np.concatenate([g[0] for g in gathered]).astype(np.int64)
-        n_atoms = len(ids)
-        if not np.array_equal(np.sort(ids), np.arange(n_atoms)):
-            raise InputError("distributed MD: atom ids must be 0..n_atoms-1, each once")
-        positions = np.zeros((n_atoms, 3))
-        positions[ids] = np.concatenate([g[1].reshape(-1, 3) for g in gathered])
-        species = np.zeros(n_atoms, np.int64)
-        species[ids] = np.concatenate([g[2] for g in gathered])
+        positions, species = _whole_system(gathered, "positions", "species")
         self.model.check_species(torch.as_tensor(species))
         cell, pbc = state.cell.cpu().numpy(), state.pbc.cpu().numpy()
         cutoff = float(self.model.cutoff) + self.skin
@@ -357,15 +375,16 @@ class DistributedForceField:
         travel with their atoms (see :meth:`restore`).
         """
         current = state.positions.detach().cpu().numpy()
-        mine = (
-            state.atom_ids.cpu().numpy(),
-            current if reference is None else reference.detach().cpu().numpy(),
-            state.velocities.cpu().numpy(),
-            state.masses.cpu().numpy(),
-            state.species.cpu().numpy(),
-            None if reference is None else current,
-        )
-        gathered = self.comm.gather_objects(mine) if self.comm.world_size > 1 else [mine]
+        rows = {
+            "positions": current if reference is None else reference.detach().cpu().numpy(),
+            "velocities": state.velocities.cpu().numpy(),
+            "masses": state.masses.cpu().numpy(),
+            "species": state.species.cpu().numpy(),
+            "owner": np.full(state.n_atoms, self.comm.rank, dtype=np.int64),
+        }
+        if reference is not None:
+            rows["current"] = current
+        gathered = gather_by_id(self.comm, state.atom_ids.cpu().numpy(), **rows)
         payload: list[Any] | None = None
         if gathered is not None:
             try:
@@ -407,27 +426,18 @@ class DistributedForceField:
         self.n_builds += 1
         self.min_owned = n if self.min_owned is None else min(self.min_owned, n)
 
-    def _split(self, gathered: list[Any], state: MDState) -> list[Any]:
-        ids = np.concatenate([g[0] for g in gathered]).astype(np.int64)
-        n_atoms = len(ids)
-        if not np.array_equal(np.sort(ids), np.arange(n_atoms)):
-            raise InputError("distributed MD: atom ids must be 0..n_atoms-1, each once")
-        old_owner = np.concatenate([np.full(len(g[0]), r) for r, g in enumerate(gathered)])
-
-        def glob(k: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-            out = np.zeros((n_atoms, *shape), dtype=dtype)
-            out[ids] = np.concatenate([g[k].reshape(-1, *shape) for g in gathered])
-            return out
-
+    def _split(self, gathered: dict[str, np.ndarray], state: MDState) -> list[Any]:
+        positions, species, velocities, masses, old_owner = _whole_system(
+            gathered, "positions", "species", "velocities", "masses", "owner"
+        )
+        n_atoms = len(positions)
         structure = Structure(
-            positions=glob(1, (3,), np.float64),
-            species=glob(4, (), np.int64),
+            positions=positions,
+            species=species,
             cell=state.cell.cpu().numpy(),
             pbc=state.pbc.cpu().numpy(),
         )
-        velocities = glob(2, (3,), np.float64)
-        masses = glob(3, (), np.float64)
-        current = None if gathered[0][5] is None else glob(5, (3,), np.float64)
+        current = gathered.get("current")
         self.model.check_species(torch.as_tensor(structure.species))
         parts = split_structure(
             structure,
@@ -439,7 +449,7 @@ class DistributedForceField:
         for r, p in enumerate(parts):
             owner_of[p.plan.local_to_global[: p.plan.n_owned]] = r
         if self.n_builds:  # the first build distributes rank 0's atoms: not a migration
-            self.n_migrated += int((owner_of[ids] != old_owner).sum())
+            self.n_migrated += int((owner_of != old_owner).sum())
         return [
             (
                 p,
@@ -495,108 +505,3 @@ class DistributedForceField:
     def reference_positions(self) -> torch.Tensor | None:
         """Positions of the owned atoms at the last rebuild (rows as ``state.atom_ids``)."""
         return self._ref_positions
-
-    def gather_positions(self, state: MDState) -> np.ndarray | None:
-        """``[n_atoms, 3]`` positions in global atom order on rank 0 (None elsewhere)."""
-        mine = (state.atom_ids.cpu().numpy(), state.positions.detach().cpu().numpy())
-        gathered = self.comm.gather_objects(mine) if self.comm.world_size > 1 else [mine]
-        if gathered is None:
-            return None
-        ids = np.concatenate([g[0] for g in gathered])
-        out = np.zeros((len(ids), 3))
-        out[ids] = np.concatenate([g[1].reshape(-1, 3) for g in gathered])
-        return out
-
-
-def run_md(
-    comm: Communicator,
-    model: Any,
-    *,
-    atoms: Any,
-    n_steps: int,
-    dt: float,
-    skin: float = 1.0,
-    partition: PartitionSpec = "auto",
-    integrator: str = "nve",
-    temperature: float = 300.0,
-    friction: float = 0.01,
-    tdamp: float = 100.0,
-    chain: int = 3,
-    seed: int = 0,
-    every: int = 10,
-    stress: bool = False,
-    dtype: torch.dtype | None = None,
-    rebuild: str = "auto",
-) -> dict[str, Any] | None:
-    """A distributed NVE, Langevin or Nosé–Hoover run from rank 0's ``atoms`` (with velocities).
-
-    Returns (rank 0): ``{"steps", "positions": [n_frames, n_atoms, 3] Å, "energy",
-    "total_energy" (eV, per frame), "n_builds", "n_migrated", "local_rebuilds" (bool),
-    "peak_rows" (largest per-atom array of any rank's local rebuilds after set-up),
-    "min_owned" (fewest atoms a rank owned after any rebuild)}``; None on other ranks.
-    """
-    from atomshard.md.integrators import (
-        langevin_init,
-        langevin_step,
-        nose_hoover_init,
-        nose_hoover_step,
-        nve_init,
-        nve_step,
-    )
-    from atomshard.md.state import state_from_ase
-    from atomshard.runtime._api import load_potential
-
-    if integrator not in ("nve", "langevin", "nose-hoover"):
-        raise InputError(
-            f"distributed MD supports nve, langevin and nose-hoover, got {integrator!r}"
-        )
-    potential = load_potential(model, dtype=dtype).to(comm.device)
-    state = distributed_state(state_from_ase(atoms) if comm.rank == 0 else None, comm)
-    ff = DistributedForceField(
-        potential, comm, skin=skin, partition=partition, stress=stress, rebuild=rebuild
-    )
-
-    if integrator == "nve":
-        nve_init(state, ff)
-    elif integrator == "langevin":
-        langevin_init(state, ff)
-    else:
-        nose_hoover_init(state, ff, temperature=temperature, tdamp=tdamp, chain=chain)
-    frames: dict[str, list[Any]] = {"steps": [], "positions": [], "energy": [], "total": []}
-
-    def record() -> None:
-        pos = ff.gather_positions(state)
-        kinetic = state.kinetic_energy()
-        if pos is not None:
-            frames["steps"].append(state.step)
-            frames["positions"].append(pos)
-            frames["energy"].append(state.energy)
-            frames["total"].append(state.energy + kinetic)
-
-    record()
-    for _ in range(n_steps):
-        if integrator == "nve":
-            nve_step(state, ff, dt=dt)
-        elif integrator == "langevin":
-            langevin_step(state, ff, dt=dt, temperature=temperature, friction=friction, seed=seed)
-        else:
-            nose_hoover_step(state, ff, dt=dt, temperature=temperature, tdamp=tdamp)
-        if state.step % every == 0:
-            record()
-    n_migrated = comm.broadcast_object(ff.n_migrated)
-    fewest = -float(ff.min_owned or 0)
-    stats = torch.tensor([float(ff.peak_rows), fewest], dtype=torch.float64)
-    stats = comm.all_reduce_max(stats, what="rebuild statistics")
-    if comm.rank != 0:
-        return None
-    return {
-        "steps": frames["steps"],
-        "positions": np.stack(frames["positions"]),
-        "energy": frames["energy"],
-        "total_energy": frames["total"],
-        "n_builds": ff.n_builds,
-        "n_migrated": n_migrated,
-        "local_rebuilds": ff.regions is not None,
-        "peak_rows": int(stats[0]),
-        "min_owned": int(-stats[1]),
-    }
