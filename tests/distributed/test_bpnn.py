@@ -13,8 +13,7 @@ import ase
 import numpy as np
 import pytest
 
-from atomshard.comm import launch
-from atomshard.comm._profile import ExchangeProfiler
+from atomshard.comm import ExchangeProfiler, launch
 from atomshard.io.n2p2_data import read_n2p2_data
 from atomshard.md.forcefield import SerialForceField
 from atomshard.md.integrators import nve_init, nve_step

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from atomshard.errors import InputError
-from atomshard.graph._neighbors import raw_pairs
+from atomshard.graph import raw_pairs
 from atomshard.io.amorphous import MIN_DISTANCES, amorphous_hfo2, tile
 from atomshard.io.structures import read_structures
 
