@@ -26,7 +26,7 @@ def layout(request, monkeypatch):
     (which ``"auto"`` would not always pick for these small random cells)."""
     from atomshard.models.potential import conv
 
-    monkeypatch.setattr(conv, "DEFAULT_LAYOUT", request.param)
+    monkeypatch.setattr(conv._settings, "DEFAULT_LAYOUT", request.param)
     return request.param
 
 
@@ -495,7 +495,7 @@ def test_force_pass_skips_parameter_gradients(monkeypatch):
         seen.append(needs)
         return needs
 
-    monkeypatch.setattr(conv, "_engine_needs", spy)
+    monkeypatch.setattr(conv._autograd, "_engine_needs", spy)
     model = _model("float64", n_layers=2)
     model.set_convolution(recompute=True)
     graph = _graph(model)

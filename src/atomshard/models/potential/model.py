@@ -21,6 +21,7 @@ NequIP block so that SevenNet checkpoints convert weight for weight
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -29,16 +30,13 @@ from e3nn.nn import Gate
 from torch import nn
 from torch.utils.checkpoint import checkpoint as layer_checkpoint
 
-from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph
 from atomshard.models.base import Exchange, Potential, Shells, owned_rows
 from atomshard.models.potential.config import NequIPConfig
-from atomshard.models.potential.conv import LAYOUTS, FusedUVUConvolution, OverlapPlan
+from atomshard.models.potential.conv import ConvSettings, FusedUVUConvolution, OverlapPlan
 from atomshard.nn.linear import apply_linear
 from atomshard.nn.radial import ACTIVATIONS, BesselBasis, PolynomialCutoff, RadialMLP, XPLORCutoff
 
-#: Implementations of the convolution (:meth:`NequIPPotential.set_convolution`).
-CONVOLUTIONS = ("fused", "e3nn")
 #: ``checkpoint="auto"`` keeps only each layer's input for the backward pass (and the edge
 #: vectors instead of the float64 edge-feature graph), serially, once the node activations
 #: it drops (:meth:`NequIPPotential.activation_bytes`) would exceed this many bytes.
@@ -165,17 +163,34 @@ class Interaction(nn.Module):
         self.fused = FusedUVUConvolution(self.tp)
         # a loaded state dict may bring its own 3j buffers for the e3nn path: follow them
         self.register_load_state_dict_post_hook(_reload_3j)
-        #: ``"fused"`` (default, :mod:`~atomshard.models.potential.conv`) or ``"e3nn"``
-        #: (the reference ``TensorProduct`` path); see :meth:`NequIPPotential.set_convolution`.
-        self.convolution = "fused"
-        self.chunk_edges: int | str = "auto"
-        self.recompute: bool | str = "auto"
         self.radial = RadialMLP(
             [config.n_radial, *config.radial_hidden, self.tp.weight_numel],
             config.radial_activation,
         )
         self.linear_2 = o3.Linear(irreps_mid, gate_in, biases=config.linear_biases)
         self.denominator = math.sqrt(config.avg_num_neighbors[layer])  # type: ignore[index]
+
+    @property
+    def settings(self) -> ConvSettings:
+        """The run-time knobs of this layer's convolution (its ``fused`` module's; set them
+        with :meth:`NequIPPotential.set_convolution`)."""
+        return self.fused.settings
+
+    @property
+    def convolution(self) -> str:
+        """``"fused"`` (default, :mod:`~atomshard.models.potential.conv`) or ``"e3nn"`` (the
+        reference ``TensorProduct`` path)."""
+        return self.settings.kind
+
+    @property
+    def chunk_edges(self) -> int | str:
+        """Edges per fused chunk, or ``"auto"`` (:attr:`ConvSettings.chunk_edges`)."""
+        return self.settings.chunk_edges
+
+    @property
+    def recompute(self) -> bool | str:
+        """Whether fused chunks are recomputed (:attr:`ConvSettings.recompute`)."""
+        return self.settings.recompute
 
     def _linear_2(self, agg: torch.Tensor) -> torch.Tensor:
         return apply_linear(self.linear_2, agg / self.denominator)
@@ -235,8 +250,6 @@ class Interaction(nn.Module):
                 self.radial,
                 overlap,
                 post=self._linear_2,
-                chunk_edges=self.chunk_edges,
-                recompute=self.recompute,
             ).index_select(0, overlap.pos)
             if sc is not None:
                 out = out + sc
@@ -252,8 +265,6 @@ class Interaction(nn.Module):
                 dst,
                 n_out=n_rows,
                 post=self._linear_2,
-                chunk_edges=self.chunk_edges,
-                recompute=self.recompute,
             )
         else:
             weights = self.radial(edge_radial)
@@ -317,13 +328,9 @@ class NequIPPotential(Potential):
         self.readout_2 = o3.Linear(f"{hidden}x0e", "1x0e", biases=config.linear_biases)
         for module in (self.embedding, self.layers, self.readout_1, self.readout_2):
             module.to(body)
-        #: overlap halo exchanges with interior nodes: True (default), False or "auto" (on
-        #: CUDA only; see :meth:`set_convolution`)
-        self.overlap: bool | str = True
-        #: layer checkpoints for the backward pass: True, False or "auto" (the default:
-        #: serial graphs with node activations above ``AUTO_CHECKPOINT_BYTES``; see
-        #: :meth:`set_convolution`)
-        self.checkpoint: bool | str = "auto"
+        #: the run-time knobs (:class:`ConvSettings`, set with :meth:`set_convolution`):
+        #: ``overlap`` and ``checkpoint`` are read here, the rest by each layer's copy
+        self.settings = ConvSettings()
         f64 = torch.float64
         self.register_buffer(
             "energy_shift", torch.tensor(config.energy_shift, dtype=f64), persistent=False
@@ -343,6 +350,24 @@ class NequIPPotential(Potential):
         assert isinstance(layer, Interaction)
         return layer
 
+    @property
+    def overlap(self) -> bool | str:
+        """Overlap halo exchanges with interior nodes (:attr:`ConvSettings.overlap`)."""
+        return self.settings.overlap
+
+    @overlap.setter
+    def overlap(self, value: bool | str) -> None:
+        self.settings = dataclasses.replace(self.settings, overlap=value)
+
+    @property
+    def checkpoint(self) -> bool | str:
+        """Layer checkpoints for the backward pass (:attr:`ConvSettings.checkpoint`)."""
+        return self.settings.checkpoint
+
+    @checkpoint.setter
+    def checkpoint(self, value: bool | str) -> None:
+        self.settings = dataclasses.replace(self.settings, checkpoint=value)
+
     def set_convolution(
         self,
         kind: str = "fused",
@@ -355,76 +380,50 @@ class NequIPPotential(Potential):
     ) -> NequIPPotential:
         """Choose how every layer computes its convolution (a run-time setting, not stored).
 
+        Replaces the given fields of :attr:`settings` and of every layer's
+        :class:`~atomshard.models.potential.conv.ConvSettings` (which documents each knob);
+        None keeps a field's current value. Every choice gives the same numbers to
+        round-off.
+
         Args:
             kind: ``"fused"`` (specialised, chunked; the default) or ``"e3nn"`` (the
-                reference ``TensorProduct`` path). Both give the same numbers to round-off.
-            chunk_edges: edges per chunk of the fused path, or ``"auto"`` (the default:
-                with recompute, as many as fit about ``AUTO_CHUNK_BYTES`` of per-edge
-                temporaries for that layer's width, else ``DEFAULT_CHUNK_EDGES``); None
-                keeps the current value.
-            recompute: keep only each chunk's inputs for the backward pass, which then
-                re-forms the radial weights and 3j products and applies a hand-written
-                backward (memory linear in edges with a small constant, ≈15 % slower than
-                storing at 576 atoms, far faster beyond a few thousand): True, False, or
-                ``"auto"`` (the default: for a layer whose radial weights would take more
-                than ``AUTO_RECOMPUTE_BYTES``, 512 MiB); None keeps the current value.
+                reference ``TensorProduct`` path).
+            chunk_edges: edges per chunk of the fused path, or ``"auto"``.
+            recompute: keep only each chunk's inputs for the backward pass: True, False or
+                ``"auto"`` (above ``AUTO_RECOMPUTE_BYTES`` of a layer's radial weights).
             overlap: in the graph-parallel runtime, compute each layer's interior nodes
-                while its halo exchange is in flight (fused convolution only; the same
-                numbers either way): True (the default), False, or ``"auto"`` (on only when
-                the model runs on a CUDA device). On 2 CPU ranks it hid 66–69 % of the
-                transfer at equal step time and peak RSS (see docs/runtime.md); None keeps
-                the current value.
-            checkpoint: keep only each layer's input node features for the backward pass,
-                which re-runs the layer's forward first (and the edge vectors instead of the
-                float64 graph of the edge features, re-formed the same way): the node-wise
-                saved tensors of all layers (gate inputs, self-connections, convolution
-                inputs) shrink to one layer's at a time, at the cost of a second forward
-                pass (same numbers). True, False or ``"auto"`` (the default: on for serial
-                graphs whose :meth:`activation_bytes` exceed ``AUTO_CHECKPOINT_BYTES``, 4 GiB:
-                about 190,000 atoms of the SI config; never in the graph-parallel
-                runtime, where re-running a layer would repeat its halo exchange inside the
-                backward pass); None keeps the current value.
-            layout: how a chunk of the fused convolution lays out its per-edge work:
-                ``"edges"`` (one row per edge; the node sums a scatter), ``"nodes"``
-                (``[nodes, in-degree]`` slots; the sums over each node's edges are the
-                inner dimension of batched matrix products, no per-edge output is formed),
-                or ``"auto"`` (the default: nodes on the CPU while padding every node to
-                its chunk's largest in-degree adds at most 50 % slots, else edges).
-                The same numbers to round-off. SevenNet-0, 576 atoms, 2 CPU threads:
-                1.72 s a step with edges, 1.05 s with nodes (docs/potential.md); None
-                keeps the current value.
+                while its halo exchange is in flight: True (the default), False or
+                ``"auto"`` (on CUDA only); docs/runtime.md.
+            checkpoint: keep only each layer's input for the backward pass: True, False or
+                ``"auto"`` (serial graphs whose :meth:`activation_bytes` exceed
+                ``AUTO_CHECKPOINT_BYTES``).
+            layout: ``"edges"``, ``"nodes"`` or ``"auto"`` (the node layout on the CPU
+                while its padding stays small); docs/potential.md.
 
         Returns:
             the model itself.
+
+        Raises:
+            InputError: a value outside its choices (nothing is changed then).
         """
-        if kind not in CONVOLUTIONS:
-            raise InputError(f"unknown convolution {kind!r}; choose one of {CONVOLUTIONS}")
-        if recompute is not None and not isinstance(recompute, bool) and recompute != "auto":
-            raise InputError(f"recompute={recompute!r}: choose True, False or 'auto'")
-        if chunk_edges is not None and chunk_edges != "auto":
-            if isinstance(chunk_edges, bool | str) or int(chunk_edges) < 1:
-                raise InputError(
-                    f"chunk_edges={chunk_edges!r}: must be a positive integer or 'auto'"
-                )
-        if overlap is not None and not isinstance(overlap, bool) and overlap != "auto":
-            raise InputError(f"overlap={overlap!r}: choose True, False or 'auto'")
-        if checkpoint is not None and not isinstance(checkpoint, bool) and checkpoint != "auto":
-            raise InputError(f"checkpoint={checkpoint!r}: choose True, False or 'auto'")
-        if layout is not None and layout not in LAYOUTS:
-            raise InputError(f"layout={layout!r}: choose one of {LAYOUTS}")
-        if overlap is not None:
-            self.overlap = overlap
-        if checkpoint is not None:
-            self.checkpoint = checkpoint
-        for t in range(len(self.layers)):
-            layer = self.interaction(t)
-            layer.convolution = kind
-            if layout is not None:
-                layer.fused.layout = layout
-            if chunk_edges is not None:
-                layer.chunk_edges = chunk_edges if chunk_edges == "auto" else int(chunk_edges)
-            if recompute is not None:
-                layer.recompute = recompute if recompute == "auto" else bool(recompute)
+        given = {
+            name: value
+            for name, value in (
+                ("kind", kind),
+                ("chunk_edges", chunk_edges),
+                ("recompute", recompute),
+                ("overlap", overlap),
+                ("checkpoint", checkpoint),
+                ("layout", layout),
+            )
+            if value is not None
+        }
+        settings = dataclasses.replace(self.settings, **given)  # validates
+        layers = [self.interaction(t).fused for t in range(len(self.layers))]
+        per_layer = [dataclasses.replace(conv.settings, **given) for conv in layers]
+        self.settings = settings
+        for conv, mine in zip(layers, per_layer):
+            conv.settings = mine
         return self
 
     @property
@@ -482,8 +481,8 @@ class NequIPPotential(Potential):
     def activation_bytes(self, n_atoms: int) -> int:
         """The node activations a force evaluation of ``n_atoms`` atoms keeps without layer
         checkpoints, estimated as every layer's input and gate input (``Σ_t dim X_t +
-        dim gate_in_t`` values per atom, body dtype): at 22.4 kB per atom for the SI config,
-        about half of what such a step holds per atom at its peak (docs/potential.md)."""
+        dim gate_in_t`` values per atom, body dtype): about half of what such a step holds
+        per atom at its peak (docs/potential.md)."""
         itemsize = torch.empty((), dtype=self.body_dtype).element_size()
         per_atom = 0
         for t in range(len(self.layers)):

@@ -1,0 +1,223 @@
+"""The autograd functions of the fused convolution.
+
+A chunk of edges is one :class:`_ChunkFunction` whose backward is written by hand (see its
+docstring). The chunks of one call gather rows of the same node features ``h``; instead
+of one ``[n_local, width]`` gradient per chunk they add theirs into one shared buffer
+(:class:`_RowSink`), which :class:`_Source`, their common input, hands on once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from atomshard.utils.process import release_free_heap
+
+
+class _RowSink:
+    """Where the chunks of one convolution call add their node-feature gradients."""
+
+    __slots__ = ("grad",)
+
+    def __init__(self) -> None:
+        self.grad: torch.Tensor | None = None
+
+
+class _Source(torch.autograd.Function):
+    """Identity on the node features ``h``; its backward hands on the chunks' summed
+    gradients from the sink (see :class:`_Gather`), once every chunk has added its own."""
+
+    @staticmethod
+    def forward(ctx, h, sink):  # type: ignore[no-untyped-def]
+        ctx.sink = sink
+        ctx.set_materialize_grads(False)
+        return h.view_as(h)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[no-untyped-def]
+        acc, ctx.sink.grad = ctx.sink.grad, None
+        if grad is None or acc is None:
+            return (acc if grad is None else grad), None
+        return grad + acc, None
+
+
+class _Gather(torch.autograd.Function):
+    """``h[index]`` whose backward adds into one shared ``[n_local, width]`` gradient.
+
+    ``index_select``'s own backward allocates and zero-fills a gradient of all of ``h``'s
+    rows for every chunk, which autograd then adds up: ``O(n_local)`` memory traffic per
+    chunk, so ``O(n_local * n_chunks)`` per layer — quadratic in the system size at a fixed
+    chunk size. Here every chunk adds its rows into the sink's one buffer, which
+    :class:`_Source` (the chunks' common input) returns after the last chunk. Under
+    ``create_graph`` (a force loss) the plain differentiable form is used instead.
+    """
+
+    @staticmethod
+    def forward(ctx, h, index, sink):  # type: ignore[no-untyped-def]
+        ctx.save_for_backward(index)
+        ctx.sink = sink
+        ctx.rows = h.shape
+        return h.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[no-untyped-def]
+        (index,) = ctx.saved_tensors
+        if torch.is_grad_enabled():  # double backward: stay differentiable
+            return grad.new_zeros(ctx.rows).index_add(0, index, grad), None, None
+        sink = ctx.sink
+        if sink.grad is None:
+            sink.grad = grad.new_zeros(ctx.rows)
+        sink.grad.index_add_(0, index, grad)
+        return None, None, None
+
+
+def _engine_needs(tensors: Sequence[torch.Tensor]) -> list[bool]:
+    """Whether the running backward pass wants a gradient for each of ``tensors`` (leaves
+    that require grad): a force evaluation (``autograd.grad(E, positions)``) does not want
+    the parameters', a training step does. Falls back to "yes" where torch cannot tell."""
+    needs = []
+    for t in tensors:
+        if not t.requires_grad:
+            needs.append(False)
+            continue
+        try:
+            node = torch.autograd.graph.get_gradient_edge(t).node
+            needs.append(bool(torch._C._will_engine_execute_node(node)))
+        except (AttributeError, RuntimeError):
+            needs.append(True)
+    return needs
+
+
+def _rows_grad(ctx, g_rows: torch.Tensor, src: torch.Tensor) -> torch.Tensor | None:  # type: ignore[no-untyped-def]
+    """The gradient of ``h`` from that of its gathered rows ``h[src]``: returned, or added
+    into the chunks' shared :class:`_RowSink` (then None)."""
+    sink = ctx.sink
+    if sink is None:
+        return g_rows.new_zeros(ctx.h_shape).index_add_(0, src, g_rows)
+    if sink.grad is None:
+        sink.grad = g_rows.new_zeros(ctx.h_shape)
+    sink.grad.index_add_(0, src, g_rows)
+    return None
+
+
+def _rebuilt_grads(
+    run: Callable[[], torch.Tensor],
+    grad: torch.Tensor,
+    inputs: Sequence[tuple[torch.Tensor, bool]],
+) -> list[torch.Tensor | None]:
+    """Double backward (``create_graph``, a force loss): the gradients of the inputs that
+    are ``True`` in ``inputs``, through the chunk ``run`` rebuilds with autograd, as a
+    differentiable graph."""
+    with torch.enable_grad():
+        out = run()
+    wanted = [t for t, need in inputs if need]
+    got = iter(torch.autograd.grad(out, wanted, grad, create_graph=True, allow_unused=True))
+    return [next(got) if need else None for _, need in inputs]
+
+
+class _ChunkFunction(torch.autograd.Function):
+    """One chunk's node sums (radial MLP, gather, tensor product, weights, scatter) with a
+    hand-written backward that keeps only the chunk's inputs — and, for a stored chunk
+    (``keep``), the chunk's radial weights.
+
+    Nothing per edge is stored for the backward pass beyond what already exists (``sh``,
+    the radial basis, the index vectors) and, with ``keep``, the ``[E, weight_numel]``
+    radial weights; the backward re-forms the per-edge 3j products and applies the
+    transposed products of the forward (:meth:`FusedUVUConvolution._chunk_grads`), so —
+    unlike a checkpointed chunk — the forward tensor product is not run a second time.
+
+    The radial MLP's backward: without ``keep`` its graph is rebuilt (the whole MLP run
+    again) and differentiated by autograd. With ``keep`` only its hidden layers are run
+    again (``[E, n_radial] -> [E, hidden]``, a small fraction of the MLP's cost: the last
+    matrix, ``hidden -> weight_numel``, is most of it); the last matrix's backward is
+    written out (``g_hidden = g_w W^T``, ``g_W = hidden^T g_w``), so none of the MLP's
+    activations is kept between the passes (autograd would keep them all, a sizeable
+    share of a step's memory). Under ``create_graph`` (a force loss) the backward instead
+    rebuilds the chunk with autograd and differentiates that, so that it can itself be
+    differentiated.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[no-untyped-def]
+        ctx, conv, radial, n_nodes, sink, keep, nodes, h, sh, edge_radial, src, dst, *matrices
+    ):
+        # the slots are re-formed in the backward (cheap) rather than kept: O(E) indices
+        out, weights = conv._sums(radial, h, sh, edge_radial, src, dst, n_nodes, nodes, matrices)
+        ctx.nodes = nodes
+        ctx.conv, ctx.radial, ctx.n_nodes, ctx.sink = conv, radial, n_nodes, sink
+        ctx.matrices = matrices
+        ctx.h_shape = h.shape
+        ctx.keep = bool(keep)
+        kept = (weights,) if keep else ()
+        ctx.save_for_backward(h, sh, edge_radial, src, dst, *kept)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[no-untyped-def]
+        h, sh, edge_radial, src, dst, *kept = ctx.saved_tensors
+        conv, radial, matrices = ctx.conv, ctx.radial, ctx.matrices
+        none6 = (None,) * 6
+        need_h, need_sh, need_er = ctx.needs_input_grad[6:9]
+        if torch.is_grad_enabled():  # double backward: differentiate an autograd rebuild
+            needs = (need_h, need_sh, need_er, *ctx.needs_input_grad[11:])
+
+            def run() -> torch.Tensor:
+                args = (radial, h, sh, edge_radial, src, dst, ctx.n_nodes, ctx.nodes, matrices)
+                return conv._sums(*args)[0]
+
+            grads = _rebuilt_grads(run, grad, list(zip((h, sh, edge_radial, *matrices), needs)))
+            return (*none6, grads[0], grads[1], grads[2], None, None, *grads[3:])
+        need_m = _engine_needs(matrices)
+        plan = conv.pad_plan(src, dst, ctx.n_nodes) if ctx.nodes else None
+        with torch.enable_grad():
+            er = edge_radial.detach().requires_grad_(need_er)
+            er_in = er if plan is None else plan.pad(er)  # the MLP runs on the slots
+            mats = [m.detach().requires_grad_(need) for m, need in zip(matrices, need_m)]
+            if ctx.keep or plan is not None:
+                hidden, last = conv.radial_hidden(radial, er_in, mats, plan is not None)
+            if ctx.keep:
+                weights = kept[0]
+            elif plan is None:
+                weights = conv.radial_weights(radial, er_in, mats)
+        if plan is None:
+            g_rows, g_sh, g_w = conv._chunk_grads(grad, h, sh, weights.detach(), src, dst)
+            rows = src
+        else:
+            if not ctx.keep:  # re-formed in place, outside autograd
+                weights = conv.nodes_weights(hidden.detach(), last.detach())
+            y_t = plan.y_t(sh)
+            g_rows, g_y, g_w = conv._chunk_nodes_grads(grad, h, y_t, weights.detach(), plan)
+            g_sh, rows = plan.unpad(g_y), plan.src
+        if plan is not None:  # the last matrix's backward by hand, path by path
+            need = (hidden.requires_grad, last.requires_grad)
+            g_hidden, g_last = conv._nodes_mlp_grads(
+                g_w, hidden.detach(), last.detach(), plan.n_slots, need
+            )
+            outs = [(t, g) for t, g in ((hidden, g_hidden), (last, g_last)) if g is not None]
+        elif ctx.keep:  # the last matrix's backward by hand, the hidden layers' by autograd
+            outs = []
+            if hidden.requires_grad:
+                outs.append((hidden, g_w @ last.detach().t()))
+            if last.requires_grad:
+                outs.append((last, hidden.detach().t() @ g_w))
+        else:
+            outs = [(weights, g_w)]
+        leaves = ([er] if need_er else []) + [m for m, need in zip(mats, need_m) if need]
+        got = iter(
+            torch.autograd.grad(
+                [o for o, _ in outs], leaves, [g for _, g in outs], allow_unused=True
+            )
+            if leaves
+            else ()
+        )
+        g_er = next(got) if need_er else None
+        g_mats = [next(got) if need else None for need in need_m]
+        g_h = _rows_grad(ctx, g_rows, rows) if need_h else None
+        if not ctx.keep and not h.is_cuda:  # a large system: see release_free_heap
+            # every per-edge or per-slot temporary of this backward, before the trim
+            if plan is not None:
+                del hidden, y_t, g_y
+            del weights, g_rows, g_w, outs, er_in, plan
+            release_free_heap()
+        return (*none6, g_h, g_sh if need_sh else None, g_er, None, None, *g_mats)
