@@ -121,3 +121,34 @@ def test_atomic_write_keeps_umask_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_skin_test_follows_a_changing_cell():
+    """A list kept through a cell change (a barostat) is complete while skin_exceeded says so."""
+    from atomshard.graph import NeighborList, neighbor_list, skin_exceeded
+
+    rng = np.random.default_rng(11)
+    cell = np.array([[7.1, 0.0, 0.0], [1.2, 6.8, 0.0], [0.6, 0.9, 7.4]])
+    pbc = np.ones(3, bool)
+    frac = rng.random((40, 3))
+    positions = frac @ cell
+    cutoff, skin = 3.0, 0.6
+    kept = NeighborList(cutoff, skin=skin)
+    kept.edges(positions, cell, pbc)
+    checked = 0
+    for step in range(1, 40):
+        strain = np.eye(3) + 0.004 * step * np.array([[1, 0.2, 0], [0.2, -0.5, 0.1], [0, 0.1, 0.7]])
+        new_cell = cell @ strain
+        new_pos = (frac + 0.002 * step * rng.standard_normal((40, 3))) @ new_cell
+        exceeded = skin_exceeded(new_pos, positions, new_cell, cell, cutoff=cutoff, skin=skin)
+        builds = kept.n_builds
+        got = kept.edges(new_pos, new_cell, pbc)
+        assert kept.n_builds == builds + exceeded  # the kept list rebuilds exactly then
+        if exceeded:
+            break
+        want = neighbor_list(new_pos, new_cell, pbc, cutoff=cutoff)
+        as_set = lambda e: set(zip(e[0].tolist(), e[1].tolist(), map(tuple, e[2].tolist())))  # noqa: E731
+        assert as_set(got) == as_set(want), step
+        checked += 1
+    assert checked >= 3 and exceeded  # strained without a rebuild, then rebuilt
+    assert skin_exceeded(positions, positions, cell * 1.3, cell, cutoff=cutoff, skin=skin)

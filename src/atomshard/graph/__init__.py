@@ -6,7 +6,7 @@ for callers that build their own edge sets.
 """
 
 from atomshard.graph._graph import AtomicGraph, edge_vectors
-from atomshard.graph._neighbors import NeighborList, neighbor_list, raw_pairs
+from atomshard.graph._neighbors import NeighborList, neighbor_list, raw_pairs, skin_exceeded
 from atomshard.graph._structure import Structure, check_structure
 
 __all__ = [
@@ -17,4 +17,5 @@ __all__ = [
     "edge_vectors",
     "neighbor_list",
     "raw_pairs",
+    "skin_exceeded",
 ]

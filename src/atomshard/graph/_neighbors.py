@@ -83,12 +83,53 @@ def _edge_order(
     return np.argsort(key, kind="stable")
 
 
+def skin_exceeded(
+    positions: np.ndarray,
+    ref_positions: np.ndarray,
+    cell: np.ndarray,
+    ref_cell: np.ndarray,
+    *,
+    cutoff: float,
+    skin: float,
+) -> bool:
+    """True when a list built at ``cutoff + skin`` on the reference may miss a pair now.
+
+    With an unchanged cell this is the usual test: some atom moved more than ``skin / 2``.
+    When the cell changed (a barostat, a cell minimiser) by ``M = ref_cell⁻¹ cell`` (row
+    vectors, ``r = s @ cell``), each atom's displacement is measured in the reference frame,
+    ``Δ = r @ cell⁻¹ @ ref_cell − r_ref``, and a pair now closer than ``cutoff`` was within
+    ``cutoff / σ_min(M) + 2 max|Δ|`` at the build (σ_min: smallest singular value), so the
+    list is still complete while that is at most ``cutoff + skin``. A singular cell (open
+    axes) falls back to "any cell change rebuilds".
+
+    Shapes: positions, ref_positions ``[n, 3]`` Å; cell, ref_cell ``[3, 3]`` Å (rows).
+    """
+    if positions.shape != ref_positions.shape:
+        return True
+    if np.array_equal(cell, ref_cell):
+        if skin == 0.0:
+            return not np.array_equal(positions, ref_positions)
+        moved = np.einsum("ij,ij->i", positions - ref_positions, positions - ref_positions)
+        return bool(moved.max(initial=0.0) > (0.5 * skin) ** 2)
+    if skin == 0.0 or abs(np.linalg.det(cell)) < 1e-12 or abs(np.linalg.det(ref_cell)) < 1e-12:
+        return True
+    to_ref = np.linalg.solve(cell, ref_cell)  # cell⁻¹ @ ref_cell
+    sigma_min = float(np.linalg.svd(np.linalg.solve(ref_cell, cell), compute_uv=False).min())
+    allowed = 0.5 * (cutoff + skin - cutoff / sigma_min)
+    if allowed <= 0:
+        return True
+    delta = positions @ to_ref - ref_positions
+    moved = np.einsum("ij,ij->i", delta, delta)
+    return bool(moved.max(initial=0.0) > allowed**2)
+
+
 class NeighborList:
     """A Verlet list with a skin: built at ``cutoff + skin``, rebuilt only when needed.
 
     :meth:`edges` returns the edges within ``cutoff`` for the current positions. The full
-    list is rebuilt when any atom moved more than ``skin / 2`` since the last build, or
-    when the cell changed; ``n_builds`` counts the builds.
+    list is rebuilt when any atom moved more than ``skin / 2`` since the last build, with
+    a cell change taken into account as :func:`skin_exceeded` explains (a barostat does
+    not force a rebuild every step); ``n_builds`` counts the builds.
     """
 
     def __init__(self, cutoff: float, skin: float = 0.0) -> None:
@@ -112,16 +153,16 @@ class NeighborList:
             or self._pbc is None
         ):
             return True
-        if positions.shape != self._ref_positions.shape:
+        if not np.array_equal(pbc, self._pbc):
             return True
-        if not np.array_equal(cell, self._ref_cell) or not np.array_equal(pbc, self._pbc):
-            return True
-        if self.skin == 0.0:
-            return not np.array_equal(positions, self._ref_positions)
-        moved = np.einsum(
-            "ij,ij->i", positions - self._ref_positions, positions - self._ref_positions
+        return skin_exceeded(
+            positions,
+            self._ref_positions,
+            cell,
+            self._ref_cell,
+            cutoff=self.cutoff,
+            skin=self.skin,
         )
-        return bool(moved.max(initial=0.0) > (0.5 * self.skin) ** 2)
 
     def edges(
         self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray

@@ -25,6 +25,7 @@ Two rebuild paths:
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +35,7 @@ import torch
 
 from atomshard.comm import Communicator, ExchangeProfiler, gather_by_id, root_call
 from atomshard.errors import InputError
-from atomshard.graph import AtomicGraph, Structure, neighbor_list
+from atomshard.graph import AtomicGraph, Structure, neighbor_list, skin_exceeded
 from atomshard.md.state import MDState
 from atomshard.models.base import Potential
 from atomshard.partition import REGION_PARTITIONERS, PartitionWarning, Regions
@@ -80,6 +81,18 @@ class DistributedMDState(MDState):
         if self.comm is None or self.comm.world_size == 1:
             return float(local[0])
         return float(self.comm.all_reduce_sum(local, what="kinetic energy")[0])
+
+    def sum_over_ranks(self, values: torch.Tensor) -> torch.Tensor:
+        if self.comm is None or self.comm.world_size == 1:
+            return values
+        mine = values.detach().cpu().clone()
+        return self.comm.all_reduce_sum(mine, what="global sum").to(values)
+
+    def max_over_ranks(self, values: torch.Tensor) -> torch.Tensor:
+        if self.comm is None or self.comm.world_size == 1:
+            return values
+        mine = values.detach().cpu().clone()
+        return self.comm.all_reduce_max(mine, what="global maximum").to(values)
 
     def n_dof(self) -> int:
         if self.n_global is not None:
@@ -196,11 +209,16 @@ class DistributedForceField:
         if self.local is None or self._ref_positions is None or self._ref_cell is None:
             return True
         flag = torch.zeros(1, dtype=torch.float64)
-        if state.n_atoms:
-            moved = torch.linalg.vector_norm(state.positions - self._ref_positions, dim=1)
-            flag[0] = float(moved.max() > 0.5 * self.skin)
-        if not torch.equal(state.cell, self._ref_cell):
-            flag[0] = 1.0
+        flag[0] = float(
+            skin_exceeded(
+                state.positions.detach().cpu().numpy(),
+                self._ref_positions.cpu().numpy(),
+                state.cell.cpu().numpy(),
+                self._ref_cell.cpu().numpy(),
+                cutoff=float(self.model.cutoff),
+                skin=self.skin,
+            )
+        )
         return bool(self.comm.all_reduce_max(flag, what="neighbour-list rebuild check")[0] > 0)
 
     def restore(
@@ -247,12 +265,17 @@ class DistributedForceField:
         With ``reference``, plans are built on those positions and the current ones
         travel with their atoms (see :meth:`restore`).
         """
+        cell = state.cell.cpu().numpy()
         if (
             self.regions is not None
             and self._ref_cell is not None  # set on every rank by the previous build
-            and not np.array_equal(self.regions.cell, state.cell.cpu().numpy())
+            and not np.array_equal(self.regions.cell, cell)
         ):
-            self.regions, self._setup_done = None, False  # the cell changed: set up again
+            if bool(state.pbc.all()):
+                # the boxes are in fractional coordinates: they follow a barostat's cell
+                self.regions = dataclasses.replace(self.regions, cell=cell.copy())
+            else:
+                self.regions, self._setup_done = None, False  # set up again
         if not self._setup_done:
             self._setup(state, reference)
         if self.regions is not None:

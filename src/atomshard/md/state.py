@@ -56,6 +56,18 @@ class MDState:
         v2 = (self.velocities * self.velocities).sum(dim=1)
         return float(0.5 * MVV2E * (self.masses * v2).sum())
 
+    def sum_over_ranks(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` summed over the ranks that hold the system (itself serially).
+
+        Integrators and minimisers use it for global sums of per-atom quantities (the
+        kinetic-energy tensor, F·v, |F|²), so the same code runs on every rank.
+        """
+        return values
+
+    def max_over_ranks(self, values: torch.Tensor) -> torch.Tensor:
+        """Element-wise maximum over the ranks (itself serially)."""
+        return values
+
     def n_dof(self) -> int:
         """Degrees of freedom used for temperature: ``3 n_atoms`` (as ASE reports)."""
         return 3 * self.n_atoms
