@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,12 @@ import yaml
 from atomshard.errors import InputError
 from atomshard.utils.config import config_from_dict, config_to_dict
 
-ENSEMBLES = ("nve", "langevin", "nose-hoover")
+#: MD ensembles (``MINIMIZERS`` are run by the same driver and config)
+ENSEMBLES = ("nve", "langevin", "nose-hoover", "npt")
+#: energy minimisers
+MINIMIZERS: tuple[str, ...] = ()
+#: how a barostat (or a cell minimiser) moves the cell
+CELL_MODES = ("iso", "aniso", "tri")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -21,7 +27,8 @@ class MDConfig:
         structure: a structure file (first frame is used) or a built-in name.
         repeat: supercell repetitions along a, b, c.
         model: ``--model`` string (checkpoint path, ``sevennet-0``, ``n2p2:FOLDER``).
-        ensemble: ``nve``, ``langevin`` or ``nose-hoover``.
+        ensemble: ``nve``, ``langevin``, ``nose-hoover`` or ``npt`` (MTK barostat with
+            Nosé–Hoover chains on the atoms and on the cell).
         steps: total number of steps of the run (a resumed run continues up to it).
         dt: timestep, fs.
         temperature: thermostat target, K (also the initial velocity temperature unless
@@ -31,6 +38,16 @@ class MDConfig:
             non-zero).
         friction: Langevin friction, 1/fs.
         tdamp: Nosé–Hoover damping time, fs; chain: its chain length.
+        pressure: target pressure of ``npt`` (and of a cell minimisation), GPa.
+        pdamp: barostat damping time, fs.
+        barostat: how the cell moves: ``iso`` (volume only, shape kept), ``aniso`` (the
+            three lattice-vector lengths independently, angles kept for an orthogonal
+            cell) or ``tri`` (all six strain components: fully flexible, triclinic).
+        fmax: minimisers stop when every force is below this, eV/Å.
+        etol: minimisers also stop when the relative energy change of an iteration is
+            below this (0 disables).
+        min_cell: a minimiser also relaxes the cell (``iso``, ``aniso``, ``tri``) under
+            ``pressure``; ``none`` keeps it.
         seed: seeds initial velocities and Langevin noise.
         skin: neighbour-list skin, Å (rebuild when an atom moved more than skin/2).
         zero_momentum: remove the centre-of-mass momentum every this many steps (and the
@@ -55,6 +72,12 @@ class MDConfig:
     friction: float = 0.02
     tdamp: float = 100.0
     chain: int = 3
+    pressure: float = 0.0
+    pdamp: float = 1000.0
+    barostat: str = "iso"
+    fmax: float = 0.01
+    etol: float = 0.0
+    min_cell: str = "none"
     seed: int = 0
     skin: float = 1.0
     zero_momentum: int = 0
@@ -70,8 +93,12 @@ class MDConfig:
         def bad(name: str, why: str) -> InputError:
             return InputError(f"md config: {name} = {getattr(self, name)!r}: {why}")
 
-        if self.ensemble not in ENSEMBLES:
-            raise bad("ensemble", f"must be one of {', '.join(ENSEMBLES)}")
+        for name in ("dt", "temperature", "friction", "tdamp", "skin"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise bad(name, "must be a finite number")
+        if self.ensemble not in ENSEMBLES + MINIMIZERS:
+            raise bad("ensemble", f"must be one of {', '.join(ENSEMBLES + MINIMIZERS)}")
         if not isinstance(self.steps, int) or self.steps < 0:
             raise bad("steps", "must be a non-negative integer")
         if not self.dt > 0:
@@ -82,8 +109,20 @@ class MDConfig:
             raise bad("temperature", "must be >= 0 K")
         if self.init_temperature is not None and self.init_temperature < 0:
             raise bad("init_temperature", "must be >= 0 K")
-        if self.ensemble == "nose-hoover" and not self.temperature > 0:
-            raise bad("temperature", "Nosé–Hoover needs a positive temperature")
+        if self.ensemble in ("nose-hoover", "npt") and not self.temperature > 0:
+            raise bad("temperature", f"{self.ensemble} needs a positive temperature")
+        if not math.isfinite(self.pressure):
+            raise bad("pressure", "must be a finite number (GPa)")
+        if not self.pdamp > 0 or not math.isfinite(self.pdamp):
+            raise bad("pdamp", "must be positive (fs)")
+        if self.barostat not in CELL_MODES:
+            raise bad("barostat", f"must be one of {', '.join(CELL_MODES)}")
+        if self.min_cell not in ("none", *CELL_MODES):
+            raise bad("min_cell", f"must be none or one of {', '.join(CELL_MODES)}")
+        if not self.fmax > 0 or not math.isfinite(self.fmax):
+            raise bad("fmax", "must be positive (eV/Å)")
+        if not self.etol >= 0 or not math.isfinite(self.etol):
+            raise bad("etol", "must be >= 0 (0 disables)")
         if self.friction < 0:
             raise bad("friction", "must be >= 0 (1/fs)")
         if not self.tdamp > 0:

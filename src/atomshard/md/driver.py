@@ -50,7 +50,7 @@ from atomshard.comm import (
 from atomshard.errors import InputError
 from atomshard.md.config import MDConfig
 from atomshard.md.distributed import DistributedForceField, distributed_state
-from atomshard.md.ensemble import conserved_energy, ensemble_init, ensemble_step
+from atomshard.md.ensemble import conserved_energy, converged, ensemble_init, ensemble_step
 from atomshard.md.forcefield import SerialForceField
 from atomshard.md.momentum import zero_momentum
 from atomshard.md.observers import Observer
@@ -83,6 +83,8 @@ class MDResult:
     n_migrated: int = 0
     #: True when SIGTERM stopped the run early (its restart file is written)
     interrupted: bool = False
+    #: minimisers: whether the tolerances were met (None for MD)
+    converged: bool | None = None
 
 
 def _initial_state(config: MDConfig, device: str, atoms: Any = None) -> MDState:
@@ -316,11 +318,13 @@ def run_md(
         )
     stop = torch.zeros(1, dtype=torch.float64)
     interrupted = False
+    done_minimizing = converged(state, config)
     t_start = time.perf_counter()
     try:
         with StopOnSigterm() as sigterm:
-            while state.step < config.steps:
+            while state.step < config.steps and not done_minimizing:
                 ensemble_step(state, ff, config)
+                done_minimizing = converged(state, config)
                 if config.zero_momentum and state.step % config.zero_momentum == 0:
                     zero_momentum(state, comm)
                 record()
@@ -376,6 +380,7 @@ def run_md(
         n_ranks=comm.world_size,
         n_migrated=n_migrated,
         interrupted=interrupted,
+        converged=done_minimizing,
     )
 
 

@@ -1,7 +1,10 @@
 """Dispatch from an :class:`~atomshard.md.config.MDConfig` to its ensemble's functions.
 
-Serial and distributed drivers share these three calls, so an ensemble is added in one
-place.
+The one driver (:func:`atomshard.md.run_md`, any rank count) makes only these calls, so
+an ensemble or a minimiser is added here and in ``md/integrators/`` (its
+``*_init``/``*_step`` functions): ``ensemble_init`` (first forces, extra variables),
+``ensemble_step`` (one step or iteration), ``converged`` (minimisers: stop now?) and
+``conserved_energy`` (the thermo log's conserved column).
 """
 
 from __future__ import annotations
@@ -46,6 +49,14 @@ def ensemble_step(state: MDState, force_field: ForceField, config: MDConfig) -> 
     return nose_hoover_step(
         state, force_field, dt=config.dt, temperature=config.temperature, tdamp=config.tdamp
     )
+
+
+def converged(state: MDState, config: MDConfig) -> bool | None:
+    """Whether a minimiser has converged (the same answer on every rank); None for MD.
+
+    The driver asks after every step and stops the run when this is True.
+    """
+    return None
 
 
 def conserved_energy(state: MDState, config: MDConfig) -> float:
