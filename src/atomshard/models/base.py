@@ -4,10 +4,15 @@ A potential maps a graph and its edge vectors to per-atom energies. Everything e
 total energy, forces, stress — is derived once, here, by autograd, so serial,
 distributed and every model type share one code path.
 
-Between message-passing layers a model calls ``exchange(x)`` on its per-atom features;
-serially that is the identity, in the graph-parallel runtime it refreshes halo rows from
-their owners (and its backward sends halo gradients home). Models never ask whether
-they are distributed.
+What the engine may ask of a model is its :class:`Capabilities` (range, hops, species,
+block support, memory estimates); what a model may ask of the engine is its
+:class:`Exchange`. Between message-passing layers a model calls ``exchange(x)`` on its
+per-atom features; serially that is the identity, in the graph-parallel runtime it
+refreshes halo rows from their owners (and its backward sends halo gradients home). An
+exchange that also satisfies :class:`OwnedRowsExchange` tells how many rows are owned;
+a :class:`StartableExchange` (the runtime's ``comm.HaloExchange``) can also be started
+early, so that a model overlaps it with work on its interior atoms. Models never ask
+whether they are distributed, and never import ``comm`` or ``partition``.
 """
 
 from __future__ import annotations
@@ -15,16 +20,55 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from atomshard.graph import AtomicGraph, edge_vectors
 
-#: ``exchange(x: [n_local, ...]) -> [n_local, ...]`` refreshes halo rows; identity serially.
-#: An exchange with an ``n_owned`` attribute (the runtime's ``HaloExchange``) also takes the
-#: owned rows alone, ``[n_owned, ...] -> [n_local, ...]`` (see :func:`owned_rows`).
-Exchange = Callable[[torch.Tensor], torch.Tensor]
+
+class Exchange(Protocol):
+    """What a model calls between layers: ``exchange(x)`` refreshes the halo rows.
+
+    Shapes:
+        x: ``[n_local, ...]`` (or, for an :class:`OwnedRowsExchange`, the ``[n_owned, ...]``
+            owned rows alone); returns ``[n_local, ...]``. Identity serially.
+    """
+
+    def __call__(self, x: torch.Tensor, /) -> torch.Tensor: ...
+
+
+class PendingRows(Protocol):
+    """A started exchange (:meth:`StartableExchange.start`): :meth:`wait` finishes it."""
+
+    def wait(self) -> torch.Tensor:
+        """The exchanged rows ``[n_local, ...]``, once the halo rows have arrived."""
+        ...
+
+
+@runtime_checkable
+class OwnedRowsExchange(Exchange, Protocol):
+    """An exchange over a rank's owned and halo rows (the graph-parallel runtime's).
+
+    Attributes:
+        n_owned: the leading rows this rank owns; the rest of the ``n_local`` rows are its
+            halo. The exchange accepts ``[n_owned, ...]`` and returns ``[n_local, ...]``.
+    """
+
+    @property
+    def n_owned(self) -> int: ...
+
+
+@runtime_checkable
+class StartableExchange(OwnedRowsExchange, Protocol):
+    """An :class:`OwnedRowsExchange` that can be started early, so that a model overlaps
+    it with the work on its interior atoms (the runtime's ``comm.HaloExchange``)."""
+
+    def start(self, x: torch.Tensor) -> PendingRows:
+        """Post the exchange of ``x`` (as for a call) and return at once; compute with the
+        owned rows while it travels, then ``wait()`` (same result as a call)."""
+        ...
 
 
 def identity_exchange(x: torch.Tensor) -> torch.Tensor:
@@ -35,13 +79,50 @@ def identity_exchange(x: torch.Tensor) -> torch.Tensor:
 def owned_rows(exchange: Exchange, n_local: int) -> int:
     """How many leading rows of the local graph this rank owns (the rest are its halo).
 
-    The exchange's ``n_owned`` where it has one (it then accepts ``[n_owned, ...]`` and
-    returns ``[n_local, ...]``), else all ``n_local`` rows (serial). A model computes its
-    node-wise layers on these rows only: halo rows get their values from the exchange, so
-    computing them locally would be redundant work.
+    The exchange's ``n_owned`` for an :class:`OwnedRowsExchange`, else all ``n_local``
+    rows (serial). A model computes its node-wise layers on these rows only: halo rows get
+    their values from the exchange, so computing them locally would be redundant work.
     """
-    n = getattr(exchange, "n_owned", None)
-    return n_local if n is None else int(n)
+    if isinstance(exchange, OwnedRowsExchange):
+        return int(exchange.n_owned)
+    return n_local
+
+
+def startable(exchange: Exchange) -> StartableExchange | None:
+    """``exchange`` where it can be started early (:class:`StartableExchange`), else None
+    (serial, or a plain callable)."""
+    return exchange if isinstance(exchange, StartableExchange) else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capabilities:
+    """What a potential tells the engine about itself (:meth:`Potential.capabilities`).
+
+    Attributes:
+        cutoff: the edge cutoff, Å.
+        n_hops: how many edges away an atom can still change another's energy
+            (message-passing layers; 1 for a strictly local model): the depth of the halo
+            a block of atoms needs.
+        species: the atomic numbers it knows.
+        needs_feature_exchange: False for strictly local models (one position exchange
+            per step is all they need).
+        takes_shells: whether ``atomic_energies`` takes ``shells=`` (:class:`Shells`) and
+            then works, layer by layer, only on the atoms and edges the counted atoms'
+            energies still need (block-by-block evaluation).
+        activation_bytes_per_atom: the node activations one atom adds to a force
+            evaluation (bytes), or None where the model gives no estimate.
+        checkpoint_free_atoms: the most atoms one evaluation may hold before the model
+            turns on layer checkpoints by itself, or None (no such switch, or set
+            outright).
+    """
+
+    cutoff: float
+    n_hops: int
+    species: tuple[int, ...]
+    needs_feature_exchange: bool = True
+    takes_shells: bool = False
+    activation_bytes_per_atom: int | None = None
+    checkpoint_free_atoms: int | None = None
 
 
 class Potential(nn.Module):
@@ -49,7 +130,8 @@ class Potential(nn.Module):
 
     Subclasses set :attr:`cutoff` (Å) and :attr:`atomic_numbers` (the elements they know)
     and implement :meth:`atomic_energies`. :attr:`needs_feature_exchange` is False for
-    strictly local models (one position exchange per step is all they need).
+    strictly local models (one position exchange per step is all they need). The engine
+    reads these through :meth:`capabilities`.
     """
 
     cutoff: float
@@ -57,11 +139,34 @@ class Potential(nn.Module):
     needs_feature_exchange: bool = True
     #: how many edges away an atom can still change another's energy (message-passing
     #: layers; 1 for a strictly local model): the depth of the halo a block of atoms needs
-    #: (:mod:`atomshard.models.blocks`)
+    #: (:mod:`atomshard.runtime.blocks`)
     n_hops: int = 1
     #: whether :meth:`atomic_energies` takes ``shells=`` (:class:`Shells`) and then works,
     #: layer by layer, only on the atoms and edges the owned atoms' energies still need
     takes_shells: bool = False
+
+    def capabilities(self) -> Capabilities:
+        """What this model tells the engine (read afresh: run-time settings may change the
+        memory hooks)."""
+        return Capabilities(
+            cutoff=float(self.cutoff),
+            n_hops=int(self.n_hops),
+            species=tuple(int(z) for z in self.atomic_numbers),
+            needs_feature_exchange=bool(self.needs_feature_exchange),
+            takes_shells=bool(self.takes_shells),
+            activation_bytes_per_atom=self.activation_bytes_per_atom(),
+            checkpoint_free_atoms=self.checkpoint_free_atoms(),
+        )
+
+    def activation_bytes_per_atom(self) -> int | None:
+        """The node activations one atom adds to a force evaluation (bytes), or None (no
+        estimate: the default)."""
+        return None
+
+    def checkpoint_free_atoms(self) -> int | None:
+        """The most atoms one evaluation may hold before the model checkpoints its layers
+        by itself, or None (the default: no such switch)."""
+        return None
 
     def atomic_energies(
         self, graph: AtomicGraph, edge_vec: torch.Tensor, exchange: Exchange
@@ -96,7 +201,7 @@ class Potential(nn.Module):
 class Shells:
     """A graph whose atoms are ordered by their distance, in edges, from its first
     ``rows[0]`` atoms (the ones whose energies count) and whose edges are sorted by
-    destination (:mod:`atomshard.models.blocks` builds them).
+    destination (:mod:`atomshard.runtime.blocks` builds them).
 
     Attributes:
         rows: ``rows[k]`` atoms lie within ``k`` edges of the counted ones,
@@ -140,8 +245,7 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
     but autograd saves every input an op needs for *any* gradient it might be asked for:
     with trainable weights, each linear layer keeps its input rows for the weight
     gradient. For the NequIP potential that is the layer's aggregated messages
-    ``[n_atoms, dim(irreps_mid)]`` (up to ~10,000 floats per atom for the SI config): at
-    4,608 atoms 825 MB of saved tensors with trainable weights against 158 MB frozen.
+    ``[n_atoms, dim(irreps_mid)]``, several times what the frozen evaluation keeps.
     """
     live = [p for p in model.parameters() if p.requires_grad]
     for p in live:

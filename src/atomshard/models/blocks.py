@@ -152,7 +152,7 @@ def auto_max_atoms(
     ``activation_bytes(1)`` plus :data:`EDGE_BYTES` per edge: 98 kB for the SI config on
     quartz (21 edges per atom), where 67–74 kB were measured at 52,488 atoms.
     """
-    estimate = getattr(model, "activation_bytes", None)
+    estimate = model.capabilities().activation_bytes_per_atom
     if available is None:
         device = torch.device(device)
         if device.type == "cuda":
@@ -161,7 +161,7 @@ def auto_max_atoms(
             available = memory_available()
     if estimate is None or available is None:
         return None
-    per_atom = max(PEAK_PER_ACTIVATION_BYTE * estimate(1) + EDGE_BYTES * edges_per_atom, 1.0)
+    per_atom = max(PEAK_PER_ACTIVATION_BYTE * estimate + EDGE_BYTES * edges_per_atom, 1.0)
     return max(int(AUTO_MEMORY_FRACTION * available / per_atom), 1)
 
 
@@ -239,7 +239,7 @@ def resolve_max_atoms(
                 return auto_max_atoms(model)
             per_atom = graph.n_edges / max(graph.n_atoms, 1)
             limit = auto_max_atoms(model, edges_per_atom=per_atom, device=graph.device)
-            cap = getattr(model, "checkpoint_free_atoms", lambda: None)()
+            cap = model.capabilities().checkpoint_free_atoms
             if limit is not None and cap is not None and limit < graph.n_atoms:
                 limit = min(limit, cap)
             return limit
@@ -273,7 +273,7 @@ def evaluate(
     if part is None and (limit is None or limit >= graph.n_atoms):
         return compute_properties(model, graph, forces=forces, stress=stress), None
     if part is None:
-        part = plan_blocks(graph, int(getattr(model, "n_hops", 1)), max_atoms=limit)
+        part = plan_blocks(graph, model.capabilities().n_hops, max_atoms=limit)
     out = compute_properties_in_blocks(model, graph, forces=forces, stress=stress, part=part)
     return out, part
 
@@ -301,7 +301,8 @@ def compute_properties_in_blocks(
     shows a bar over the blocks (default: when there is more than one and stderr is a
     terminal).
     """
-    n_hops = int(getattr(model, "n_hops", 1))
+    capabilities = model.capabilities()
+    n_hops = capabilities.n_hops
     if part is None:
         limit = resolve_max_atoms(model, max_atoms, graph)
         part = plan_blocks(graph, n_hops, max_atoms=limit, n_blocks=n_blocks, method=method)
@@ -320,7 +321,7 @@ def compute_properties_in_blocks(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=count, desc="blocks", unit="block", disable=not progress, leave=False)
-    shells_ok = bool(getattr(model, "takes_shells", False))
+    shells_ok = capabilities.takes_shells
     with frozen_parameters(model):
         for block in iter_blocks(graph, part, n_hops):
             positions = graph.positions.detach().index_select(0, block.atoms)

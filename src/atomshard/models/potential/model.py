@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import torch
 from e3nn import o3
@@ -31,7 +32,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint as layer_checkpoint
 
 from atomshard.graph import AtomicGraph
-from atomshard.models.base import Exchange, Potential, Shells, owned_rows
+from atomshard.models.base import Exchange, Potential, Shells, owned_rows, startable
 from atomshard.models.potential.config import NequIPConfig
 from atomshard.models.potential.conv import ConvSettings, FusedUVUConvolution, OverlapPlan
 from atomshard.nn.linear import apply_linear
@@ -242,9 +243,12 @@ class Interaction(nn.Module):
             sc = self.self_connection(x_out)
         if overlap is not None:
             h_owned = apply_linear(self.linear_1, x)
+            started = startable(exchange)
+            if started is None:
+                raise ValueError("an overlap plan needs an exchange that can be started")
             out = self.fused.forward_overlapped(
                 h_owned,
-                exchange.start(h_owned),  # type: ignore[attr-defined]
+                started.start(h_owned),
                 edge_sh,
                 edge_radial,
                 self.radial,
@@ -406,7 +410,7 @@ class NequIPPotential(Potential):
         Raises:
             InputError: a value outside its choices (nothing is changed then).
         """
-        given = {
+        given: dict[str, Any] = {
             name: value
             for name, value in (
                 ("kind", kind),
@@ -449,7 +453,7 @@ class NequIPPotential(Potential):
         with an exchange that cannot be started, with ``overlap`` off (``"auto"``: off unless
         the graph is on a CUDA device), or when a layer uses the e3nn convolution."""
         wanted = graph.src.is_cuda if self.overlap == "auto" else bool(self.overlap)
-        if not wanted or not callable(getattr(exchange, "start", None)):
+        if not wanted or startable(exchange) is None:
             return None
         n_owned = owned_rows(exchange, graph.n_atoms)
         if n_owned == graph.n_atoms:  # no halo rows: nothing to overlap
@@ -477,6 +481,11 @@ class NequIPPotential(Potential):
         if self.checkpoint != "auto":
             return None
         return AUTO_CHECKPOINT_BYTES // self.activation_bytes(1)
+
+    def activation_bytes_per_atom(self) -> int:
+        """:meth:`activation_bytes` of one atom (the engine's memory estimate,
+        :class:`~atomshard.models.base.Capabilities`)."""
+        return self.activation_bytes(1)
 
     def activation_bytes(self, n_atoms: int) -> int:
         """The node activations a force evaluation of ``n_atoms`` atoms keeps without layer

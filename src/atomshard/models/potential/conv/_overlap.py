@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from atomshard.comm import PendingExchange
+from atomshard.models.base import PendingRows
 from atomshard.models.potential.conv._base import ConvBase
 from atomshard.models.potential.conv._nodes import _edges_by_rows, _positions
 from atomshard.nn.radial import RadialMLP
@@ -66,7 +66,7 @@ class OverlappedForward(ConvBase):
     def forward_overlapped(
         self,
         h_owned: torch.Tensor,
-        pending: PendingExchange,
+        pending: PendingRows,
         sh: torch.Tensor,
         edge_radial: torch.Tensor,
         radial: RadialMLP,
@@ -78,7 +78,7 @@ class OverlappedForward(ConvBase):
     ) -> torch.Tensor:
         """:meth:`forward` with the halo exchange in flight during the interior edges.
 
-        ``pending`` is the started exchange of ``h_owned`` (``HaloExchange.start``). The
+        ``pending`` is the started exchange of ``h_owned`` (``StartableExchange.start``). The
         destination nodes none of whose edges reads a halo row (``plan.n_inner_nodes``, in
         ``plan``'s node order) are computed from ``h_owned`` while the halo rows travel;
         then ``pending.wait()`` and the other (boundary) nodes. Same chunks, same numbers.
