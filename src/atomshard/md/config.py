@@ -14,7 +14,7 @@ from atomshard.utils.config import config_from_dict, config_to_dict
 #: MD ensembles (``MINIMIZERS`` are run by the same driver and config)
 ENSEMBLES = ("nve", "langevin", "nose-hoover", "npt")
 #: energy minimisers
-MINIMIZERS: tuple[str, ...] = ()
+MINIMIZERS: tuple[str, ...] = ("fire", "cg")
 #: how a barostat (or a cell minimiser) moves the cell
 CELL_MODES = ("iso", "aniso", "tri")
 
