@@ -9,7 +9,7 @@ an ensemble or a minimiser is added here and in ``md/integrators/`` (its
 
 from __future__ import annotations
 
-from atomshard.md.config import MDConfig
+from atomshard.md.config import MINIMIZERS, MDConfig
 from atomshard.md.integrators import (
     langevin_init,
     langevin_step,
@@ -19,11 +19,19 @@ from atomshard.md.integrators import (
     nve_init,
     nve_step,
 )
+from atomshard.md.minimizers import (
+    minimizer_converged,
+    minimizer_init,
+    minimizer_objective,
+    minimizer_step,
+)
 from atomshard.md.state import ForceField, MDState
 
 
 def ensemble_init(state: MDState, force_field: ForceField, config: MDConfig) -> MDState:
     """Initial forces (and thermostat variables) for ``config.ensemble``."""
+    if config.ensemble in MINIMIZERS:
+        return minimizer_init(state, force_field, config)
     if config.ensemble == "nve":
         return nve_init(state, force_field)
     if config.ensemble == "langevin":
@@ -35,6 +43,8 @@ def ensemble_init(state: MDState, force_field: ForceField, config: MDConfig) -> 
 
 def ensemble_step(state: MDState, force_field: ForceField, config: MDConfig) -> MDState:
     """One step of ``config.ensemble`` with ``config.dt``."""
+    if config.ensemble in MINIMIZERS:
+        return minimizer_step(state, force_field, config)
     if config.ensemble == "nve":
         return nve_step(state, force_field, dt=config.dt)
     if config.ensemble == "langevin":
@@ -56,11 +66,18 @@ def converged(state: MDState, config: MDConfig) -> bool | None:
 
     The driver asks after every step and stops the run when this is True.
     """
+    if config.ensemble in MINIMIZERS:
+        return minimizer_converged(state, config)
     return None
 
 
 def conserved_energy(state: MDState, config: MDConfig) -> float:
-    """The quantity the ensemble conserves (E_tot, or the Nosé–Hoover extended energy), eV."""
+    """The quantity the ensemble conserves (E_tot, or the Nosé–Hoover extended energy), eV.
+
+    For a minimiser: what it minimises (E, or the enthalpy E + P V with a cell relaxation).
+    """
+    if config.ensemble in MINIMIZERS:
+        return minimizer_objective(state, config)
     if config.ensemble == "nose-hoover":
         return nose_hoover_conserved(state, temperature=config.temperature, tdamp=config.tdamp)
     return state.energy + state.kinetic_energy()
