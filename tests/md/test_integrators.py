@@ -97,7 +97,7 @@ def test_bad_timestep_and_temperature_are_rejected():
         MDConfig(ensemble="berendsen")
 
 
-@pytest.mark.parametrize("ensemble", ["nve", "langevin", "nose-hoover"])
+@pytest.mark.parametrize("ensemble", ["nve", "langevin", "nose-hoover", "npt"])
 def test_resume_is_bit_identical(tmp_path, argon, lj, ensemble):
     structure = tmp_path / "ar.extxyz"
     argon.write(structure)

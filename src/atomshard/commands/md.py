@@ -89,9 +89,9 @@ def _block_atoms(text: str) -> int | str:
 
 
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
-    """The :class:`~atomshard.md.MDConfig` of the shared flags plus ``overrides``.
+    """The :class:`~atomshard.md.MDConfig` of the shared flags, ``overrides`` replacing them.
 
-    Flags left out (None) keep the YAML file's value, or the field's default.
+    Values left at None keep the YAML file's value, or the field's default.
     """
     from atomshard.md import MDConfig
 
@@ -107,8 +107,8 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
         device=args.device,
         block_atoms=args.block_atoms,
         repeat=parse_repeat(args.repeat) if args.repeat else None,
-        **overrides,
     )
+    values.update(overrides)
     if args.config:
         config = MDConfig.from_yaml(args.config, **values)
     else:
@@ -154,6 +154,10 @@ def run(args: argparse.Namespace) -> int:
     result = launch(args, config)
     if result is None:  # not rank 0 of a torchrun job
         return 0
+    if result.converged is not None:  # a minimiser (--ensemble fire or cg)
+        from atomshard.commands.minimize import report
+
+        return report(result, config)
     if result.n_ranks > 1:
         print(f"{result.n_migrated} atom migrations between ranks at neighbour-list rebuilds")
     print(

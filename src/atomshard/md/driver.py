@@ -344,11 +344,23 @@ def run_md(
                 if stop[0] > 0:
                     interrupted = True
                     break
+    except BaseException:  # the error propagates; the logs keep every complete row
+        if logs is not None:
+            logs[0].close()
+            logs[1].close()
+        raise
     finally:
         if bar is not None:
             bar.close()
     wall = time.perf_counter() - t_start
     checkpoint()
+    minimizer = done_minimizing is not None
+    if out is not None and minimizer and config.traj_every and state.step % config.traj_every:
+        # a minimiser's last state is always a frame; written after the restart file took
+        # its offsets, so --resume cuts it away and continues bit-identically
+        frame = gather_state(state, comm)
+        if logs is not None and frame is not None:
+            logs[0].write(extxyz_frame(frame))
     temperature = state.temperature()
     n_migrated = 0
     if isinstance(ff, DistributedForceField):

@@ -16,6 +16,9 @@ from atomshard.md.integrators import (
     nose_hoover_conserved,
     nose_hoover_init,
     nose_hoover_step,
+    npt_conserved,
+    npt_init,
+    npt_step,
     nve_init,
     nve_step,
 )
@@ -36,6 +39,16 @@ def ensemble_init(state: MDState, force_field: ForceField, config: MDConfig) -> 
         return nve_init(state, force_field)
     if config.ensemble == "langevin":
         return langevin_init(state, force_field)
+    if config.ensemble == "npt":
+        return npt_init(
+            state,
+            force_field,
+            temperature=config.temperature,
+            tdamp=config.tdamp,
+            pdamp=config.pdamp,
+            barostat=config.barostat,
+            chain=config.chain,
+        )
     return nose_hoover_init(
         state, force_field, temperature=config.temperature, tdamp=config.tdamp, chain=config.chain
     )
@@ -55,6 +68,17 @@ def ensemble_step(state: MDState, force_field: ForceField, config: MDConfig) -> 
             temperature=config.temperature,
             friction=config.friction,
             seed=config.seed,
+        )
+    if config.ensemble == "npt":
+        return npt_step(
+            state,
+            force_field,
+            dt=config.dt,
+            temperature=config.temperature,
+            pressure=config.pressure,
+            tdamp=config.tdamp,
+            pdamp=config.pdamp,
+            barostat=config.barostat,
         )
     return nose_hoover_step(
         state, force_field, dt=config.dt, temperature=config.temperature, tdamp=config.tdamp
@@ -80,4 +104,13 @@ def conserved_energy(state: MDState, config: MDConfig) -> float:
         return minimizer_objective(state, config)
     if config.ensemble == "nose-hoover":
         return nose_hoover_conserved(state, temperature=config.temperature, tdamp=config.tdamp)
+    if config.ensemble == "npt":
+        return npt_conserved(
+            state,
+            temperature=config.temperature,
+            pressure=config.pressure,
+            tdamp=config.tdamp,
+            pdamp=config.pdamp,
+            barostat=config.barostat,
+        )
     return state.energy + state.kinetic_energy()

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from atomshard.md.state import MDState
 
@@ -20,6 +21,10 @@ THERMO_COLUMNS = (
     "conserved_eV",
     "temperature_K",
     "pressure_GPa",
+    "volume_A3",
+    "a_A",
+    "b_A",
+    "c_A",
 )
 
 
@@ -50,7 +55,8 @@ class AppendLog:
         return self.handle.tell()
 
     def close(self) -> None:
-        self.handle.close()
+        if not self.handle.closed:
+            self.handle.close()
 
 
 def open_logs(out: Path, offsets: dict[str, int] | None) -> tuple[AppendLog, AppendLog]:
@@ -79,6 +85,12 @@ def thermo_row(state: MDState, conserved: float) -> str:
         f"{state.temperature():.6f}",
         "" if pressure is None else f"{pressure:.6f}",
     ]
+    if bool(state.pbc.all()):
+        cell = state.cell.detach().cpu().double()
+        values.append(f"{abs(float(torch.linalg.det(cell))):.6f}")
+        values.extend(f"{float(length):.6f}" for length in torch.linalg.vector_norm(cell, dim=1))
+    else:
+        values.extend([""] * 4)
     return ",".join(values) + "\n"
 
 
@@ -100,12 +112,10 @@ def extxyz_frame(state: MDState) -> str:
 
 
 def read_thermo(path: str | Path) -> dict[str, np.ndarray]:
-    """The thermo CSV as columns (empty pressure cells become NaN)."""
+    """The thermo CSV as columns (empty cells, and columns an older file lacks, are NaN)."""
     with open(path, encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    return {
-        c: np.array([float(r[c]) if r[c] != "" else np.nan for r in rows]) for c in THERMO_COLUMNS
-    }
+    return {c: np.array([float(r.get(c) or "nan") for r in rows]) for c in THERMO_COLUMNS}
 
 
 def plot_thermo(csv_path: str | Path, png_path: str | Path, *, title: str = "") -> None:
@@ -120,7 +130,11 @@ def plot_thermo(csv_path: str | Path, png_path: str | Path, *, title: str = "") 
     data = read_thermo(csv_path)
     t = data["time_fs"]
     n = max(len(t), 1)
-    fig, (ax_e, ax_t) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    volume = data["volume_A3"]
+    barostat = len(t) > 1 and bool(np.isfinite(volume).all()) and np.ptp(volume) > 0
+    rows = 3 if barostat else 2
+    fig, axes = plt.subplots(rows, 1, figsize=(7, 3 * rows), sharex=True)
+    ax_e, ax_t = axes[0], axes[1]
     e0 = data["etot_eV"][0] if len(t) else 0.0
     ax_e.plot(t, data["epot_eV"] - e0, label="E_pot")
     ax_e.plot(t, data["ekin_eV"], label="E_kin")
@@ -136,7 +150,14 @@ def plot_thermo(csv_path: str | Path, png_path: str | Path, *, title: str = "") 
     ax_e.legend(loc="best")
     ax_t.plot(t, data["temperature_K"], color="tab:red")
     ax_t.set_ylabel("temperature [K]")
-    ax_t.set_xlabel("time [fs]")
+    if barostat:  # NPT: volume, and the instantaneous pressure on a second axis
+        ax_v = axes[2]
+        ax_v.plot(t, volume, color="tab:green")
+        ax_v.set_ylabel("volume [Å³]")
+        ax_p = ax_v.twinx()
+        ax_p.plot(t, data["pressure_GPa"], color="tab:gray", lw=0.6, alpha=0.7)
+        ax_p.set_ylabel("pressure [GPa]")
+    axes[-1].set_xlabel("time [fs]")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -26,11 +26,15 @@ from atomshard.md.state import ForceField, MDState
 from atomshard.units import KB
 
 
-def _masses(state: MDState, temperature: float, tdamp: float, chain: int) -> torch.Tensor:
-    kt = KB * temperature
-    q = torch.full((chain,), kt * tdamp * tdamp, dtype=torch.float64)
-    q[0] = state.n_dof() * kt * tdamp * tdamp
+def chain_masses(n_dof: int, kt: float, tau: float, chain: int) -> torch.Tensor:
+    """Chain masses ``Q₁ = n_dof k_B T τ²``, ``Q_j = k_B T τ²`` (eV fs²)."""
+    q = torch.full((chain,), kt * tau * tau, dtype=torch.float64)
+    q[0] = n_dof * kt * tau * tau
     return q
+
+
+def _masses(state: MDState, temperature: float, tdamp: float, chain: int) -> torch.Tensor:
+    return chain_masses(state.n_dof(), KB * temperature, tdamp, chain)
 
 
 def nose_hoover_init(
@@ -57,20 +61,28 @@ def nose_hoover_init(
     return state
 
 
-def _chain_half_step(state: MDState, dt: float, temperature: float, tdamp: float) -> None:
-    xi = state.thermostat["xi"]
-    v = state.thermostat["v_xi"]
+def chain_half_step(
+    xi: torch.Tensor,
+    v: torch.Tensor,
+    q: torch.Tensor,
+    *,
+    two_ke: float,
+    n_dof: int,
+    kt: float,
+    dt: float,
+) -> float:
+    """Advance a chain (``xi``, ``v`` in place) over ``dt / 2``; returns the velocity scale.
+
+    ``two_ke`` is twice the kinetic energy of the ``n_dof`` thermostatted degrees of freedom
+    (atoms, or a barostat's cell); the caller multiplies their velocities by the result.
+    """
     m = v.shape[0]
-    q = _masses(state, temperature, tdamp, m)
-    kt = KB * temperature
-    two_ke = 2.0 * state.kinetic_energy()
-    nf = state.n_dof()
     h = 0.5 * dt  # this half step's length
     q4, q8 = 0.5 * h, 0.25 * h
 
     def force(j: int, two_ke: float) -> float:
         if j == 0:
-            return (two_ke - nf * kt) / float(q[0])
+            return (two_ke - n_dof * kt) / float(q[0])
         return (float(q[j - 1]) * float(v[j - 1]) ** 2 - kt) / float(q[j])
 
     # inward sweep: last link first
@@ -82,7 +94,6 @@ def _chain_half_step(state: MDState, dt: float, temperature: float, tdamp: float
         v[j] = v[j] * damp
     xi += h * v
     scale = math.exp(-h * float(v[0]))
-    state.velocities = state.velocities * scale
     two_ke *= scale * scale
     # outward sweep
     for j in range(m - 1):
@@ -91,6 +102,21 @@ def _chain_half_step(state: MDState, dt: float, temperature: float, tdamp: float
         v[j] += q4 * force(j, two_ke)
         v[j] = v[j] * damp
     v[m - 1] += q4 * force(m - 1, two_ke)
+    return scale
+
+
+def _chain_half_step(state: MDState, dt: float, temperature: float, tdamp: float) -> None:
+    v = state.thermostat["v_xi"]
+    scale = chain_half_step(
+        state.thermostat["xi"],
+        v,
+        _masses(state, temperature, tdamp, v.shape[0]),
+        two_ke=2.0 * state.kinetic_energy(),
+        n_dof=state.n_dof(),
+        kt=KB * temperature,
+        dt=dt,
+    )
+    state.velocities = state.velocities * scale
 
 
 def nose_hoover_step(
