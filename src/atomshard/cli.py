@@ -14,6 +14,7 @@ import sys
 #: subcommand -> (module, one-line help). Modules are imported only when chosen.
 COMMANDS: dict[str, tuple[str, str]] = {
     "md": ("atomshard.commands.md", "run molecular dynamics (NVE, Langevin, Nosé-Hoover)"),
+    "minimize": ("atomshard.commands.minimize", "relax positions (and the cell) with FIRE or CG"),
     "eval": ("atomshard.commands.eval", "energy, forces, stress for every frame of a file"),
     "convert": ("atomshard.commands.convert", "convert a foreign checkpoint (SevenNet)"),
     "data": ("atomshard.commands.data", "make Hamiltonian training data (data pyscf ...)"),
