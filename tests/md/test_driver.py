@@ -113,3 +113,19 @@ def test_sigterm_finishes_the_step_writes_the_restart_and_resumes(tmp_path, argo
     for name in ("thermo.csv", "trajectory.extxyz"):
         assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "straight" / name).read_bytes()
     assert np.isfinite(read_thermo(tmp_path / "cut" / "thermo.csv")["conserved_eV"]).all()
+
+
+def test_bench_npt_smoke(tmp_path):
+    """benchmarks/bench_npt.py runs (3 steps of SevenNet-0 quartz, NVT and NPT, 1 rank)."""
+    import json
+
+    from tests.bench_scripts import load_benchmark
+
+    report = load_benchmark("bench_npt").main(
+        ["--smoke", "--ranks", "1", "--out", str(tmp_path), "--threads", "1"]
+    )
+    assert set(report["steps_per_second"]) == {"nvt-1", "npt-1"}
+    assert all(rate > 0 for rate in report["steps_per_second"].values())
+    assert 2.0 < report["final_density_g_cm3"]["npt-1"] < 3.5  # quartz: 2.65 g/cm³
+    assert json.loads((tmp_path / "bench_npt.json").read_text())["n_atoms"] == 9
+    assert (tmp_path / "bench_npt.png").exists()
