@@ -21,7 +21,7 @@ system would need. Writes ``<out>/bench_memory.json`` and ``<out>/bench_memory.p
     python benchmarks/bench_memory.py --out bench_out/memory --repeat 8 13 18
     python benchmarks/bench_memory.py --smoke --out /tmp/bmem
 
-``--checkpoint blocks`` evaluates block by block instead (:mod:`atomshard.models.blocks`,
+``--checkpoint blocks`` evaluates block by block instead (:mod:`atomshard.runtime.blocks`,
 blocks of at most ``--block-atoms`` atoms with their halo), the way a system larger than
 memory runs; the fit then gives the per-atom cost of what stays whole (graph, forces) on top
 of one block's peak:
@@ -60,14 +60,14 @@ def _worker(
     from atomshard.graph import AtomicGraph
     from atomshard.io.structures import builtin_structure
     from atomshard.models import compute_properties
-    from atomshard.models.blocks import (
+    from atomshard.models.potential import NequIPPotential, preset
+    from atomshard.models.potential.model import AUTO_CHECKPOINT_BYTES
+    from atomshard.runtime.blocks import (
         block_graph,
         compute_properties_in_blocks,
         plan_blocks,
         resolve_max_atoms,
     )
-    from atomshard.models.potential import NequIPPotential, preset
-    from atomshard.models.potential.model import AUTO_CHECKPOINT_BYTES
     from atomshard.utils import process
 
     torch.manual_seed(0)

@@ -68,3 +68,23 @@ def test_imports_respect_layers(path):
             f"{path.relative_to(SRC)}:{line} imports atomshard.{target} (layer "
             f"{LAYERS[target]}) from {package} (layer {LAYERS[package]})"
         )
+
+
+#: Packages models/ may not import although they sit in lower layers: a model gets its
+#: communication as the exchange it is handed (``models.base.Exchange``), and splitting a
+#: structure into parts or blocks is the engine's business (``runtime``).
+MODELS_NEVER_IMPORT = ("atomshard.comm", "atomshard.partition")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in MODULES if _package_of(p) == "models"],
+    ids=lambda p: str(p.relative_to(SRC)),
+)
+def test_models_import_neither_comm_nor_partition(path):
+    for line, name in _imports(path):
+        for banned in MODELS_NEVER_IMPORT:
+            assert name != banned and not name.startswith(banned + "."), (
+                f"{path.relative_to(SRC)}:{line} imports {name}; models call the exchange "
+                "they are handed and leave partitioning to the engine"
+            )

@@ -8,7 +8,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 
 from atomshard.graph import AtomicGraph, NeighborList, Structure
 from atomshard.models.base import Potential
-from atomshard.models.blocks import evaluate, resolve_max_atoms
+from atomshard.runtime.blocks import evaluate, resolve_max_atoms
 
 
 class AtomshardCalculator(Calculator):

@@ -8,7 +8,7 @@ import torch
 from atomshard.graph import AtomicGraph, NeighborList
 from atomshard.md.state import MDState
 from atomshard.models.base import Potential
-from atomshard.models.blocks import evaluate, resolve_max_atoms
+from atomshard.runtime.blocks import evaluate, resolve_max_atoms
 
 
 class SerialForceField:

@@ -10,6 +10,8 @@
 - :mod:`atomshard.runtime.hamiltonian`: the Hamiltonian model split over ranks
   (:func:`~atomshard.runtime.hamiltonian.split_hamiltonian`,
   :func:`~atomshard.runtime.hamiltonian.predict_part`; docs/hamiltonian.md).
+- :mod:`atomshard.runtime.blocks`: a system too large for memory evaluated exactly, block
+  by block, with any model (:func:`evaluate`, :func:`compute_properties_in_blocks`).
 """
 
 from atomshard.runtime._api import (
@@ -35,9 +37,20 @@ from atomshard.runtime._local_rebuild import (
     migrate,
 )
 from atomshard.runtime._partition import PARTITION_NAMES, PartitionSpec, partition_atoms
+from atomshard.runtime.blocks import (
+    Block,
+    auto_max_atoms,
+    block_graph,
+    compute_properties_in_blocks,
+    evaluate,
+    iter_blocks,
+    plan_blocks,
+    resolve_max_atoms,
+)
 
 __all__ = [
     "PARTITION_NAMES",
+    "Block",
     "DistributedCalculator",
     "DistributedEvaluator",
     "FrameResult",
@@ -46,15 +59,22 @@ __all__ = [
     "OwnedAtoms",
     "PartitionSpec",
     "as_structure",
+    "auto_max_atoms",
+    "block_graph",
     "build_local_part",
+    "compute_properties_in_blocks",
+    "evaluate",
     "evaluate_distributed",
     "evaluate_for_command",
     "evaluate_frames",
     "format_profile",
     "frame_result_dict",
+    "iter_blocks",
     "load_potential",
     "migrate",
     "partition_atoms",
+    "plan_blocks",
+    "resolve_max_atoms",
     "split_structure",
     "write_profile",
 ]

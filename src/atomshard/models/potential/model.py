@@ -513,7 +513,7 @@ class NequIPPotential(Potential):
         ``owned_rows(exchange, n_atoms)`` owned rows only (all rows serially); the halo
         rows' features come from the exchange before every convolution.
 
-        With ``shells`` (serially; a block of a larger system, :mod:`atomshard.models.blocks`)
+        With ``shells`` (serially; a block of a larger system, :mod:`atomshard.runtime.blocks`)
         layer ``t`` runs on the atoms within ``n_hops - t`` edges of the counted ones and on
         the edges into those within ``n_hops - 1 - t``; the energies of the ``shells.rows[0]``
         counted atoms come back, exactly those of the whole graph.

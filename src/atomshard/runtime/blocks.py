@@ -12,8 +12,11 @@ graph, to round-off, with the memory of one block and its halo.
 
 Models that take :class:`~atomshard.models.base.Shells` (the NequIP potential) also shrink
 the work layer by layer (layer ``t`` only updates the atoms within ``n_hops - t`` edges),
-so the halo costs a fraction of its size: for a block of 100k quartz atoms (SI config,
-4 layers, 4 Å) the halo adds ~70 % atoms but ~35 % work.
+so the halo costs a fraction of its size in work.
+
+This is an engine strategy, not a model's: it reads only the model's
+:class:`~atomshard.models.base.Capabilities` (hops, shells, memory estimates) and calls
+``atomic_energies`` like any serial evaluation.
 
 The blocks come from the project's partitioner (Low-NN by default: compact blocks, the
 smallest halo), their number from ``max_atoms`` (the most atoms, halo included, one
@@ -42,8 +45,8 @@ from atomshard.models.base import (
 #: ``max_atoms="auto"`` plans blocks whose estimated peak memory stays below this share of
 #: the memory available when the evaluation starts (``MemAvailable``).
 AUTO_MEMORY_FRACTION = 0.5
-#: peak bytes of a force evaluation per byte of :meth:`activation_bytes` (measured: 66 kB
-#: per atom against 22.4 kB for the SI config with layer checkpoints, docs/potential.md)
+#: peak bytes of a force evaluation per byte of the model's activation estimate
+#: (``Capabilities.activation_bytes_per_atom``): the measured ratio (docs/potential.md)
 #: plus a margin.
 PEAK_PER_ACTIVATION_BYTE = 4.0
 #: bytes an edge holds at the peak besides the node activations (float64 geometry, radial
@@ -145,12 +148,13 @@ def auto_max_atoms(
 ) -> int | None:
     """The most atoms one block's graph may hold for its estimated peak to stay below
     :data:`AUTO_MEMORY_FRACTION` of the available memory (the GPU's free memory on a CUDA
-    device); None where the model gives no estimate (``activation_bytes``) or the memory
-    cannot be read (then: no blocks).
+    device); None where the model gives no estimate
+    (``Capabilities.activation_bytes_per_atom``) or the memory cannot be read (then: no
+    blocks).
 
     The estimate per atom is :data:`PEAK_PER_ACTIVATION_BYTE` times the model's
-    ``activation_bytes(1)`` plus :data:`EDGE_BYTES` per edge: 98 kB for the SI config on
-    quartz (21 edges per atom), where 67–74 kB were measured at 52,488 atoms.
+    activation bytes per atom plus :data:`EDGE_BYTES` per edge, a little above what a
+    force evaluation was measured to hold (docs/potential.md).
     """
     estimate = model.capabilities().activation_bytes_per_atom
     if available is None:
@@ -224,9 +228,9 @@ def resolve_max_atoms(
     per atom and device), or None for no limit.
 
     With ``"auto"`` and a ``graph`` too large for one evaluation, the limit is also kept
-    within the model's ``checkpoint_free_atoms()`` where it has one: once the system is
-    split anyway, more blocks without layer checkpoints beat fewer checkpointed ones
-    (measured at 1 M atoms, docs/potential.md). A system that fits is evaluated whole.
+    within the model's ``Capabilities.checkpoint_free_atoms`` where it has one: once the
+    system is split anyway, more blocks without layer checkpoints beat fewer checkpointed
+    ones (docs/potential.md). A system that fits is evaluated whole.
 
     Raises:
         InputError: anything but a positive whole number, ``"auto"`` or None.

@@ -1,4 +1,4 @@
-"""Block-by-block evaluation (atomshard.models.blocks) gives the whole graph's numbers.
+"""Block-by-block evaluation (atomshard.runtime.blocks) gives the whole graph's numbers.
 
 Energies, per-atom energies, forces and stress of a rattled periodic quartz supercell and
 of a cluster, split into 2..16 blocks, match one evaluation of the whole graph to float64
@@ -18,7 +18,9 @@ from atomshard.graph import AtomicGraph
 from atomshard.io import read_structures
 from atomshard.md.config import MDConfig
 from atomshard.models import compute_properties
-from atomshard.models.blocks import (
+from atomshard.models.pair import LennardJones
+from atomshard.models.potential import NequIPPotential, preset
+from atomshard.runtime.blocks import (
     auto_max_atoms,
     block_graph,
     compute_properties_in_blocks,
@@ -26,8 +28,6 @@ from atomshard.models.blocks import (
     plan_blocks,
     resolve_max_atoms,
 )
-from atomshard.models.pair import LennardJones
-from atomshard.models.potential import NequIPPotential, preset
 
 
 @pytest.fixture(scope="module")
@@ -205,8 +205,8 @@ def test_auto_blocks_stay_below_the_layer_checkpoints(one, quartz, monkeypatch):
     layers run without checkpoints (measured faster than fewer checkpointed blocks); a
     system that fits is still evaluated whole, and a model with checkpoints set outright
     is not capped."""
-    import atomshard.models.blocks as blocks
     import atomshard.models.potential.model as nequip_model
+    import atomshard.runtime.blocks as blocks
 
     monkeypatch.setattr(nequip_model, "AUTO_CHECKPOINT_BYTES", 250 * one.activation_bytes(1))
     assert one.checkpoint_free_atoms() == 250
