@@ -33,6 +33,15 @@ def chain_masses(n_dof: int, kt: float, tau: float, chain: int) -> torch.Tensor:
     return q
 
 
+def chain_energy(
+    xi: torch.Tensor, v: torch.Tensor, q: torch.Tensor, n_dof: int, kt: float
+) -> float:
+    """A chain's energy ``Σ ½Q_j v_j² + n_dof k_B T ξ₁ + Σ_{j>1} k_B T ξ_j`` (eV)."""
+    energy = float((0.5 * q * v * v).sum()) + n_dof * kt * float(xi[0])
+    energy += kt * float(xi[1:].sum())
+    return energy
+
+
 def _masses(state: MDState, temperature: float, tdamp: float, chain: int) -> torch.Tensor:
     return chain_masses(state.n_dof(), KB * temperature, tdamp, chain)
 
@@ -105,7 +114,8 @@ def chain_half_step(
     return scale
 
 
-def _chain_half_step(state: MDState, dt: float, temperature: float, tdamp: float) -> None:
+def atoms_chain_half_step(state: MDState, dt: float, temperature: float, tdamp: float) -> None:
+    """The atoms' chain over ``dt / 2``: chain variables in ``state.thermostat``, v scaled."""
     v = state.thermostat["v_xi"]
     scale = chain_half_step(
         state.thermostat["xi"],
@@ -129,12 +139,12 @@ def nose_hoover_step(
 ) -> MDState:
     """Advance one Nosé–Hoover-chain step of ``dt`` fs."""
     check_dt(dt)
-    _chain_half_step(state, dt, temperature, tdamp)
+    atoms_chain_half_step(state, dt, temperature, tdamp)
     half_kick(state, dt)
     state.positions = state.positions + dt * state.velocities
     force_field(state)
     half_kick(state, dt)
-    _chain_half_step(state, dt, temperature, tdamp)
+    atoms_chain_half_step(state, dt, temperature, tdamp)
     state.step += 1
     state.time += dt
     return state
@@ -145,7 +155,8 @@ def nose_hoover_conserved(state: MDState, *, temperature: float, tdamp: float) -
     xi = state.thermostat["xi"]
     v = state.thermostat["v_xi"]
     q = _masses(state, temperature, tdamp, v.shape[0])
-    kt = KB * temperature
-    chain_energy = float((0.5 * q * v * v).sum()) + state.n_dof() * kt * float(xi[0])
-    chain_energy += kt * float(xi[1:].sum())
-    return state.kinetic_energy() + state.energy + chain_energy
+    return (
+        state.kinetic_energy()
+        + state.energy
+        + chain_energy(xi, v, q, state.n_dof(), KB * temperature)
+    )

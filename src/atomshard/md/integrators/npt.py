@@ -41,7 +41,12 @@ import math
 import torch
 
 from atomshard.errors import InputError
-from atomshard.md.integrators.nose_hoover import chain_half_step, chain_masses
+from atomshard.md.integrators.nose_hoover import (
+    atoms_chain_half_step,
+    chain_energy,
+    chain_half_step,
+    chain_masses,
+)
 from atomshard.md.integrators.nve import check_dt
 from atomshard.md.state import ForceField, MDState
 from atomshard.units import ACCEL, EV_PER_A3_TO_GPA, KB, MVV2E
@@ -179,20 +184,6 @@ def _cell_chain(state: MDState, dt: float, kt: float, pdamp: float, n_cell: int,
     state.thermostat["nu"] = nu * scale
 
 
-def _atom_chain(state: MDState, dt: float, kt: float, tdamp: float) -> None:
-    """The atoms' chain over ``Δt/2``; scales v."""
-    scale = chain_half_step(
-        state.thermostat["xi"],
-        state.thermostat["v_xi"],
-        chain_masses(state.n_dof(), kt, tdamp, state.thermostat["v_xi"].shape[0]),
-        two_ke=2.0 * state.kinetic_energy(),
-        n_dof=state.n_dof(),
-        kt=kt,
-        dt=dt,
-    )
-    state.velocities = state.velocities * scale
-
-
 def npt_step(
     state: MDState,
     force_field: ForceField,
@@ -210,14 +201,14 @@ def npt_step(
     w = _cell_mass(state, temperature, pdamp)
     kt = KB * temperature
     _cell_chain(state, dt, kt, pdamp, n_cell, w)
-    _atom_chain(state, dt, kt, tdamp)
+    atoms_chain_half_step(state, dt, temperature, tdamp)
     nu = state.thermostat["nu"] + (0.5 * dt / w) * _cell_force(state, pressure, barostat)
     _velocity_half_step(state, nu, dt)
     _position_step(state, nu, dt)
     force_field(state)
     _velocity_half_step(state, nu, dt)
     state.thermostat["nu"] = nu + (0.5 * dt / w) * _cell_force(state, pressure, barostat)
-    _atom_chain(state, dt, kt, tdamp)
+    atoms_chain_half_step(state, dt, temperature, tdamp)
     _cell_chain(state, dt, kt, pdamp, n_cell, w)
     state.step += 1
     state.time += dt
@@ -257,7 +248,5 @@ def npt_conserved(
     energy += pressure / EV_PER_A3_TO_GPA * _volume(state)
     for x, v, n, tau in (("xi", "v_xi", state.n_dof(), tdamp), ("eta", "v_eta", n_cell, pdamp)):
         pos, vel = state.thermostat[x], state.thermostat[v]
-        q = chain_masses(n, kt, tau, vel.shape[0])
-        energy += float((0.5 * q * vel * vel).sum()) + n * kt * float(pos[0])
-        energy += kt * float(pos[1:].sum())
+        energy += chain_energy(pos, vel, chain_masses(n, kt, tau, vel.shape[0]), n, kt)
     return energy
