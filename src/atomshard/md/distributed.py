@@ -33,7 +33,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from atomshard.comm import Communicator, ExchangeProfiler, gather_by_id, root_call
+from atomshard.comm import (
+    Communicator,
+    ExchangeProfiler,
+    gather_by_id,
+    root_call,
+    root_scatter,
+)
 from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph, Structure, neighbor_list, skin_exceeded
 from atomshard.md.state import MDState
@@ -408,20 +414,7 @@ class DistributedForceField:
         if reference is not None:
             rows["current"] = current
         gathered = gather_by_id(self.comm, state.atom_ids.cpu().numpy(), **rows)
-        payload: list[Any] | None = None
-        if gathered is not None:
-            try:
-                payload = self._split(gathered, state)
-            except Exception as exc:  # send the error, not a timeout, to every rank
-                if self.comm.world_size == 1:
-                    raise
-                payload = [exc] * self.comm.world_size
-        got = payload[0] if self.comm.world_size == 1 and payload else None
-        if self.comm.world_size > 1:
-            got = self.comm.scatter_objects(payload)
-        if isinstance(got, Exception):
-            raise got
-        assert got is not None
+        got = root_scatter(self.comm, self._split, gathered, state)
         local, owned = got
         self._install(state, local, owned)
 
