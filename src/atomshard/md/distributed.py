@@ -258,15 +258,18 @@ class DistributedForceField:
         if regions is not None and self.rebuild != "gather":
             self.regions = Regions.from_dict(regions)
             self._setup_done = True
-        self._rebuild(state, reference=reference)
+        self.rebuild(state, reference=reference)
 
     @property
     def regions_dict(self) -> dict[str, Any] | None:
         """The regions of a local-rebuild run as plain data (for restart files), or None."""
         return None if self.regions is None else self.regions.to_dict()
 
-    def _rebuild(self, state: MDState, reference: torch.Tensor | None = None) -> None:
-        """Re-partition and rebuild the plans; atoms migrate to their new owners.
+    def rebuild(self, state: MDState, reference: torch.Tensor | None = None) -> None:
+        """Re-partition and rebuild the plans now; atoms migrate to their new owners.
+
+        A force call does this by itself when the skin test asks for it; call it directly
+        to time rebuilds or to redistribute atoms. Collective.
 
         With ``reference``, plans are built on those positions and the current ones
         travel with their atoms (see :meth:`restore`).
@@ -485,7 +488,7 @@ class DistributedForceField:
     # -- one force call ---------------------------------------------------------------------
     def __call__(self, state: MDState) -> None:
         if self._needs_rebuild(state):
-            self._rebuild(state)
+            self.rebuild(state)
         assert self.local is not None
         local, plan = self.local, self.local.plan
         ex = self.evaluator.exchange_for(plan)
