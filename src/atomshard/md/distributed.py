@@ -258,14 +258,14 @@ class DistributedForceField:
         if regions is not None and self.rebuild != "gather":
             self.regions = Regions.from_dict(regions)
             self._setup_done = True
-        self.rebuild(state, reference=reference)
+        self.rebuild_plans(state, reference=reference)
 
     @property
     def regions_dict(self) -> dict[str, Any] | None:
         """The regions of a local-rebuild run as plain data (for restart files), or None."""
         return None if self.regions is None else self.regions.to_dict()
 
-    def rebuild(self, state: MDState, reference: torch.Tensor | None = None) -> None:
+    def rebuild_plans(self, state: MDState, reference: torch.Tensor | None = None) -> None:
         """Re-partition and rebuild the plans now; atoms migrate to their new owners.
 
         A force call does this by itself when the skin test asks for it; call it directly
@@ -488,7 +488,7 @@ class DistributedForceField:
     # -- one force call ---------------------------------------------------------------------
     def __call__(self, state: MDState) -> None:
         if self._needs_rebuild(state):
-            self.rebuild(state)
+            self.rebuild_plans(state)
         assert self.local is not None
         local, plan = self.local, self.local.plan
         ex = self.evaluator.exchange_for(plan)
