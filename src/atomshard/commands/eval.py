@@ -93,13 +93,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_parallel(args: argparse.Namespace, frames) -> int:
     """The graph-parallel path: ``--ranks N`` local processes, or torchrun/srun ranks."""
-    from atomshard.runtime import evaluate_for_command
+    from atomshard.runtime import evaluate_distributed, format_profile, frame_result_dict
 
     references = [_reference(atoms) for atoms in frames]
-    out = evaluate_for_command(
+    out = evaluate_distributed(
         args.model,
         frames,
-        n_ranks=args.ranks,
+        args.ranks,
         partition=args.partition,
         transport=args.transport,
         dtype=parse_dtype(args.dtype, what="--dtype"),
@@ -107,7 +107,10 @@ def _run_parallel(args: argparse.Namespace, frames) -> int:
     )
     if out is None:  # not rank 0 of a torchrun job
         return 0
-    results = list(zip(frames, out["results"], references))
+    if args.profile is not None:
+        print(format_profile(out["profile"]))
+        print(f"wrote per-rank timings to {args.profile}")
+    results = list(zip(frames, [frame_result_dict(r) for r in out["frames"]], references))
     _print_table(results, out["seconds"])
     if args.output:
         _write(args.output, results)

@@ -21,13 +21,13 @@ from atomshard.runtime._api import (
     write_profile,
 )
 from atomshard.runtime._calculator import DistributedCalculator
-from atomshard.runtime._command import evaluate_for_command, frame_result_dict
 from atomshard.runtime._evaluate import (
     DistributedEvaluator,
     FrameResult,
     LocalPart,
     as_structure,
     evaluate_frames,
+    frame_result_dict,
     split_structure,
 )
 from atomshard.runtime._local_rebuild import (
@@ -65,7 +65,6 @@ __all__ = [
     "compute_properties_in_blocks",
     "evaluate",
     "evaluate_distributed",
-    "evaluate_for_command",
     "evaluate_frames",
     "format_profile",
     "frame_result_dict",
