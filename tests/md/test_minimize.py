@@ -3,6 +3,9 @@ an E(V) scan under a cell relaxation, resume, non-convergence and bad input."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+
 import ase.io
 import numpy as np
 import pytest
@@ -208,3 +211,18 @@ def test_ase_optimiser_with_the_calculator_finds_the_same_minimum(tmp_path, argo
     atoms.calc = AtomshardCalculator(lj, skin=0.5)
     FIRE(atoms, logfile=None).run(fmax=1e-5)
     assert abs(atoms.get_potential_energy() - energy) < 1e-7
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("sevenn") is None,
+    reason="sevenn (source of the SevenNet-0 weights) is not installed; CI installs it",
+)
+def test_bench_minimize_smoke(tmp_path):
+    from tests.bench_scripts import load_benchmark
+
+    report = load_benchmark("bench_minimize").main(["--smoke", "--out", str(tmp_path)])
+    assert report["n_atoms"] == 24 and report["iterations"] == 2 and not report["converged"]
+    assert len(report["history"]["fmax"]) == 3  # the start and two iterations
+    assert report["energy_change_eV_per_atom"] < 0
+    assert json.loads((tmp_path / "bench_minimize.json").read_text())["ensemble"] == "fire"
+    assert (tmp_path / "bench_minimize.png").exists()
