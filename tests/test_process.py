@@ -114,3 +114,16 @@ def test_cli_reruns_itself_with_tcmalloc_preloaded():
     assert out.returncode == 0, out.stderr
     assert "atomshard " in out.stdout
     assert "memory allocator tcmalloc (" in out.stderr  # printed by the re-run, once loaded
+
+
+def test_command_options_are_read_after_an_allocator_choice(capsys):
+    """``atomshard --allocator glibc md --steps ...``: the word after --allocator is its value,
+    not the command, so the command's own options are known."""
+    from atomshard.cli import _command_name, build_parser
+
+    assert _command_name(["--allocator", "glibc", "md", "--steps", "3"]) == "md"
+    assert _command_name(["--allocator=glibc", "eval"]) == "eval"
+    args = build_parser(["--allocator", "glibc", "md"]).parse_args(
+        ["--allocator", "glibc", "md", "--steps", "3"]
+    )
+    assert args.command == "md" and args.steps == 3

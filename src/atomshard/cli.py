@@ -46,6 +46,19 @@ def _allocator_choice(argv: list[str]) -> str:
     return DEFAULT_ALLOCATOR
 
 
+def _command_name(argv: list[str]) -> str | None:
+    """The subcommand: the first word that is neither an option nor ``--allocator``'s value."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--allocator":
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="atomshard",
@@ -63,7 +76,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         "tcmalloc is 2x faster at half the memory on 50k-atom systems, docs/potential.md)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    chosen = next((a for a in argv if not a.startswith("-")), None)
+    chosen = _command_name(argv)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:  # only the chosen command's module is imported

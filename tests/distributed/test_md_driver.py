@@ -150,8 +150,11 @@ def test_sigterm_to_md_ranks_command_writes_restart_and_exits_143(tmp_path):
     assert "stopped by SIGTERM" in stdout and "--resume" in stdout
     step = torch.load(out / "restart.pt", weights_only=True)["step"]
     assert 3 <= step < 100000 and read_thermo(out / "thermo.csv")["step"][-1] == step
+    # the resumed run also checks a process-wide option under --ranks: the allocator
+    # re-executes the command, and the spawned ranks inherit it
     done = subprocess.run(
-        [*argv[:12], "--steps", str(step + 3), *argv[14:], "--resume"],
+        [*argv[:3], "--allocator", "glibc", *argv[3:12], "--steps", str(step + 3), *argv[14:],
+         "--resume"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
