@@ -200,14 +200,7 @@ class HaloExchange:
         torch.index_select(flat, 0, r.send_all, out=send)
         self._sync()
         t1 = time.perf_counter()
-        if self.transport == "all_to_all":
-            # halo rows are grouped by peer in rank order: receive straight into them
-            self.comm.all_to_all(
-                out[r.n_owned :], send, self._splits_recv, self._splits_send, what="halo exchange"
-            )
-        else:
-            packed, halo = self._per_peer(send, out)
-            self.comm.exchange_p2p(packed, halo, what="halo exchange")
+        self._post_rows(send, out).wait()
         self._sync()
         t2 = time.perf_counter()
         if self.profiler is not None:
@@ -224,13 +217,7 @@ class HaloExchange:
         send = self._buffer(("send", flat.dtype, width), (r.send_all.numel(), width), flat.dtype)
         torch.index_select(flat, 0, r.send_all, out=send)
         t1 = time.perf_counter()
-        if self.transport == "all_to_all":
-            pending = self.comm.start_all_to_all(
-                out[r.n_owned :], send, self._splits_recv, self._splits_send, what="halo exchange"
-            )
-        else:
-            packed, halo = self._per_peer(send, out)
-            pending = self.comm.start_p2p(packed, halo, what="halo exchange")
+        pending = self._post_rows(send, out)
         out[: r.n_owned] = flat[: r.n_owned]  # while the rows are in flight
         t2 = time.perf_counter()
         nbytes = send.numel() * send.element_size()
@@ -261,13 +248,7 @@ class HaloExchange:
         r = self.routes
         t0 = time.perf_counter()
         back = self._buffer(("back", flat.dtype, width), (r.send_all.numel(), width), flat.dtype)
-        if self.transport == "all_to_all":
-            pending = self.comm.start_all_to_all(
-                back, flat[r.n_owned :], self._splits_send, self._splits_recv, what="halo backward"
-            )
-        else:
-            packed, halo = self._per_peer(back, flat)
-            pending = self.comm.start_p2p(halo, packed, what="halo backward")
+        pending = self._post_grads(flat, back)
         t1 = time.perf_counter()
         nbytes = (flat.shape[0] - r.n_owned) * width * flat.element_size()
         flight = _InFlight(pending, flat, tuple(grad.shape[1:]), width, t0, 0.0, t1 - t0, nbytes)
@@ -298,6 +279,27 @@ class HaloExchange:
                 inflight_s=t1 - flight.t_posted,
             )
         return out.view(flight.rows, *flight.shape)
+
+    def _post_rows(self, send: torch.Tensor, out: torch.Tensor) -> Pending:
+        """Post the packed rows ``send`` to their peers; the halo rows of ``out`` receive."""
+        r = self.routes
+        if self.transport == "all_to_all":
+            # halo rows are grouped by peer in rank order: receive straight into them
+            return self.comm.start_all_to_all(
+                out[r.n_owned :], send, self._splits_recv, self._splits_send, what="halo exchange"
+            )
+        packed, halo = self._per_peer(send, out)
+        return self.comm.start_p2p(packed, halo, what="halo exchange")
+
+    def _post_grads(self, grad: torch.Tensor, back: torch.Tensor) -> Pending:
+        """Post the halo rows of ``grad`` home; the packed buffer ``back`` receives."""
+        r = self.routes
+        if self.transport == "all_to_all":
+            return self.comm.start_all_to_all(
+                back, grad[r.n_owned :], self._splits_send, self._splits_recv, what="halo backward"
+            )
+        packed, halo = self._per_peer(back, grad)
+        return self.comm.start_p2p(halo, packed, what="halo backward")
 
     def _per_peer(
         self, packed: torch.Tensor, local: torch.Tensor
@@ -332,13 +334,7 @@ class HaloExchange:
         back = self._buffer(("back", flat.dtype, width), (r.send_all.numel(), width), flat.dtype)
         self._sync()
         t1 = time.perf_counter()
-        if self.transport == "all_to_all":
-            self.comm.all_to_all(
-                back, flat[r.n_owned :], self._splits_send, self._splits_recv, what="halo backward"
-            )
-        else:
-            packed, halo = self._per_peer(back, flat)
-            self.comm.exchange_p2p(halo, packed, what="halo backward")
+        self._post_grads(flat, back).wait()
         self._sync()
         t2 = time.perf_counter()
         n_rows = r.n_local if rows is None else int(rows)

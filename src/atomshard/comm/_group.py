@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -48,7 +48,59 @@ class Pending:
             self._comm._wait(works, self._what)
 
 
-class NullCommunicator:
+#: One tensor per peer rank: the rows sent to it, or the preallocated buffer its rows land in.
+PeerTensors = dict[int, torch.Tensor]
+
+
+class _Communicator:
+    """What both communicators share: the posting calls, and what they do on one rank.
+
+    A communicator of several ranks implements ``_start_p2p`` and ``_start_all_to_all``; on
+    one rank there is nobody to send to, so nothing is posted (an all-to-all is a copy).
+    A caller that has nothing to compute meanwhile calls ``.wait()`` on the result at once.
+    """
+
+    rank: int
+    world_size: int
+    # what a communicator of several ranks posts: (sends, recvs, what) and
+    # (output, input, output_splits, input_splits, what)
+    _start_p2p: Callable[[PeerTensors, PeerTensors, str], Pending]
+    _start_all_to_all: Callable[..., Pending]
+
+    def start_p2p(
+        self, sends: PeerTensors, recvs: PeerTensors, *, what: str = "exchange"
+    ) -> Pending:
+        """Post every send and receive at once (``batch_isend_irecv``); wait with the result.
+
+        Shapes:
+            sends[peer]: contiguous tensor sent to ``peer``
+            recvs[peer]: preallocated contiguous tensor filled from ``peer``
+        """
+        if not sends and not recvs:
+            return Pending(self, [], what)
+        if self.world_size == 1:
+            raise CommError("a single-process run has no peers to exchange with")
+        return self._start_p2p(sends, recvs, what)
+
+    def start_all_to_all(
+        self,
+        output: torch.Tensor,
+        input: torch.Tensor,
+        output_splits: Sequence[int],
+        input_splits: Sequence[int],
+        *,
+        what: str = "all_to_all",
+    ) -> Pending:
+        """Post one ``all_to_all_single`` (splits are row counts per rank along dim 0) and
+        return without waiting (gloo runs it on its own worker thread, NCCL on its own
+        stream)."""
+        if self.world_size == 1:
+            output.copy_(input)
+            return Pending(self, [], what)
+        return self._start_all_to_all(output, input, output_splits, input_splits, what)
+
+
+class NullCommunicator(_Communicator):
     """A single process: rank 0 of 1. Reductions are identities, there are no peers."""
 
     rank = 0
@@ -68,49 +120,6 @@ class NullCommunicator:
 
     def all_reduce_max(self, tensor: torch.Tensor, *, what: str = "all_reduce") -> torch.Tensor:
         return tensor
-
-    def exchange_p2p(
-        self,
-        sends: dict[int, torch.Tensor],
-        recvs: dict[int, torch.Tensor],
-        *,
-        what: str = "exchange",
-    ) -> None:
-        if sends or recvs:
-            raise CommError("a single-process run has no peers to exchange with")
-
-    def all_to_all(
-        self,
-        output: torch.Tensor,
-        input: torch.Tensor,
-        output_splits: Sequence[int],
-        input_splits: Sequence[int],
-        *,
-        what: str = "all_to_all",
-    ) -> None:
-        output.copy_(input)
-
-    def start_p2p(
-        self,
-        sends: dict[int, torch.Tensor],
-        recvs: dict[int, torch.Tensor],
-        *,
-        what: str = "exchange",
-    ) -> Pending:
-        self.exchange_p2p(sends, recvs, what=what)
-        return Pending(self, [], what)
-
-    def start_all_to_all(
-        self,
-        output: torch.Tensor,
-        input: torch.Tensor,
-        output_splits: Sequence[int],
-        input_splits: Sequence[int],
-        *,
-        what: str = "all_to_all",
-    ) -> Pending:
-        output.copy_(input)
-        return Pending(self, [], what)
 
     def broadcast(self, tensor: torch.Tensor, *, src: int = 0, what: str = "broadcast") -> None:
         return None
@@ -133,7 +142,7 @@ class NullCommunicator:
         return None
 
 
-class TorchCommunicator:
+class TorchCommunicator(_Communicator):
     """A torch.distributed process group (gloo on CPU, NCCL on GPU) with timeouts.
 
     Args:
@@ -204,58 +213,19 @@ class TorchCommunicator:
         self._wait([work], what)
         return out
 
-    def exchange_p2p(
-        self,
-        sends: dict[int, torch.Tensor],
-        recvs: dict[int, torch.Tensor],
-        *,
-        what: str = "exchange",
-    ) -> None:
-        """Post every send and receive at once (``batch_isend_irecv``) and wait for all.
-
-        Shapes:
-            sends[peer]: contiguous tensor sent to ``peer``
-            recvs[peer]: preallocated contiguous tensor filled from ``peer``
-        """
-        self.start_p2p(sends, recvs, what=what).wait()
-
-    def start_p2p(
-        self,
-        sends: dict[int, torch.Tensor],
-        recvs: dict[int, torch.Tensor],
-        *,
-        what: str = "exchange",
-    ) -> Pending:
-        """Post every send and receive (``batch_isend_irecv``) and return without waiting."""
+    def _start_p2p(self, sends: PeerTensors, recvs: PeerTensors, what: str) -> Pending:
         ops = [dist.P2POp(dist.irecv, buf, peer, self.group) for peer, buf in recvs.items()]
         ops += [dist.P2POp(dist.isend, buf, peer, self.group) for peer, buf in sends.items()]
-        if not ops:
-            return Pending(self, [], what)
         return Pending(self, self._guard(what, dist.batch_isend_irecv, ops), what)
 
-    def all_to_all(
+    def _start_all_to_all(
         self,
         output: torch.Tensor,
         input: torch.Tensor,
         output_splits: Sequence[int],
         input_splits: Sequence[int],
-        *,
-        what: str = "all_to_all",
-    ) -> None:
-        """One ``all_to_all_single``; splits are row counts per rank along dim 0."""
-        self.start_all_to_all(output, input, output_splits, input_splits, what=what).wait()
-
-    def start_all_to_all(
-        self,
-        output: torch.Tensor,
-        input: torch.Tensor,
-        output_splits: Sequence[int],
-        input_splits: Sequence[int],
-        *,
-        what: str = "all_to_all",
+        what: str,
     ) -> Pending:
-        """Post one ``all_to_all_single`` and return without waiting (gloo runs it on its
-        own worker thread, NCCL on its own stream)."""
         work = self._guard(
             what,
             dist.all_to_all_single,

@@ -54,7 +54,7 @@ def exchange_rows(
     send_counts[rank] = 0
     recv_counts = torch.zeros(world, dtype=torch.int64, device=device)
     ones = [1] * world
-    comm.all_to_all(recv_counts, send_counts, ones, ones, what=f"{what} (row counts)")
+    comm.start_all_to_all(recv_counts, send_counts, ones, ones, what=f"{what} (row counts)").wait()
     counts = recv_counts.tolist()
     recvs = {
         q: torch.empty(int(counts[q]), width, dtype=dtype, device=device)
@@ -62,7 +62,7 @@ def exchange_rows(
         if q != rank and counts[q] > 0
     }
     sends = {q: blocks[q] for q in range(world) if q != rank and len(blocks[q]) > 0}
-    comm.exchange_p2p(sends, recvs, what=what)
+    comm.start_p2p(sends, recvs, what=what).wait()
     return [
         blocks[q] if q == rank else recvs.get(q, torch.empty(0, width, dtype=dtype, device=device))
         for q in range(world)
