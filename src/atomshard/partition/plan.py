@@ -250,16 +250,10 @@ class HaloPlan:
         )
 
 
-def _check_inputs(
-    src: np.ndarray,
-    dst: np.ndarray,
-    shifts: np.ndarray | None,
-    n_atoms: int,
-    part: np.ndarray,
-    n_parts: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    if int(n_parts) < 1:
-        raise InputError(f"number of parts must be >= 1, got {n_parts}")
+def _check_edges(
+    src: np.ndarray, dst: np.ndarray, shifts: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The edge list as int64 arrays (zero shifts for ``None``), or :class:`InputError`."""
     src = np.asarray(src, dtype=np.int64).reshape(-1)
     dst = np.asarray(dst, dtype=np.int64).reshape(-1)
     if len(src) != len(dst):
@@ -271,6 +265,11 @@ def _check_inputs(
     )
     if len(shifts) != len(src):
         raise InputError(f"shifts has {len(shifts)} rows for {len(src)} edges")
+    return src, dst, shifts
+
+
+def _check_part(part: np.ndarray, n_atoms: int, n_parts: int) -> np.ndarray:
+    """The partition vector as int64 with every entry in ``[0, n_parts)``."""
     part = np.asarray(part)
     if part.shape != (n_atoms,) or not np.issubdtype(part.dtype, np.integer):
         raise InputError(
@@ -280,9 +279,7 @@ def _check_inputs(
     if n_atoms and (part.min() < 0 or part.max() >= n_parts):
         bad = int(np.flatnonzero((part < 0) | (part >= n_parts))[0])
         raise InputError(f"part[{bad}] = {part[bad]} is outside [0, {n_parts})")
-    if len(src) and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n_atoms):
-        raise InputError(f"edge endpoints must be atom indices in [0, {n_atoms})")
-    return src, dst, shifts, part
+    return part
 
 
 def _small_int(values: np.ndarray, bound: int) -> np.ndarray:
@@ -311,7 +308,12 @@ def build_halo_plans(
         ``n_parts`` plans, ``plans[r].rank == r``.
     """
     n_atoms, n_parts = int(n_atoms), int(n_parts)
-    src, dst, shifts, part = _check_inputs(src, dst, shifts, n_atoms, part, n_parts)
+    if n_parts < 1:
+        raise InputError(f"number of parts must be >= 1, got {n_parts}")
+    src, dst, shifts = _check_edges(src, dst, shifts)
+    part = _check_part(part, n_atoms, n_parts)
+    if len(src) and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n_atoms):
+        raise InputError(f"edge endpoints must be atom indices in [0, {n_atoms})")
 
     # Owned atoms: a stable sort by part keeps ascending global ids within each part.
     atom_order = np.argsort(_small_int(part, n_parts), kind="stable")
