@@ -312,19 +312,3 @@ def random_structure(
                 atoms.set_cell(np.zeros((3, 3)))
             return atoms
     raise RuntimeError(f"could not place {n_atoms} atoms {min_distance} Å apart")
-
-
-__all__ = [
-    "SinglePoint",
-    "check_cutoff_smoothness",
-    "check_forces_finite_difference",
-    "check_fragments_add_up",
-    "check_permutation",
-    "check_rotation",
-    "check_stress_finite_difference",
-    "check_translation",
-    "check_wrapping",
-    "evaluate",
-    "random_rotation",
-    "random_structure",
-]
