@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
-from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase import Atoms
 
 from atomshard.graph import AtomicGraph, NeighborList, Structure
 from atomshard.models.base import Potential
+from atomshard.runtime import PotentialCalculator
 from atomshard.runtime.blocks import evaluate, resolve_max_atoms
 
 
-class AtomshardCalculator(Calculator):
+class AtomshardCalculator(PotentialCalculator):
     """ASE calculator: energy, free_energy, per-atom energies, forces, stress.
 
     Args:
@@ -27,14 +30,6 @@ class AtomshardCalculator(Calculator):
 
     Stress is only available for systems periodic in all three directions.
     """
-
-    implemented_properties = [  # noqa: RUF012 - ASE declares it as a list attribute
-        "energy",
-        "free_energy",
-        "energies",
-        "forces",
-        "stress",
-    ]
 
     def __init__(
         self,
@@ -59,16 +54,9 @@ class AtomshardCalculator(Calculator):
         self.block_atoms = block_atoms
         self._blocks: tuple[int, int, torch.Tensor] | None = None  # (builds, atoms, part)
 
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        assert self.atoms is not None
-        structure = Structure.from_ase(self.atoms)
+    def _results(self, atoms: Atoms, periodic: bool) -> dict[str, Any]:
+        structure = Structure.from_ase(atoms)
         self.model.check_species(torch.as_tensor(structure.species))
-        periodic = bool(structure.pbc.all())
-        if "stress" in properties and not periodic:
-            raise PropertyNotImplementedError(
-                "stress needs a cell periodic in all three directions"
-            )
         edges = self.neighbors.edges(structure.positions, structure.cell, structure.pbc)
         graph = AtomicGraph.from_structure(
             structure, self.model.cutoff, device=self.device, edges=edges
@@ -85,7 +73,7 @@ class AtomshardCalculator(Calculator):
         self._blocks = None if part is None else (self.neighbors.n_builds, graph.n_atoms, part)
         energy = float(out.energy)
         assert out.forces is not None
-        self.results = {
+        results: dict[str, Any] = {
             "energy": energy,
             "free_energy": energy,
             "energies": out.energies.detach().cpu().numpy().astype(np.float64),
@@ -94,6 +82,5 @@ class AtomshardCalculator(Calculator):
         if out.stress is not None:
             s = out.stress.detach().cpu().numpy().astype(np.float64)
             # Voigt order xx, yy, zz, yz, xz, xy, as ASE expects
-            self.results["stress"] = np.array(
-                [s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]]
-            )
+            results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+        return results

@@ -20,7 +20,7 @@ from atomshard.runtime._api import (
     load_potential,
     write_profile,
 )
-from atomshard.runtime._calculator import DistributedCalculator
+from atomshard.runtime._calculator import DistributedCalculator, PotentialCalculator
 from atomshard.runtime._evaluate import (
     DistributedEvaluator,
     FrameResult,
@@ -58,6 +58,7 @@ __all__ = [
     "LocalPart",
     "OwnedAtoms",
     "PartitionSpec",
+    "PotentialCalculator",
     "as_structure",
     "auto_max_atoms",
     "block_graph",

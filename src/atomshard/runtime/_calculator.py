@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from atomshard.comm import Communicator, ExchangeProfiler, init_communicator, root_call
@@ -21,7 +22,36 @@ from atomshard.runtime._evaluate import DistributedEvaluator, frame_result_dict
 from atomshard.runtime._partition import PartitionSpec
 
 
-class DistributedCalculator(Calculator):
+class PotentialCalculator(Calculator):
+    """What atomshard's ASE calculators share: the properties they give, and that a stress
+    needs a cell periodic in all three directions. A subclass computes the results of one
+    structure in ``_results`` (serially: :class:`atomshard.md.AtomshardCalculator`; over
+    ranks: :class:`DistributedCalculator`)."""
+
+    implemented_properties = [  # noqa: RUF012 (ASE's own attribute)
+        "energy",
+        "free_energy",
+        "energies",
+        "forces",
+        "stress",
+    ]
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        assert self.atoms is not None
+        periodic = bool(np.asarray(self.atoms.pbc).all())
+        if "stress" in properties and not periodic:
+            raise PropertyNotImplementedError(
+                "stress needs a cell periodic in all three directions"
+            )
+        self.results = self._results(self.atoms, periodic)
+
+    def _results(self, atoms: Atoms, periodic: bool) -> dict[str, Any]:
+        """ASE results (energy, free_energy, energies, forces, stress when ``periodic``)."""
+        raise NotImplementedError
+
+
+class DistributedCalculator(PotentialCalculator):
     """ASE calculator evaluating a potential graph-parallel over ``comm``.
 
     Args:
@@ -36,14 +66,6 @@ class DistributedCalculator(Calculator):
 
     Stress is available for cells periodic in all three directions.
     """
-
-    implemented_properties = [  # noqa: RUF012 (ASE's own attribute)
-        "energy",
-        "free_energy",
-        "energies",
-        "forces",
-        "stress",
-    ]
 
     def __init__(
         self,
@@ -68,15 +90,8 @@ class DistributedCalculator(Calculator):
             profiler=self.profiler,
         )
 
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        assert self.atoms is not None
-        structure = Structure.from_ase(self.atoms) if self.comm.rank == 0 else None
-        periodic = bool(np.asarray(self.atoms.pbc).all())
-        if "stress" in properties and not periodic:
-            raise PropertyNotImplementedError(
-                "stress needs a cell periodic in all three directions"
-            )
+    def _results(self, atoms: Atoms, periodic: bool) -> dict[str, Any]:
+        structure = Structure.from_ase(atoms) if self.comm.rank == 0 else None
         res = self.evaluator.evaluate(structure, forces=True, stress=True)
         # rank 0 holds the per-atom arrays; every rank gets the same results
-        self.results = root_call(self.comm, frame_result_dict, res)
+        return root_call(self.comm, frame_result_dict, res)
