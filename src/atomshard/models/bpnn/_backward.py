@@ -23,12 +23,14 @@ import torch
 
 from atomshard.models.bpnn._functions import compact_function, cutoff_function
 from atomshard.models.bpnn._symmetry import (
+    PairSets,
     SFGroup,
     SymmetryPlan,
     _compact_radial,
     _cos_power,
     _edge_factor,
     pair_sets,
+    radial_edges,
 )
 
 
@@ -84,13 +86,7 @@ def block_features_backward(
     r = torch.linalg.vector_norm(vec, dim=1)
     z = plan.z.to(vec.dtype)
     g_r = torch.zeros_like(r)
-    for g in plan.radial:
-        sel = center_elem == g.center
-        if g.select != -1:
-            sel &= nbr_elem == g.select
-        idx = torch.nonzero(sel).squeeze(1)
-        if idx.numel() == 0:
-            continue
+    for g, idx in radial_edges(plan, center_elem, nbr_elem):
         _, slope = _value_and_slope(
             partial(_radial_value, plan, g), r.index_select(0, idx).unsqueeze(1)
         )
@@ -101,24 +97,15 @@ def block_features_backward(
         g_r.index_add_(0, idx, coef)
     g_vec = (g_r / r).unsqueeze(1) * vec
     if plan.angular:
-        g_vec.index_add_(
-            0, *_angular_backward(plan, vec, r, center, center_elem, nbr_elem, n_centers, grad)
-        )
+        ps = pair_sets(plan, vec, r, center, center_elem, nbr_elem, n_centers)
+        g_vec.index_add_(0, *_angular_backward(plan, vec, r, ps, grad))
     return g_vec
 
 
 def _angular_backward(
-    plan: SymmetryPlan,
-    vec: torch.Tensor,
-    r: torch.Tensor,
-    center: torch.Tensor,
-    center_elem: torch.Tensor,
-    nbr_elem: torch.Tensor,
-    n_centers: int,
-    grad: torch.Tensor,
+    plan: SymmetryPlan, vec: torch.Tensor, r: torch.Tensor, ps: PairSets, grad: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(edge index, gradient rows)`` of the angular terms."""
-    ps = pair_sets(plan, vec, r, center, center_elem, nbr_elem, n_centers)
+    """``(edge index, gradient rows)`` of the angular terms over the pairs of ``ps``."""
     rows = vec.index_select(0, ps.order).t().contiguous()
     rk = r.index_select(0, ps.order)
     g_r = torch.zeros_like(rk)

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from atomshard.io.n2p2 import SymmetryFunction
+from atomshard.io.n2p2 import N2P2Settings, SymmetryFunction
 
 _SOURCE = Path(__file__).with_name("_kernel.cpp")
 _FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno", "-pthread"]
@@ -149,19 +149,15 @@ class NativePlan:
     """The symmetry functions of a potential flattened into the kernel's arrays.
 
     Args:
-        functions: per element, its symmetry functions in n2p2 order (columns).
-        atomic_numbers: Z per element (weights of types 12 and 13).
-        cutoff_type, cutoff_alpha: n2p2 cutoff function.
+        settings: the potential's settings; read are its symmetry functions per element
+            (columns in n2p2 order), Z per element (weights of types 12 and 13) and the
+            cutoff function (``cutoff_type``, ``cutoff_alpha``).
     """
 
-    def __init__(
-        self,
-        functions: list[list[SymmetryFunction]],
-        atomic_numbers: list[int],
-        cutoff_type: int,
-        cutoff_alpha: float,
-    ) -> None:
-        self._args = (functions, atomic_numbers, cutoff_type, cutoff_alpha)
+    def __init__(self, settings: N2P2Settings) -> None:
+        self._settings = settings
+        functions, atomic_numbers = settings.symmetry_functions, settings.atomic_numbers
+        cutoff_type, cutoff_alpha = settings.cutoff_type, settings.cutoff_alpha
         n = len(functions)
         self.n_elements = n
         self.n_features_max = max(len(f) for f in functions)
@@ -278,7 +274,7 @@ class NativePlan:
 
     def __reduce__(self) -> tuple[Any, tuple]:
         """Pickle (and deepcopy) by rebuilding: the struct holds raw pointers."""
-        return (NativePlan, self._args)
+        return (NativePlan, (self._settings,))
 
 
 def _power_refs(params: list[tuple[float, float, float]]) -> list[tuple[int, int]]:

@@ -170,9 +170,7 @@ class BPNNPotential(Potential):
 
                     raise InputError(f"native kernel unavailable: {kernel_unavailable_reason()}")
             elif usable:
-                self.native = NativePlan(
-                    s.symmetry_functions, s.atomic_numbers, s.cutoff_type, s.cutoff_alpha
-                )
+                self.native = NativePlan(s)
         self.kernel = "native" if self.native is not None else "torch"
         lut = torch.full((119,), -1, dtype=torch.int64)
         lut[torch.tensor(s.atomic_numbers)] = torch.arange(len(s.atomic_numbers))

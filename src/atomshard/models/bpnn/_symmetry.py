@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,13 +187,7 @@ def block_features(
     r = torch.linalg.vector_norm(vec, dim=1)
     out = torch.zeros(n_centers, plan.n_features_max, dtype=dtype, device=vec.device)
     z = plan.z.to(dtype)
-    for g in plan.radial:
-        sel = center_elem == g.center
-        if g.select != -1:
-            sel &= nbr_elem == g.select
-        idx = torch.nonzero(sel).squeeze(1)
-        if idx.numel() == 0:
-            continue
+    for g, idx in radial_edges(plan, center_elem, nbr_elem):
         rr = r.index_select(0, idx).unsqueeze(1)
         p = g.params
         if g.type in (2, 12):
@@ -206,8 +201,26 @@ def block_features(
             val = val * z[nbr_elem.index_select(0, idx)].unsqueeze(1)
         out = out.index_add(1, g.cols, SegmentSum(center.index_select(0, idx), n_centers)(val))
     if plan.angular:
-        out = out + _angular(plan, vec, r, center, center_elem, nbr_elem, n_centers)
+        ps = pair_sets(plan, vec, r, center, center_elem, nbr_elem, n_centers)
+        out = out + _angular(plan, vec, r, ps, n_centers)
     return out
+
+
+def radial_edges(
+    plan: SymmetryPlan, center_elem: torch.Tensor, nbr_elem: torch.Tensor
+) -> Iterator[tuple[SFGroup, torch.Tensor]]:
+    """Each radial group with the edges it runs over (groups with none are skipped).
+
+    Shapes:
+        center_elem, nbr_elem: ``[n_edges]`` int64; yields ``(group, [n_selected] int64)``
+    """
+    for g in plan.radial:
+        sel = center_elem == g.center
+        if g.select != -1:
+            sel &= nbr_elem == g.select
+        idx = torch.nonzero(sel).squeeze(1)
+        if idx.numel() > 0:
+            yield g, idx
 
 
 def neighbour_pairs(center: torch.Tensor, n_centers: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,18 +327,12 @@ def pair_sets(
 
 
 def _angular(
-    plan: SymmetryPlan,
-    vec: torch.Tensor,
-    r: torch.Tensor,
-    center: torch.Tensor,
-    center_elem: torch.Tensor,
-    nbr_elem: torch.Tensor,
-    n_centers: int,
+    plan: SymmetryPlan, vec: torch.Tensor, r: torch.Tensor, ps: PairSets, n_centers: int
 ) -> torch.Tensor:
-    """Angular functions: pairs are made per (centre element, neighbour elements) from the
-    edges sorted by (centre, neighbour element), so only pairs some function uses exist."""
+    """Angular functions over the pairs of ``ps``: they are made per (centre element,
+    neighbour elements) from the edges sorted by (centre, neighbour element), so only pairs
+    some function uses exist."""
     out = torch.zeros(n_centers, plan.n_features_max, dtype=vec.dtype)
-    ps = pair_sets(plan, vec, r, center, center_elem, nbr_elem, n_centers)
     vec_rows = vec.index_select(0, ps.order).t().contiguous()
     r = r.index_select(0, ps.order)
     edge_tables: dict[int, torch.Tensor] = {}
