@@ -104,7 +104,41 @@ class _MessageTransform(nn.Module):
         return rot @ self.so2_out(act)
 
 
-class NodeUpdate(nn.Module):
+class _MessageUpdate(nn.Module):
+    """What node and edge updates share: each edge's message ``[x_src, x_dst, e]`` through
+    the SO(2) transform in the edge's frame. A subclass says which input is normed first
+    (``_normed``) and where the messages go (``_update``).
+
+    Shapes:
+        x: ``[n_atoms, S, E]``; e: ``[n_edges, S, E]``; rot: ``[n_edges, S, S]``
+    """
+
+    def __init__(self, l_max: int, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.transform = _MessageTransform(l_max, channels, hidden)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        e: torch.Tensor,
+        rot: torch.Tensor,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+    ) -> torch.Tensor:
+        xm, em = self._normed(x, e)
+        message = torch.cat([xm.index_select(0, src), xm.index_select(0, dst), em], dim=2)
+        return self._update(x, e, self.transform(message, rot), dst)
+
+    def _normed(self, x: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _update(
+        self, x: torch.Tensor, e: torch.Tensor, m: torch.Tensor, dst: torch.Tensor
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class NodeUpdate(_MessageUpdate):
     """Messages on incoming edges, attention over them, weighted sum into ``dst``.
 
     Shapes:
@@ -113,24 +147,18 @@ class NodeUpdate(nn.Module):
     """
 
     def __init__(self, l_max: int, channels: int, hidden: int) -> None:
-        super().__init__()
-        self.transform = _MessageTransform(l_max, channels, hidden)
+        super().__init__(l_max, channels, hidden)
         self.attention = nn.Sequential(
             nn.Linear(channels, channels), nn.SiLU(), nn.Linear(channels, 1)
         )
         self.norm = EquivariantRMSNorm(l_max, channels)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        e: torch.Tensor,
-        rot: torch.Tensor,
-        src: torch.Tensor,
-        dst: torch.Tensor,
+    def _normed(self, x: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.norm(x), e
+
+    def _update(
+        self, x: torch.Tensor, e: torch.Tensor, m: torch.Tensor, dst: torch.Tensor
     ) -> torch.Tensor:
-        xn = self.norm(x)
-        message = torch.cat([xn.index_select(0, src), xn.index_select(0, dst), e], dim=2)
-        m = self.transform(message, rot)
         logits = self.attention(m[:, 0, :]).squeeze(1)
         alpha = segment_softmax(logits, dst, x.shape[0])
         # aggregate in the embeddings' dtype (float32 under bfloat16 autocast)
@@ -139,25 +167,24 @@ class NodeUpdate(nn.Module):
         return x + agg
 
 
-class EdgeUpdate(nn.Module):
-    """The same message transform, added to each edge's own embedding (no aggregation)."""
+class EdgeUpdate(_MessageUpdate):
+    """The same message transform, added to each edge's own embedding (no aggregation).
+
+    Shapes:
+        returns: ``[n_edges, S, E]`` updated edge embeddings
+    """
 
     def __init__(self, l_max: int, channels: int, hidden: int) -> None:
-        super().__init__()
-        self.transform = _MessageTransform(l_max, channels, hidden)
+        super().__init__(l_max, channels, hidden)
         self.norm = EquivariantRMSNorm(l_max, channels)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        e: torch.Tensor,
-        rot: torch.Tensor,
-        src: torch.Tensor,
-        dst: torch.Tensor,
+    def _normed(self, x: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, self.norm(e)
+
+    def _update(
+        self, x: torch.Tensor, e: torch.Tensor, m: torch.Tensor, dst: torch.Tensor
     ) -> torch.Tensor:
-        en = self.norm(e)
-        message = torch.cat([x.index_select(0, src), x.index_select(0, dst), en], dim=2)
-        return e + self.transform(message, rot)
+        return e + m
 
 
 def segment_softmax(logits: torch.Tensor, index: torch.Tensor, n_segments: int) -> torch.Tensor:
