@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -32,15 +32,18 @@ from atomshard.models.base import Potential, Properties, compute_properties, ide
 from atomshard.partition import HaloPlan, build_halo_plans
 from atomshard.runtime._partition import PartitionSpec, partition_atoms
 
+_Part = TypeVar("_Part", bound="LocalRows")
 
-@dataclass(frozen=True)
-class LocalPart:
-    """What rank 0 sends each rank for one frame: its plan and its local rows.
+
+@dataclass(frozen=True, eq=False)
+class LocalRows:
+    """The per-rank fields every part type shares: its halo plan and its local rows.
 
     Shapes:
         positions: ``[n_local, 3]`` float64, Å (owned rows, then halo rows)
         species: ``[n_local]`` int64
         cell: ``[3, 3]`` float64, Å; pbc: ``[3]`` bool
+        n_atoms: the global atom count; cutoff: Å
     """
 
     plan: HaloPlan
@@ -51,35 +54,42 @@ class LocalPart:
     n_atoms: int
     cutoff: float
 
+    @classmethod
+    def of(
+        cls: type[_Part], structure: Structure, plan: HaloPlan, cutoff: float, **extra: Any
+    ) -> _Part:
+        """This type's part of ``structure`` under ``plan`` (``extra``: its own fields)."""
+        return cls(
+            plan=plan,
+            positions=structure.positions[plan.local_to_global],
+            species=structure.species[plan.local_to_global],
+            cell=structure.cell,
+            pbc=structure.pbc,
+            n_atoms=structure.n_atoms,
+            cutoff=float(cutoff),
+            **extra,
+        )
+
+    def local_graph(
+        self, src: np.ndarray, dst: np.ndarray, shifts: np.ndarray, device: torch.device | str
+    ) -> AtomicGraph:
+        """An :class:`AtomicGraph` of the local rows with the given local edges."""
+        rows = Structure(
+            positions=self.positions, species=self.species, cell=self.cell, pbc=self.pbc
+        )
+        return AtomicGraph.from_structure(
+            rows, self.cutoff, device=device, edges=(src, dst, shifts)
+        )
+
+
+@dataclass(frozen=True)
+class LocalPart(LocalRows):
+    """What rank 0 sends each rank for one frame: its plan and its local rows."""
+
     def graph(self, device: torch.device | str = "cpu") -> AtomicGraph:
         """The local :class:`AtomicGraph` (local row indices, global image shifts)."""
         p = self.plan
-        return local_graph(self, p.src, p.dst, p.shifts.reshape(-1, 3), device)
-
-
-def local_graph(
-    part: Any,
-    src: np.ndarray,
-    dst: np.ndarray,
-    shifts: np.ndarray,
-    device: torch.device | str = "cpu",
-) -> AtomicGraph:
-    """An :class:`AtomicGraph` of a rank's local rows (``part.positions``, ``species``,
-    ``cell``, ``pbc``, ``cutoff``) with the given local edges."""
-
-    def t(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
-
-    return AtomicGraph(
-        positions=t(part.positions, torch.float64),
-        species=t(part.species, torch.int64),
-        cell=t(part.cell, torch.float64),
-        pbc=t(part.pbc, torch.bool),
-        src=t(src, torch.int64),
-        dst=t(dst, torch.int64),
-        shifts=t(shifts, torch.int64),
-        cutoff=part.cutoff,
-    )
+        return self.local_graph(p.src, p.dst, p.shifts.reshape(-1, 3), device)
 
 
 def split_structure(
@@ -95,21 +105,7 @@ def split_structure(
     n = structure.n_atoms
     part = partition_atoms(partition, structure, src, dst, shifts, n_parts, cutoff=cutoff)
     plans = build_halo_plans(src, dst, shifts, n, part, n_parts)
-    return [LocalPart(**local_rows(structure, p, cutoff)) for p in plans]
-
-
-def local_rows(structure: Structure, plan: HaloPlan, cutoff: float) -> dict[str, Any]:
-    """The per-rank fields every part type shares: its plan, the positions and species of
-    its local rows (owned, then halo), the cell, pbc, global atom count and cutoff."""
-    return {
-        "plan": plan,
-        "positions": structure.positions[plan.local_to_global],
-        "species": structure.species[plan.local_to_global],
-        "cell": structure.cell,
-        "pbc": structure.pbc,
-        "n_atoms": structure.n_atoms,
-        "cutoff": float(cutoff),
-    }
+    return [LocalPart.of(structure, p, cutoff) for p in plans]
 
 
 @dataclass

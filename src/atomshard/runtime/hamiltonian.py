@@ -34,10 +34,10 @@ import torch
 
 from atomshard.comm import Communicator
 from atomshard.graph import AtomicGraph, Structure, neighbor_list
-from atomshard.models.hamiltonian.data import Sample
+from atomshard.models.hamiltonian.data import Grouped, Sample
 from atomshard.models.hamiltonian.model import HamiltonianModel, HamiltonianPrediction
-from atomshard.partition import HaloPlan, build_halo_plans
-from atomshard.runtime._evaluate import local_graph, local_rows
+from atomshard.partition import build_halo_plans
+from atomshard.runtime._evaluate import LocalRows
 from atomshard.runtime._partition import PartitionSpec, partition_atoms
 
 __all__ = [
@@ -48,28 +48,16 @@ __all__ = [
     "split_hamiltonian",
 ]
 
-Pair = tuple[int, int]
-Grouped = dict[Pair, tuple[torch.Tensor, torch.Tensor]]
-
 
 @dataclass(frozen=True, eq=False)
-class HamiltonianPart:
+class HamiltonianPart(LocalRows):
     """One rank's share of a structure: halo plan, local rows and owned targets.
 
     Shapes:
-        positions: ``[n_local, 3]`` float64 Å (owned rows, then halo rows)
-        species: ``[n_local]`` int64; cell ``[3, 3]``; pbc ``[3]``
         node, edge: targets of owned blocks grouped like the model's output, local
             indices ascending (empty without reference blocks)
     """
 
-    plan: HaloPlan
-    positions: np.ndarray
-    species: np.ndarray
-    cell: np.ndarray
-    pbc: np.ndarray
-    n_atoms: int
-    cutoff: float
     node: Grouped = field(default_factory=dict)
     edge: Grouped = field(default_factory=dict)
 
@@ -85,7 +73,7 @@ class HamiltonianPart:
         dst = np.concatenate([p.dst, p.src[boundary]])
         shifts = np.concatenate([p.shifts.reshape(-1, 3), -p.shifts[boundary].reshape(-1, 3)])
 
-        return local_graph(self, src, dst, shifts, device)
+        return self.local_graph(src, dst, shifts, device)
 
     def owned_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """Global ``(Rx, Ry, Rz, i, j)`` of owned node rows and owned edges (local order)."""
@@ -144,7 +132,7 @@ def split_hamiltonian(
             edge_local = np.full(len(src), -1, np.int64)
             edge_local[p.edge_global] = np.arange(len(p.edge_global))
             edge = _local_targets(sample.edge, part[dst], edge_local, p.rank)
-        parts.append(HamiltonianPart(**local_rows(structure, p, cutoff), node=node, edge=edge))
+        parts.append(HamiltonianPart.of(structure, p, cutoff, node=node, edge=edge))
     return parts
 
 
