@@ -15,40 +15,13 @@ import numpy as np
 
 from atomshard.errors import InputError
 from atomshard.graph import Structure
-from atomshard.partition import PartitionWarning
+from atomshard.partition import PartitionWarning, partition
 
 PartitionFn = Callable[[Structure, np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
 PartitionSpec = Union[str, np.ndarray, PartitionFn]  # noqa: UP007 (runtime alias, py3.10)
 
 #: Names accepted by ``--partition``.
 PARTITION_NAMES = ("auto", "lownn", "metis", "grid")
-
-
-def _named(
-    name: str,
-    structure: Structure,
-    src: np.ndarray,
-    dst: np.ndarray,
-    shifts: np.ndarray,
-    n_parts: int,
-    cutoff: float,
-) -> np.ndarray:
-    """The part vector of :func:`atomshard.partition.partition` with method ``name``."""
-    from atomshard.partition import partition
-
-    graph = {
-        "positions": structure.positions,
-        "cell": structure.cell,
-        "pbc": structure.pbc,
-        "src": src,
-        "dst": dst,
-        "shifts": shifts,
-        "cutoff": cutoff,
-    }
-    with warnings.catch_warnings():
-        # more ranks than atoms is allowed here: those ranks simply own nothing
-        warnings.simplefilter("ignore", PartitionWarning)
-        return np.asarray(partition(graph, n_parts, method=name))
 
 
 def partition_atoms(
@@ -74,7 +47,19 @@ def partition_atoms(
             raise InputError(
                 f"--partition must be one of {', '.join(PARTITION_NAMES)}, got {spec!r}"
             )
-        part = _named(name, structure, src, dst, shifts, n_parts, cutoff)
+        graph = {
+            "positions": structure.positions,
+            "cell": structure.cell,
+            "pbc": structure.pbc,
+            "src": src,
+            "dst": dst,
+            "shifts": shifts,
+            "cutoff": cutoff,
+        }
+        with warnings.catch_warnings():
+            # more ranks than atoms is allowed here: those ranks simply own nothing
+            warnings.simplefilter("ignore", PartitionWarning)
+            part = np.asarray(partition(graph, n_parts, method=name))
     elif callable(spec):
         part = np.asarray(spec(structure, src, dst, shifts, n_parts))
     else:
