@@ -25,7 +25,7 @@ class AtomshardCalculator(PotentialCalculator):
         skin: neighbour-list skin in Å; with a skin, successive calls on slowly moving
             atoms (MD, relaxations) reuse the list.
         block_atoms: the most atoms (halo included) one evaluation holds at once: larger
-            systems are evaluated exactly, block by block (:mod:`atomshard.models.blocks`);
+            systems are evaluated exactly, block by block (:mod:`atomshard.runtime.blocks`);
             ``"auto"`` (default) picks it from the free memory, None never splits.
 
     Stress is only available for systems periodic in all three directions.

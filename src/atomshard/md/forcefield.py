@@ -17,7 +17,7 @@ class SerialForceField:
     Keeps a Verlet neighbour list at ``model.cutoff + skin`` that is rebuilt only when an
     atom moved more than ``skin / 2`` (``n_builds`` counts rebuilds). A system larger than
     ``block_atoms`` (halo included; ``"auto"``: from the free memory, None: never) is
-    evaluated exactly, block by block (:mod:`atomshard.models.blocks`); the blocks are kept
+    evaluated exactly, block by block (:mod:`atomshard.runtime.blocks`); the blocks are kept
     while the neighbour list is.
     """
 
