@@ -25,6 +25,7 @@ MODEL_TYPES: dict[str, str] = {
     "potential": "atomshard.models.potential:NequIPPotential",
     "hamiltonian": "atomshard.models.hamiltonian:HamiltonianModel",
     "lennard-jones": "atomshard.models.pair:LennardJones",
+    "allegro": "atomshard.models.allegro:AllegroPotential",
 }
 
 
