@@ -3,8 +3,8 @@
 The YAML has ``model`` (with ``kind``: ``hamiltonian``; the rest are the model's config
 fields, ``basis`` defaulting to the data's), ``data`` (``train``, ``valid`` or
 ``valid_fraction``), ``training`` (optimiser settings) and ``output`` (a folder).
-``kind: potential`` trains an interatomic potential (:mod:`atomshard.train.setup`;
-schema in docs/training.md).
+``kind: potential`` trains an interatomic potential, ``kind: allegro`` an Allegro
+potential (:mod:`atomshard.train.setup`; schema in docs/training.md).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from atomshard.errors import InputError
 
-KINDS = ("hamiltonian", "potential")
+KINDS = ("hamiltonian", "potential", "allegro")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if not isinstance(model, dict) or "kind" not in model:
         raise InputError(f"{args.config}: needs a 'model' mapping with 'kind' (one of {KINDS})")
     kind = model["kind"]
-    if kind == "potential":
+    if kind in ("potential", "allegro"):
         if args.threads:
             torch.set_num_threads(args.threads)
         return _train_potential(args, data)

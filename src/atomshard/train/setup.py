@@ -2,7 +2,9 @@
 
 ``model`` holds ``kind: potential`` and either :class:`NequIPConfig` fields (``species``
 defaults to the elements of the data; ``preset`` picks a size preset first) or
-``init: sevennet-0 | CHECKPOINT`` to fine-tune (the other keys are then not allowed).
+``init: sevennet-0 | CHECKPOINT`` to fine-tune (the other keys are then not allowed);
+or ``kind: allegro`` and :class:`~atomshard.models.allegro.AllegroConfig` fields (presets
+``allegro-small``, ``allegro-medium``, ``allegro-large``).
 For a fresh model the training-set statistics set ``energy_shift`` (least squares),
 ``energy_scale`` (per-species force RMS) and ``avg_num_neighbors`` unless the YAML gives
 them. With ``training.ranks > 1`` the run is launched on that many local gloo ranks;
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from atomshard.errors import InputError
+from atomshard.models.allegro import AllegroConfig
 from atomshard.models.potential import NequIPConfig
 from atomshard.train.config import DataConfig, RecipeConfig
 from atomshard.train.data import (
@@ -35,7 +38,7 @@ STAT_FIELDS = ("energy_shift", "energy_scale", "avg_num_neighbors")
 class Prepared:
     """Everything a rank needs to train (plain, picklable values)."""
 
-    config: NequIPConfig
+    config: NequIPConfig | AllegroConfig
     train_set: list[LabelledStructure]
     valid_set: list[LabelledStructure]
     test_set: list[LabelledStructure]
@@ -79,7 +82,12 @@ def prepare(spec: dict[str, Any], *, where: str, output: str | None = None) -> P
     if unknown:
         raise InputError(f"{where}: unknown top-level key(s) {unknown}; known: {list(TOP_KEYS)}")
     model_spec = dict(spec.get("model") or {})
-    model_spec.pop("kind", None)
+    kind = model_spec.pop("kind", "potential")
+    config_class: type[NequIPConfig] | type[AllegroConfig] = NequIPConfig
+    if kind == "allegro":
+        config_class = AllegroConfig
+        if "init" in model_spec:
+            raise InputError(f"{where}: model.init (fine-tuning) is for kind: potential only")
     data = config_from_dict(DataConfig, spec.get("data") or {}, where=f"{where}: data")
     recipe = config_from_dict(RecipeConfig, spec.get("training") or {}, where=f"{where}: training")
     out = output or spec.get("output")
@@ -119,7 +127,10 @@ def prepare(spec: dict[str, Any], *, where: str, output: str | None = None) -> P
         preset_name = model_spec.pop("preset", None)
         base: dict[str, Any] = {}
         if preset_name is not None:
-            from atomshard.models.potential.config import PRESETS
+            if kind == "allegro":
+                from atomshard.models.allegro import PRESETS
+            else:
+                from atomshard.models.potential.config import PRESETS
 
             if preset_name not in PRESETS:
                 raise InputError(f"{where}: model.preset {preset_name!r}; known {sorted(PRESETS)}")
@@ -128,7 +139,7 @@ def prepare(spec: dict[str, Any], *, where: str, output: str | None = None) -> P
         base.setdefault("species", list(species))
         base.setdefault("dtype", recipe.body_dtype)
         given = {k: base[k] for k in STAT_FIELDS if k in base}
-        probe = config_from_dict(NequIPConfig, base, where=f"{where}: model")
+        probe = config_from_dict(config_class, base, where=f"{where}: model")
         train = [s.with_edges(probe.cutoff) for s in train]
         stats = compute_statistics(train, probe.species)
         metadata["statistics"] = stats.to_dict()
@@ -138,7 +149,7 @@ def prepare(spec: dict[str, Any], *, where: str, output: str | None = None) -> P
             "avg_num_neighbors": stats.avg_num_neighbors,
         }
         base.update({k: v for k, v in fitted.items() if k not in given})
-        config = config_from_dict(NequIPConfig, base, where=f"{where}: model")
+        config = config_from_dict(config_class, base, where=f"{where}: model")
     if config.dtype != recipe.body_dtype:
         raise InputError(
             f"{where}: model.dtype={config.dtype!r} contradicts training.precision="

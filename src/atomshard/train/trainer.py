@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from atomshard.comm import Communicator, NullCommunicator
+from atomshard.models.allegro import AllegroConfig, AllegroPotential
 from atomshard.models.checkpoint import read_checkpoint, save_checkpoint
 from atomshard.models.potential import NequIPConfig, NequIPPotential
 from atomshard.train.batch import collate, predict_batch
@@ -82,12 +83,19 @@ def early_stop_metric(row: dict[str, float]) -> float:
     return sum(values) / len(values) if values else math.inf
 
 
+def _model_class(
+    config: NequIPConfig | AllegroConfig,
+) -> type[NequIPPotential] | type[AllegroPotential]:
+    """The potential class a config builds."""
+    return AllegroPotential if isinstance(config, AllegroConfig) else NequIPPotential
+
+
 class _Run:
     """State and steps of one training run on one rank."""
 
     def __init__(
         self,
-        config: NequIPConfig,
+        config: NequIPConfig | AllegroConfig,
         train_set: Sequence[LabelledStructure],
         valid_set: Sequence[LabelledStructure],
         recipe: RecipeConfig,
@@ -106,7 +114,7 @@ class _Run:
         self.world = int(getattr(comm, "world_size", 1))
         self.metadata = metadata
         torch.manual_seed(recipe.seed)
-        self.model = NequIPPotential.from_config(config)
+        self.model = _model_class(config).from_config(config)
         if init_state is not None:
             self.model.load_state_dict(init_state)
         self.needs_stress = recipe.stress_weight > 0
@@ -162,7 +170,7 @@ class _Run:
             save_checkpoint(
                 self.output / name,
                 self.model,
-                model_type="potential",
+                model_type="allegro" if isinstance(self.config, AllegroConfig) else "potential",
                 config=self.config,
                 metadata=self._meta(row),
                 extra=extra,
@@ -244,7 +252,7 @@ class _Run:
 
 
 def train_potential(
-    config: NequIPConfig,
+    config: NequIPConfig | AllegroConfig,
     train_set: Sequence[LabelledStructure],
     valid_set: Sequence[LabelledStructure],
     recipe: RecipeConfig,
@@ -257,7 +265,9 @@ def train_potential(
     stop_after_epochs: int | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train a :class:`NequIPPotential` built from ``config`` (see the module docstring).
+    """Train a :class:`NequIPPotential` (or an :class:`AllegroPotential`) built from
+    ``config`` (see the module docstring).
+    ``config`` (see the module docstring).
 
     Args:
         config: the architecture, statistics already folded in (shifts, scales, neighbours).
