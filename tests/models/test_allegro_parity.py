@@ -170,3 +170,75 @@ def test_parity_variants(options):
     ref, ours = _nequip_eval(reference, graph, atoms), _ours(model, graph, atoms)
     for key in ("energies", "forces", "stress"):
         assert _rel(ours[key], ref[key]) <= TOL, (options, key)
+
+
+def _write_nequip_checkpoint(path) -> None:
+    """A nequip training checkpoint (``.ckpt``) of a small random model with nequip's
+    defaults (SiLU readout, one hidden two-body layer), as ``nequip-train`` writes it."""
+    import lightning
+    from nequip.train import NequIPLightningModule
+    from nequip.utils import get_current_code_versions
+    from nequip.utils.global_state import set_global_state
+
+    set_global_state()
+    model = {
+        "_target_": "allegro.model.AllegroModel",
+        "seed": 3,
+        "model_dtype": "float64",
+        "r_max": 3.6,
+        "type_names": ["O", "Si"],
+        "l_max": 1,
+        "radial_chemical_embed": {"_target_": "allegro.nn.TwoBodyBesselScalarEmbed"},
+        "radial_chemical_embed_dim": 8,
+        "num_layers": 2,
+        "num_scalar_features": 8,
+        "num_tensor_features": 4,
+        "allegro_mlp_hidden_layers_width": 8,
+        "readout_mlp_hidden_layers_width": 8,
+        "avg_num_neighbors": 9.0,
+        "per_type_energy_shifts": {"O": -1.0, "Si": -2.0},
+        "pair_potential": {
+            "_target_": "nequip.nn.pair_potential.ZBL",
+            "units": "metal",
+            "chemical_species": ["O", "Si"],
+        },
+    }
+    info = {
+        "versions": get_current_code_versions(verbose=False),
+        "training_module": {"_target_": "nequip.train.NequIPLightningModule"},
+    }
+    module = NequIPLightningModule(
+        model=model, num_datasets={"train": 1, "val": 1, "test": 0}, info_dict=info
+    )
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+        },
+        path,
+    )
+
+
+def test_convert_command_and_model_string_from_a_nequip_checkpoint(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ATOMSHARD_CACHE", str(tmp_path / "cache"))
+    from atomshard.cli import main
+    from atomshard.models.allegro.convert import load_nequip_model
+    from atomshard.models.resolve import resolve_model
+
+    source = tmp_path / "allegro.ckpt"
+    _write_nequip_checkpoint(source)
+    target = tmp_path / "converted.pt"
+    assert main(["convert", "allegro", str(source), "-o", str(target)]) == 0
+    assert "model_type allegro" in capsys.readouterr().out
+    reference = load_nequip_model(source).eval()
+    atoms = quartz((1, 1, 1), seed=4)
+    for model in (load_model(target), resolve_model(f"allegro:{source}")):
+        graph = AtomicGraph.from_ase(atoms, model.cutoff)
+        ref, ours = _nequip_eval(reference, graph, atoms), _ours(model, graph, atoms)
+        for key in ("energy", "energies", "forces", "stress"):
+            assert _rel(ours[key], ref[key]) <= TOL, key
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["convert", "allegro", str(bad), "-o", str(tmp_path / "x.pt")]) == 2
+    assert "not a nequip checkpoint" in capsys.readouterr().err
