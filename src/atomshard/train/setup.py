@@ -102,6 +102,7 @@ def prepare(spec: dict[str, Any], *, where: str, output: str | None = None) -> P
         "n_test": len(test),
     }
     init_state = None
+    config: NequIPConfig | AllegroConfig
     if "init" in model_spec:
         from atomshard.models.potential import NequIPPotential
         from atomshard.models.resolve import resolve_model

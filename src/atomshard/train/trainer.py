@@ -83,11 +83,11 @@ def early_stop_metric(row: dict[str, float]) -> float:
     return sum(values) / len(values) if values else math.inf
 
 
-def _model_class(
-    config: NequIPConfig | AllegroConfig,
-) -> type[NequIPPotential] | type[AllegroPotential]:
-    """The potential class a config builds."""
-    return AllegroPotential if isinstance(config, AllegroConfig) else NequIPPotential
+def _build_model(config: NequIPConfig | AllegroConfig) -> NequIPPotential | AllegroPotential:
+    """The (randomly initialised) potential a config describes."""
+    if isinstance(config, AllegroConfig):
+        return AllegroPotential.from_config(config)
+    return NequIPPotential.from_config(config)
 
 
 class _Run:
@@ -114,7 +114,7 @@ class _Run:
         self.world = int(getattr(comm, "world_size", 1))
         self.metadata = metadata
         torch.manual_seed(recipe.seed)
-        self.model = _model_class(config).from_config(config)
+        self.model = _build_model(config)
         if init_state is not None:
             self.model.load_state_dict(init_state)
         self.needs_stress = recipe.stress_weight > 0

@@ -75,7 +75,7 @@ def _unsupported(what: str) -> CheckpointError:
     return CheckpointError(f"nequip-allegro model: {what} is not supported by atomshard's Allegro")
 
 
-def _energy_graph(model: nn.Module) -> nn.Module:
+def _energy_graph(model: nn.Module) -> Any:
     """The ``SequentialGraphNetwork`` of named modules inside a ``GraphModel``."""
     inner = model
     for name in ("model", "func"):
@@ -88,7 +88,7 @@ def _energy_graph(model: nn.Module) -> nn.Module:
     return inner
 
 
-def _mlp(module: nn.Module, where: str) -> tuple[list[int], str | None, list[torch.Tensor], float]:
+def _mlp(module: Any, where: str) -> tuple[list[int], str | None, list[torch.Tensor], float]:
     """Widths, activation, weights and the product of scales of a ``ScalarMLPFunction``."""
     mlp = getattr(module, "mlp_module", module).mlp
     if type(mlp).__name__ == "DeepLinearMLP":
@@ -115,14 +115,14 @@ def _mlp(module: nn.Module, where: str) -> tuple[list[int], str | None, list[tor
     return widths, (acts.pop() if acts else None), weights, alpha
 
 
-def _per_type(values: torch.Tensor, n: int, default: float) -> tuple[float, ...]:
+def _per_type(values: Any, n: int, default: float) -> tuple[float, ...]:
     if values.numel() == 0:
         return (default,)
     v = values.detach().to(torch.float64).reshape(-1)
     return tuple(float(x) for x in (v.expand(n) if v.numel() == 1 else v))
 
 
-def _species(g: nn.Module, type_names: list[str], species: Any) -> tuple[int, ...]:
+def _species(g: Any, type_names: list[str], species: Any) -> tuple[int, ...]:
     from ase.data import atomic_numbers
 
     if species is not None:
@@ -180,7 +180,7 @@ def allegro_config_and_weights(
     l_max = max(ir.l for _, ir in sh_irreps)
     allowed = a.tensor_track_allowed_irreps
     parity = len(allowed) == 2 * (l_max + 1)
-    pp = g.pair_potential if hasattr(g, "pair_potential") else None
+    pp: Any = g.pair_potential if hasattr(g, "pair_potential") else None
     zbl = pp is not None
     if zbl:
         if type(pp).__name__ != "ZBL":
@@ -274,7 +274,7 @@ def allegro_config_and_weights(
     return config, {k: v.clone().to(ours.state_dict()[k].dtype) for k, v in state.items()}
 
 
-def _type_names(model: nn.Module, n_types: int) -> list[str]:
+def _type_names(model: Any, n_types: int) -> list[str]:
     meta = getattr(model, "metadata", None) or getattr(model, "_metadata", None) or {}
     names = str(meta.get("type_names", "")).split()
     return names if len(names) == n_types else [str(i) for i in range(n_types)]

@@ -145,7 +145,7 @@ class AllegroPotential(Potential):
         self.neighbour_embed.data = self.neighbour_embed.data.to(body)
 
         # === per-species constants (float64) ===
-        def per_species(values: tuple[float, ...]) -> torch.Tensor:
+        def per_species(values: tuple[float, ...] | float) -> torch.Tensor:
             v = torch.tensor(values, dtype=f64)
             return v.expand(n_species).clone() if v.numel() == 1 else v
 
