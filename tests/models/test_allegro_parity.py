@@ -22,6 +22,7 @@ from atomshard.models.allegro import AllegroPotential
 from atomshard.models.allegro.convert import (
     allegro_config_and_weights,
     convert_allegro_model,
+    nequip_global_state,
 )
 from atomshard.models.base import compute_properties
 from atomshard.models.checkpoint import load_model
@@ -30,11 +31,17 @@ from tests.distributed.distributed_cases import quartz, slab, tiny_triclinic
 TOL = 1e-12  # relative, float64
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _nequip_state():
+    """nequip's global settings (float64 default dtype, seeds, ...) for this module only:
+    the tests after it must not inherit them."""
+    with nequip_global_state():
+        yield
+
+
 def _reference(*, coupling: bool = True, parity: bool = True, zbl: bool = True, seed: int = 1):
     from allegro.model import AllegroModel
-    from nequip.utils.global_state import set_global_state
 
-    set_global_state()
     kwargs = {}
     if zbl:
         kwargs["pair_potential"] = {
@@ -178,9 +185,7 @@ def _write_nequip_checkpoint(path) -> None:
     import lightning
     from nequip.train import NequIPLightningModule
     from nequip.utils import get_current_code_versions
-    from nequip.utils.global_state import set_global_state
 
-    set_global_state()
     model = {
         "_target_": "allegro.model.AllegroModel",
         "seed": 3,

@@ -31,7 +31,11 @@ only files you trust. The checkpoint written here loads with ``weights_only=True
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +51,45 @@ _ACTIVATIONS = {"SiLU": "silu", "Mish": "mish", "GELU": "gelu", "Tanh": "tanh"}
 _METAL_COULOMB = 14.399645
 
 
+@contextlib.contextmanager
+def nequip_global_state() -> Iterator[None]:
+    """nequip's process-wide settings inside the block, ours restored after (also on error).
+
+    nequip refuses to build or load a model before ``set_global_state()``, which sets
+    the torch default dtype to float64, reseeds every RNG, changes e3nn's optimisation
+    defaults and the multiprocessing sharing strategy, and sets an environment variable,
+    for the rest of the process. This keeps those changes inside the block.
+    """
+    import e3nn
+    import numpy as np
+    from nequip.utils.global_state import set_global_state
+
+    saved = (
+        torch.get_default_dtype(),
+        torch.get_rng_state(),
+        np.random.get_state(),  # noqa: NPY002 (the legacy global state nequip reseeds)
+        random.getstate(),
+        e3nn.get_optimization_defaults(),
+        torch.multiprocessing.get_sharing_strategy(),
+        dict(os.environ),
+    )
+    try:
+        set_global_state()
+        torch.set_default_dtype(torch.float64)  # what nequip assumes, also when set before
+        yield
+    finally:
+        dtype, rng, np_rng, py_rng, e3nn_defaults, sharing, env = saved
+        torch.set_default_dtype(dtype)
+        torch.set_rng_state(rng)
+        np.random.set_state(np_rng)  # noqa: NPY002
+        random.setstate(py_rng)
+        e3nn.set_optimization_defaults(**e3nn_defaults)
+        torch.multiprocessing.set_sharing_strategy(sharing)
+        for key in set(os.environ) - set(env):
+            del os.environ[key]
+        os.environ.update(env)
+
+
 def load_nequip_model(path: str | Path) -> nn.Module:
     """A nequip-allegro model from a training checkpoint (``.ckpt``) or a package
     (``.nequip.zip``), by nequip's own loader (needs ``nequip`` and ``allegro``)."""
@@ -55,15 +98,14 @@ def load_nequip_model(path: str | Path) -> nn.Module:
         raise InputError(f"nequip-allegro model {str(path)!r}: no such file")
     try:
         from nequip.model.saved_models.load_utils import load_saved_model
-        from nequip.utils.global_state import set_global_state
     except ImportError:
         raise InputError(
             "reading a nequip-allegro file needs nequip and nequip-allegro "
             "(pip install 'atomshard[allegro-reference]')"
         ) from None
-    set_global_state()
     try:
-        return load_saved_model(str(path))
+        with nequip_global_state():
+            return load_saved_model(str(path))
     except Exception as exc:
         raise CheckpointError(
             f"{str(path)!r} is not a nequip checkpoint or package nequip can read: "
