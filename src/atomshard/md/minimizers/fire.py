@@ -2,13 +2,14 @@
 
 Damped dynamics with the atoms' masses, steered towards the force and restarted from rest
 whenever it goes uphill; optionally with the cell (:mod:`._objective`: the generalised
-cell coordinate ``q = N ε`` with force Φ and the mean atomic mass).
+cell coordinate ``q = N ε`` with force Φ; it moves like an atom of the mean atomic mass,
+its force in eV read as eV/Å, so its steps are limited like the atoms' by ``max_step``).
 
 | symbol | code | units |
 |---|---|---|
 | x, v | ``state.positions``, ``state.velocities`` | Å, Å/fs |
 | F, m | ``state.forces``, ``state.masses`` | eV/Å, amu |
-| q̇, Φ | ``thermostat["cell_velocity"]``, :func:`._objective.cell_force` | Å/fs, eV |
+| q̇, Φ | ``thermostat["cell_velocity"]``, :func:`._objective.cell_force` | Å/fs (q read as Å), eV |
 | Δt (adaptive) | ``thermostat["fire_dt"]`` | fs |
 | α | ``thermostat["fire_alpha"]`` | — |
 | steps since P ≤ 0 | ``thermostat["fire_n_pos"]`` | — |
