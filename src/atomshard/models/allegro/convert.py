@@ -294,7 +294,7 @@ def allegro_config_and_weights(
     ]
     for name, (widths, _, weights, alpha) in pairs:
         mine: ScalarMLP = ours.get_submodule(name)  # type: ignore[assignment]
-        if mine.widths != widths or not math.isclose(math.prod(mine.alphas), alpha, rel_tol=1e-9):
+        if mine.widths != widths or not math.isclose(math.prod(mine.alphas), alpha, rel_tol=1e-6):
             raise _unsupported(
                 f"{name}: widths {widths} / scale {alpha:.6g} (expected {mine.widths} / "
                 f"{math.prod(mine.alphas):.6g})"
@@ -328,7 +328,7 @@ def _forward_normalized(two_body: tuple, latents: list) -> bool:
     if act is None or len(widths) < 3:
         return True
     fwd = ScalarMLP(widths, act, forward_normalize=True)
-    return math.isclose(math.prod(fwd.alphas), alpha, rel_tol=1e-9)
+    return math.isclose(math.prod(fwd.alphas), alpha, rel_tol=1e-6)
 
 
 def convert_allegro_model(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import torch
 from e3nn import o3
@@ -138,10 +139,71 @@ def coupling_tensor(
     return c
 
 
+#: edges per block of the tensor products are chosen so that one block's outer products
+#: ``[n_tensor, block, dim_1 * dim_2]`` hold about this many values (cache-sized)
+BLOCK_VALUES = 1 << 20
+
+
+class _ChannelBilinear(torch.autograd.Function):
+    """``out[u, e, k] = Σ_{i,j} w[u, i, j, k] a[u, e, i] b[u, e, j]``, edge block by edge
+    block; only ``a``, ``b`` and ``w`` are kept for the backward pass (never the outer
+    products), and the backward is built from the same operation (with ``w``'s axes
+    permuted), so it can itself be differentiated (forces inside a training loss)."""
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(a, b, w)
+        return _bilinear_blocks(a, b, w)
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        a, b, w = ctx.saved_tensors
+        ga = gb = gw = None
+        if ctx.needs_input_grad[0]:  # Σ_{j,k} w[u,i,j,k] b_j g_k
+            ga = channel_bilinear(b, grad, w.permute(0, 2, 3, 1))
+        if ctx.needs_input_grad[1]:  # Σ_{i,k} w[u,i,j,k] a_i g_k
+            gb = channel_bilinear(a, grad, w.permute(0, 1, 3, 2))
+        if ctx.needs_input_grad[2]:  # Σ_e a_i b_j g_k
+            u, n_e, d1 = a.shape
+            d2, dk = b.shape[2], grad.shape[2]
+            outer = (a.unsqueeze(-1) * b.unsqueeze(-2)).reshape(u, n_e, d1 * d2)
+            gw = torch.bmm(outer.transpose(1, 2), grad).reshape(u, d1, d2, dk)
+        return ga, gb, gw
+
+
+def _bilinear_blocks(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    u, n_e, d1 = a.shape
+    d2, dk = b.shape[2], w.shape[3]
+    wm = w.reshape(u, d1 * d2, dk)
+    out = a.new_empty(u, n_e, dk)
+    step = max(1, BLOCK_VALUES // max(u * d1 * d2, 1))
+    for e0 in range(0, n_e, step):
+        e1 = min(e0 + step, n_e)
+        outer = (a[:, e0:e1, :, None] * b[:, e0:e1, None, :]).reshape(u, e1 - e0, d1 * d2)
+        torch.bmm(outer, wm, out=out[:, e0:e1])
+    return out
+
+
+def channel_bilinear(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``out[u, e, k] = Σ_{i,j} w[u, i, j, k] a[u, e, i] b[u, e, j]`` (channel-major).
+
+    Shapes:
+        a: ``[u, n_edges, d1]``, b: ``[u, n_edges, d2]``, w: ``[u, d1, d2, dk]``;
+        returns ``[u, n_edges, dk]``
+    """
+    w = w.contiguous()
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or w.requires_grad):
+        return _ChannelBilinear.apply(a.contiguous(), b.contiguous(), w)
+    return _bilinear_blocks(a.contiguous(), b.contiguous(), w)
+
+
 class EdgeTensorProduct(nn.Module):
     """The Allegro tensor product of an edge's tensor features with its centre atom's
-    environment: ``out[e, u, k] = Σ_{p,i,j} w[u, p] C[p, i, j, k] x[e, u, i] env[e, u, j]``
-    (``w[p]`` shared by all channels without path-channel coupling).
+    environment: ``out[u, e, k] = Σ_{p,i,j} w[u, p] C[p, i, j, k] x[u, e, i] env[u, e, j]``
+    (``w[p]`` shared by all channels without path-channel coupling). Channel-major:
+    the channel ``u`` is the leading axis.
 
     Attributes:
         weights: ``[n_tensor, n_paths]`` (coupled) or ``[n_paths]``.
@@ -170,15 +232,15 @@ class EdgeTensorProduct(nn.Module):
         shape = (self.n_tensor, self.n_paths) if path_channel_coupling else (self.n_paths,)
         self.weights = nn.Parameter(torch.empty(shape).uniform_(-math.sqrt(3.0), math.sqrt(3.0)))
 
-    def forward(self, x: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
-        """Shapes: ``x: [n_edges, n_tensor, dim_in]``, ``env: [n_edges, n_tensor, dim_env]``
-        -> ``[n_edges, n_tensor, dim_out]``."""
-        n_e, u = x.shape[0], self.n_tensor
+    def path_weights(self, dtype: torch.dtype) -> torch.Tensor:
+        """``Σ_p w[u, p] C[p]`` as ``[n_tensor, dim_in, dim_env, dim_out]``."""
+        u = self.n_tensor
         d1, d2, do = self.irreps_in.dim, self.irreps_env.dim, self.irreps_out.dim
-        c = self.coupling.to(x.dtype).reshape(self.n_paths, d1 * d2 * do)
-        outer = (x.unsqueeze(-1) * env.unsqueeze(-2)).reshape(n_e, u, d1 * d2)
-        if self.path_channel_coupling:
-            wc = (self.weights @ c).reshape(u, d1 * d2, do)  # [u, ij, k]
-            return torch.bmm(outer.transpose(0, 1), wc).transpose(0, 1)
-        wc = (self.weights @ c).reshape(d1 * d2, do)
-        return (outer.reshape(n_e * u, d1 * d2) @ wc).reshape(n_e, u, do)
+        c = self.coupling.to(dtype).reshape(self.n_paths, d1 * d2 * do)
+        w = (self.weights @ c).reshape(-1, d1, d2, do)
+        return w if self.path_channel_coupling else w.expand(u, d1, d2, do)
+
+    def forward(self, x: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
+        """Shapes: ``x: [n_tensor, n_edges, dim_in]``, ``env: [n_tensor, n_edges, dim_env]``
+        -> ``[n_tensor, n_edges, dim_out]``."""
+        return channel_bilinear(x, env, self.path_weights(x.dtype))

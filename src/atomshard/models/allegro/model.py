@@ -41,11 +41,14 @@ from atomshard.models.base import Exchange, Potential, owned_rows
 MIN_EDGE_LENGTH = 1e-4
 
 
-def _scatter_sum(x: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
-    """``out[index[e]] += x[e]``, ``out`` with ``n`` rows (float32 at least)."""
+def _scatter_sum(x: torch.Tensor, index: torch.Tensor, n: int, dim: int = 0) -> torch.Tensor:
+    """``out[.., index[e], ..] += x[.., e, ..]`` along ``dim``, ``n`` long there (float32
+    at least)."""
     dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-    out = torch.zeros((n, *x.shape[1:]), dtype=dtype, device=x.device)
-    return out.index_add_(0, index, x.to(dtype))
+    shape = list(x.shape)
+    shape[dim] = n
+    out = torch.zeros(shape, dtype=dtype, device=x.device)
+    return out.index_add_(dim, index, x.to(dtype))
 
 
 class AllegroPotential(Potential):
@@ -217,21 +220,23 @@ class AllegroPotential(Potential):
         )
         h = self.two_body(types * self.basis_linear(basis))
         comp = self.irrep_of_component
+        sh_t = sh.t().unsqueeze(0)  # [1, dim_sh, e]
 
-        def weighted(w: torch.Tensor) -> torch.Tensor:  # [e, u * n_irreps] -> [e, u, dim_sh]
-            return sh.unsqueeze(1) * w.reshape(n_e, u, n_irreps).index_select(2, comp)
+        def weighted(w: torch.Tensor) -> torch.Tensor:  # [e, u * n_irreps] -> [u, e, dim_sh]
+            per_irrep = w.reshape(n_e, u, n_irreps).permute(1, 2, 0)  # [u, n_irreps, e]
+            return (per_irrep.index_select(1, comp) * sh_t).transpose(1, 2)
 
         tensor = weighted(self.tensor_embed(h))
         projection = self.first_projection(h)
         scalars = [projection[:, :n_scalar]]
         env_w = projection[:, n_scalar:]
         n_centres = centre_types.shape[0]
-        norm = self.avg_norm.index_select(0, centre_types)[:, None, None]
+        norm = self.avg_norm.index_select(0, centre_types)[None, :, None]
         for t, (tp, latent) in enumerate(zip(self.products, self.latents, strict=True)):
-            env = _scatter_sum(weighted(env_w), centre, n_centres)
+            env = _scatter_sum(weighted(env_w), centre, n_centres, dim=1)
             env = (env * norm.to(env.dtype)).to(sh.dtype)
-            tensor = tp(tensor, env.index_select(0, centre))
-            out = latent(torch.cat([*scalars, tensor[:, :, 0]], dim=-1))
+            tensor = tp(tensor, env.index_select(1, centre))
+            out = latent(torch.cat([*scalars, tensor[:, :, 0].t()], dim=-1))
             scalars.append(out[:, :n_scalar])
             if t < len(self.latents) - 1:
                 env_w = out[:, n_scalar:]
