@@ -215,3 +215,17 @@ def test_train_allegro_from_a_preset_then_load(tmp_path, capsys):
     assert isinstance(model, AllegroPotential)
     atoms = default_structures((1, 8), n_atoms=5)[0]
     assert np.isfinite(float(_props(model, atoms).energy))
+
+
+def test_channel_bilinear_gradients_and_second_derivatives(monkeypatch):
+    from atomshard.models.allegro import layers
+
+    monkeypatch.setattr(layers, "BLOCK_VALUES", 40)  # several edge blocks
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 7, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    b = torch.randn(3, 7, 2, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.randn(3, 4, 2, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    want = torch.einsum("uijk,uei,uej->uek", w, a, b)
+    torch.testing.assert_close(layers.channel_bilinear(a, b, w), want, rtol=1e-13, atol=1e-13)
+    assert torch.autograd.gradcheck(layers.channel_bilinear, (a, b, w))
+    assert torch.autograd.gradgradcheck(layers.channel_bilinear, (a, b, w))
