@@ -93,3 +93,30 @@ def test_cell_relaxation_on_two_ranks_matches_serial(groups, root, ensemble):
     assert np.max(np.abs(cell - ref_cell)) < 1e-3
     assert np.max(np.abs(positions - ref_positions)) < 1e-3
     assert abs(energy - ref_energy) < 1e-7
+
+
+def test_minimize_command_on_two_ranks_writes_the_same_files(tmp_path, capsys):
+    """``atomshard minimize --ranks 2``: not converged in --max-steps exits 1 with the last
+    state in the restart file and the trajectory, as serially."""
+    from atomshard.cli import main
+    from atomshard.models.checkpoint import save_checkpoint
+
+    model = _lj()
+    save_checkpoint(tmp_path / "lj.pt", model, model_type="lennard-jones", config=model.config)
+    atoms = FaceCenteredCubic("Ar", latticeconstant=5.4, size=(2, 2, 2))
+    atoms.rattle(0.05, seed=1)
+    ase.io.write(tmp_path / "argon.extxyz", atoms)
+    argv = [
+        "minimize", "--model", str(tmp_path / "lj.pt"), "--structure",
+        str(tmp_path / "argon.extxyz"), "--cell", "iso", "--fmax", "1e-9", "--max-steps", "6",
+        "--traj-every", "4", "--no-progress",
+    ]  # fmt: skip
+    assert main([*argv, "-o", str(tmp_path / "serial")]) == 1
+    assert main([*argv, "--ranks", "2", "-o", str(tmp_path / "ranks")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("not converged in 6 iterations" in line for line in err)
+    serial = ase.io.read(tmp_path / "serial" / "trajectory.extxyz", index=":")
+    ranks = ase.io.read(tmp_path / "ranks" / "trajectory.extxyz", index=":")
+    assert [a.info["step"] for a in ranks] == [a.info["step"] for a in serial] == [0, 4, 6]
+    assert np.max(np.abs(ranks[-1].positions - serial[-1].positions)) < 1e-9
+    assert np.max(np.abs(ranks[-1].cell.array - serial[-1].cell.array)) < 1e-9
