@@ -344,6 +344,11 @@ def run_md(
                 if stop[0] > 0:
                     interrupted = True
                     break
+    except BaseException:  # the error propagates; the logs keep every complete row
+        if logs is not None:
+            logs[0].close()
+            logs[1].close()
+        raise
     finally:
         if bar is not None:
             bar.close()
