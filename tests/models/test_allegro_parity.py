@@ -247,3 +247,16 @@ def test_convert_command_and_model_string_from_a_nequip_checkpoint(tmp_path, cap
     bad.write_bytes(b"not a checkpoint")
     assert main(["convert", "allegro", str(bad), "-o", str(tmp_path / "x.pt")]) == 2
     assert "not a nequip checkpoint" in capsys.readouterr().err
+
+
+def test_bench_allegro_smoke(tmp_path):
+    import json
+
+    from tests.bench_scripts import load_benchmark
+
+    assert load_benchmark("bench_allegro").main(["--smoke", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "allegro.json").read_text())["rows"]
+    assert {r["impl"] for r in rows} == {"atomshard", "nequip-allegro"}
+    assert all("error" not in r and r["atom_steps_per_s"] > 0 for r in rows), rows
+    energies = [r["energy_ev"] for r in rows]  # same weights, same box
+    assert energies[0] == pytest.approx(energies[1], rel=1e-5)
