@@ -286,6 +286,26 @@ class AllegroPotential(Potential):
             e = e + 0.0 * edge_vec.sum()  # no edges: keep the energies on the geometry
         return e
 
+    def activation_bytes_per_atom(self) -> int:
+        """What a force evaluation keeps per atom (bytes): the per-edge activations autograd
+        saves (two-body embedding and MLP, tensor track, environment, Allegro MLPs,
+        readout, float64 geometry) times ``mean(avg_num_neighbors)`` edges per atom (the
+        training data's mean where it was fitted; at least one)."""
+        c = self.config
+        u, s_emb, n_irr = c.n_tensor, c.scalar_embed_dim, len(self.sh_irreps)
+        d_sh = self.sh_irreps.dim
+        values = 2 * c.embed_dim + 2 * sum(c.two_body_hidden) + s_emb
+        values += 3 * u * n_irr + 2 * u * d_sh + c.n_scalar
+        for t, tp in enumerate(self.products):
+            values += 3 * u * d_sh + u * (tp.irreps_in.dim + tp.irreps_out.dim)
+            values += c.n_scalar * (t + 1) + u + 2 * sum(c.allegro_hidden)
+            values += c.n_scalar + u * n_irr
+        values += c.n_scalar * (c.n_layers + 1) + 2 * sum(c.readout_hidden)
+        itemsize = torch.empty((), dtype=self.body_dtype).element_size()
+        per_edge = values * itemsize + 8 * (16 + 2 * d_sh + c.n_bessel)
+        neighbours = max(sum(c.avg_num_neighbors) / len(c.avg_num_neighbors), 1.0)  # type: ignore[arg-type]
+        return int(per_edge * neighbours)
+
     def extra_repr(self) -> str:
         c = self.config
         return (
