@@ -296,8 +296,8 @@ class AllegroPotential(Potential):
         d_sh = self.sh_irreps.dim
         values = 2 * c.embed_dim + 2 * sum(c.two_body_hidden) + s_emb
         values += 3 * u * n_irr + 2 * u * d_sh + c.n_scalar
-        for t, tp in enumerate(self.products):
-            values += 3 * u * d_sh + u * (tp.irreps_in.dim + tp.irreps_out.dim)
+        for t in range(c.n_layers):
+            values += 3 * u * d_sh + u * (self.track_irreps[t].dim + self.track_irreps[t + 1].dim)
             values += c.n_scalar * (t + 1) + u + 2 * sum(c.allegro_hidden)
             values += c.n_scalar + u * n_irr
         values += c.n_scalar * (c.n_layers + 1) + 2 * sum(c.readout_hidden)
