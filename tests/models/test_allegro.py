@@ -217,14 +217,20 @@ def test_train_allegro_from_a_preset_then_load(tmp_path, capsys):
     assert np.isfinite(float(_props(model, atoms).energy))
 
 
-def test_channel_bilinear_gradients_and_second_derivatives(monkeypatch):
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "few-pairs"])
+def test_channel_bilinear_gradients_and_second_derivatives(monkeypatch, sparse):
     from atomshard.models.allegro import layers
 
     monkeypatch.setattr(layers, "BLOCK_VALUES", 40)  # several edge blocks
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(3, 7, 4, dtype=torch.float64, generator=gen, requires_grad=True)
     b = torch.randn(3, 7, 2, dtype=torch.float64, generator=gen, requires_grad=True)
-    w = torch.randn(3, 4, 2, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.randn(3, 4, 2, 5, dtype=torch.float64, generator=gen)
+    if sparse:  # only (i, j) = (0, 1) and (2, 0) coupled
+        mask = torch.zeros(4, 2, dtype=torch.float64)
+        mask[0, 1] = mask[2, 0] = 1.0
+        w = w * mask[None, :, :, None]
+    w.requires_grad_(True)
     want = torch.einsum("uijk,uei,uej->uek", w, a, b)
     torch.testing.assert_close(layers.channel_bilinear(a, b, w), want, rtol=1e-13, atol=1e-13)
     assert torch.autograd.gradcheck(layers.channel_bilinear, (a, b, w))

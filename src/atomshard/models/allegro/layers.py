@@ -177,11 +177,22 @@ def _bilinear_blocks(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch
     u, n_e, d1 = a.shape
     d2, dk = b.shape[2], w.shape[3]
     wm = w.reshape(u, d1 * d2, dk)
+    # only the (i, j) pairs some weight couples (exact: the others add zero); worth it
+    # where most pairs are unused, e.g. the last layer, whose scalar output couples i = j
+    used = torch.nonzero(w.detach().abs().sum(dim=(0, 3)).reshape(-1)).squeeze(1)
+    sparse = used.numel() <= d1 * d2 // 2
+    if sparse:
+        i_of, j_of = used // d2, used % d2
+        wm = wm.index_select(1, used)
+    n_pairs = wm.shape[1]
     out = a.new_empty(u, n_e, dk)
-    step = max(1, BLOCK_VALUES // max(u * d1 * d2, 1))
+    step = max(1, BLOCK_VALUES // max(u * n_pairs, 1))
     for e0 in range(0, n_e, step):
         e1 = min(e0 + step, n_e)
-        outer = (a[:, e0:e1, :, None] * b[:, e0:e1, None, :]).reshape(u, e1 - e0, d1 * d2)
+        if sparse:
+            outer = a[:, e0:e1].index_select(2, i_of) * b[:, e0:e1].index_select(2, j_of)
+        else:
+            outer = (a[:, e0:e1, :, None] * b[:, e0:e1, None, :]).reshape(u, e1 - e0, n_pairs)
         torch.bmm(outer, wm, out=out[:, e0:e1])
     return out
 
