@@ -223,15 +223,15 @@ def test_channel_bilinear_gradients_and_second_derivatives(monkeypatch, sparse):
 
     monkeypatch.setattr(layers, "BLOCK_VALUES", 40)  # several edge blocks
     gen = torch.Generator().manual_seed(0)
-    a = torch.randn(3, 7, 4, dtype=torch.float64, generator=gen, requires_grad=True)
-    b = torch.randn(3, 7, 2, dtype=torch.float64, generator=gen, requires_grad=True)
+    a = torch.randn(7, 3, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    b = torch.randn(7, 3, 2, dtype=torch.float64, generator=gen, requires_grad=True)
     w = torch.randn(3, 4, 2, 5, dtype=torch.float64, generator=gen)
     if sparse:  # only (i, j) = (0, 1) and (2, 0) coupled
         mask = torch.zeros(4, 2, dtype=torch.float64)
         mask[0, 1] = mask[2, 0] = 1.0
         w = w * mask[None, :, :, None]
     w.requires_grad_(True)
-    want = torch.einsum("uijk,uei,uej->uek", w, a, b)
+    want = torch.einsum("uijk,eui,euj->euk", w, a, b)
     torch.testing.assert_close(layers.channel_bilinear(a, b, w), want, rtol=1e-13, atol=1e-13)
     assert torch.autograd.gradcheck(layers.channel_bilinear, (a, b, w))
     assert torch.autograd.gradgradcheck(layers.channel_bilinear, (a, b, w))

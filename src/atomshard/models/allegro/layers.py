@@ -145,7 +145,7 @@ BLOCK_VALUES = 1 << 20
 
 
 class _ChannelBilinear(torch.autograd.Function):
-    """``out[u, e, k] = Σ_{i,j} w[u, i, j, k] a[u, e, i] b[u, e, j]``, edge block by edge
+    """``out[e, u, k] = Σ_{i,j} w[u, i, j, k] a[e, u, i] b[e, u, j]``, edge block by edge
     block; only ``a``, ``b`` and ``w`` are kept for the backward pass (never the outer
     products), and the backward is built from the same operation (with ``w``'s axes
     permuted), so it can itself be differentiated (forces inside a training loss)."""
@@ -166,15 +166,16 @@ class _ChannelBilinear(torch.autograd.Function):
         if ctx.needs_input_grad[1]:  # Σ_{i,k} w[u,i,j,k] a_i g_k
             gb = channel_bilinear(a, grad, w.permute(0, 1, 3, 2))
         if ctx.needs_input_grad[2]:  # Σ_e a_i b_j g_k
-            u, n_e, d1 = a.shape
+            n_e, u, d1 = a.shape
             d2, dk = b.shape[2], grad.shape[2]
-            outer = (a.unsqueeze(-1) * b.unsqueeze(-2)).reshape(u, n_e, d1 * d2)
-            gw = torch.bmm(outer.transpose(1, 2), grad).reshape(u, d1, d2, dk)
+            outer = (a.unsqueeze(-1) * b.unsqueeze(-2)).reshape(n_e, u, d1 * d2)
+            gw = torch.bmm(outer.permute(1, 2, 0), grad.transpose(0, 1))
+            gw = gw.reshape(u, d1, d2, dk)
         return ga, gb, gw
 
 
 def _bilinear_blocks(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    u, n_e, d1 = a.shape
+    n_e, u, d1 = a.shape
     d2, dk = b.shape[2], w.shape[3]
     wm = w.reshape(u, d1 * d2, dk)
     # only the (i, j) pairs some weight couples (exact: the others add zero); worth it
@@ -185,24 +186,26 @@ def _bilinear_blocks(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch
         i_of, j_of = used // d2, used % d2
         wm = wm.index_select(1, used)
     n_pairs = wm.shape[1]
-    out = a.new_empty(u, n_e, dk)
+    out = a.new_empty(n_e, u, dk)
     step = max(1, BLOCK_VALUES // max(u * n_pairs, 1))
     for e0 in range(0, n_e, step):
         e1 = min(e0 + step, n_e)
         if sparse:
-            outer = a[:, e0:e1].index_select(2, i_of) * b[:, e0:e1].index_select(2, j_of)
+            outer = a[e0:e1].index_select(2, i_of) * b[e0:e1].index_select(2, j_of)
         else:
-            outer = (a[:, e0:e1, :, None] * b[:, e0:e1, None, :]).reshape(u, e1 - e0, n_pairs)
-        torch.bmm(outer, wm, out=out[:, e0:e1])
+            outer = (a[e0:e1, :, :, None] * b[e0:e1, :, None, :]).reshape(e1 - e0, u, n_pairs)
+        # [u, block, pairs] @ [u, pairs, k]: the block's transposes stay in cache
+        out[e0:e1] = torch.bmm(outer.transpose(0, 1), wm).transpose(0, 1)
     return out
 
 
 def channel_bilinear(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``out[u, e, k] = Σ_{i,j} w[u, i, j, k] a[u, e, i] b[u, e, j]`` (channel-major).
+    """``out[e, u, k] = Σ_{i,j} w[u, i, j, k] a[e, u, i] b[e, u, j]`` (one weight tensor
+    per channel ``u``).
 
     Shapes:
-        a: ``[u, n_edges, d1]``, b: ``[u, n_edges, d2]``, w: ``[u, d1, d2, dk]``;
-        returns ``[u, n_edges, dk]``
+        a: ``[n_edges, u, d1]``, b: ``[n_edges, u, d2]``, w: ``[u, d1, d2, dk]``;
+        returns ``[n_edges, u, dk]``
     """
     w = w.contiguous()
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or w.requires_grad):
@@ -212,9 +215,8 @@ def channel_bilinear(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch
 
 class EdgeTensorProduct(nn.Module):
     """The Allegro tensor product of an edge's tensor features with its centre atom's
-    environment: ``out[u, e, k] = Σ_{p,i,j} w[u, p] C[p, i, j, k] x[u, e, i] env[u, e, j]``
-    (``w[p]`` shared by all channels without path-channel coupling). Channel-major:
-    the channel ``u`` is the leading axis.
+    environment: ``out[e, u, k] = Σ_{p,i,j} w[u, p] C[p, i, j, k] x[e, u, i] env[e, u, j]``
+    (``w[p]`` shared by all channels without path-channel coupling).
 
     Attributes:
         weights: ``[n_tensor, n_paths]`` (coupled) or ``[n_paths]``.
@@ -252,6 +254,6 @@ class EdgeTensorProduct(nn.Module):
         return w if self.path_channel_coupling else w.expand(u, d1, d2, do)
 
     def forward(self, x: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
-        """Shapes: ``x: [n_tensor, n_edges, dim_in]``, ``env: [n_tensor, n_edges, dim_env]``
-        -> ``[n_tensor, n_edges, dim_out]``."""
+        """Shapes: ``x: [n_edges, n_tensor, dim_in]``, ``env: [n_edges, n_tensor, dim_env]``
+        -> ``[n_edges, n_tensor, dim_out]``."""
         return channel_bilinear(x, env, self.path_weights(x.dtype))

@@ -219,24 +219,23 @@ class AllegroPotential(Potential):
             dim=-1,
         )
         h = self.two_body(types * self.basis_linear(basis))
+        sh_e = sh.unsqueeze(1)  # [e, 1, dim_sh]
         comp = self.irrep_of_component
-        sh_t = sh.t().unsqueeze(0)  # [1, dim_sh, e]
 
-        def weighted(w: torch.Tensor) -> torch.Tensor:  # [e, u * n_irreps] -> [u, e, dim_sh]
-            per_irrep = w.reshape(n_e, u, n_irreps).permute(1, 2, 0)  # [u, n_irreps, e]
-            return (per_irrep.index_select(1, comp) * sh_t).transpose(1, 2)
+        def weighted(w: torch.Tensor) -> torch.Tensor:  # [e, u * n_irreps] -> [e, u, dim_sh]
+            return w.reshape(n_e, u, n_irreps).index_select(2, comp) * sh_e
 
         tensor = weighted(self.tensor_embed(h))
         projection = self.first_projection(h)
         scalars = [projection[:, :n_scalar]]
         env_w = projection[:, n_scalar:]
         n_centres = centre_types.shape[0]
-        norm = self.avg_norm.index_select(0, centre_types)[None, :, None]
+        norm = self.avg_norm.index_select(0, centre_types)[:, None, None]
         for t, (tp, latent) in enumerate(zip(self.products, self.latents, strict=True)):
-            env = _scatter_sum(weighted(env_w), centre, n_centres, dim=1)
+            env = _scatter_sum(weighted(env_w), centre, n_centres)
             env = (env * norm.to(env.dtype)).to(sh.dtype)
-            tensor = tp(tensor, env.index_select(1, centre))
-            out = latent(torch.cat([*scalars, tensor[:, :, 0].t()], dim=-1))
+            tensor = tp(tensor, env.index_select(0, centre))
+            out = latent(torch.cat([*scalars, tensor[:, :, 0]], dim=-1))
             scalars.append(out[:, :n_scalar])
             if t < len(self.latents) - 1:
                 env_w = out[:, n_scalar:]
