@@ -92,10 +92,11 @@ class AllegroPotential(Potential):
         n_irreps = len(self.sh_irreps)
         fwd = config.forward_normalize
         d, s, u = config.embed_dim, config.scalar_embed_dim, config.n_tensor
+        body = config.torch_dtype
 
         # === two-body embedding ===
-        self.centre_embed = nn.Parameter(torch.empty(n_species, d // 2).normal_())
-        self.neighbour_embed = nn.Parameter(torch.empty(n_species, d // 2).normal_())
+        self.centre_embed = nn.Parameter(torch.empty(n_species, d // 2, dtype=body).normal_())
+        self.neighbour_embed = nn.Parameter(torch.empty(n_species, d // 2, dtype=body).normal_())
         self.basis_linear = ScalarMLP([config.n_bessel, d], None, forward_normalize=fwd)
         self.two_body = ScalarMLP(
             [d, *config.two_body_hidden, s], config.two_body_activation, forward_normalize=fwd
@@ -133,19 +134,10 @@ class AllegroPotential(Potential):
             config.readout_activation,
             forward_normalize=fwd,
         )
-        body = config.torch_dtype
-        for module in (
-            self.basis_linear,
-            self.two_body,
-            self.tensor_embed,
-            self.first_projection,
-            self.products,
-            self.latents,
-            self.readout,
-        ):
-            module.to(body)  # fmt: skip
-        self.centre_embed.data = self.centre_embed.data.to(body)
-        self.neighbour_embed.data = self.neighbour_embed.data.to(body)
+        body_modules = (self.basis_linear, self.two_body, self.tensor_embed,
+                        self.first_projection, self.products, self.latents, self.readout)  # fmt: skip
+        for module in body_modules:
+            module.to(body)
 
         # === per-species constants (float64) ===
         def per_species(values: tuple[float, ...] | float) -> torch.Tensor:
