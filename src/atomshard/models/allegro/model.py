@@ -134,8 +134,8 @@ class AllegroPotential(Potential):
             config.readout_activation,
             forward_normalize=fwd,
         )
-        body_modules = (self.basis_linear, self.two_body, self.tensor_embed,
-                        self.first_projection, self.products, self.latents, self.readout)  # fmt: skip
+        body_modules: list[nn.Module] = [self.basis_linear, self.two_body, self.tensor_embed]
+        body_modules += [self.first_projection, self.products, self.latents, self.readout]
         for module in body_modules:
             module.to(body)
 
