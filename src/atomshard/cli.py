@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "md": ("atomshard.commands.md", "run molecular dynamics (NVE, Langevin, Nosé-Hoover)"),
     "minimize": ("atomshard.commands.minimize", "relax positions (and the cell) with FIRE or CG"),
     "eval": ("atomshard.commands.eval", "energy, forces, stress for every frame of a file"),
-    "convert": ("atomshard.commands.convert", "convert a foreign checkpoint (SevenNet, nequip-allegro)"),
+    "convert": ("atomshard.commands.convert", "convert a SevenNet or nequip-allegro checkpoint"),
     "data": ("atomshard.commands.data", "make Hamiltonian training data (data pyscf ...)"),
     "train": ("atomshard.commands.train", "train a potential or Hamiltonian model (YAML config)"),
     "errors": ("atomshard.commands.errors", "MAE/RMSE of a potential on a labelled dataset"),
