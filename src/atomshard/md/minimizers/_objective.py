@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -174,6 +175,23 @@ def start_variables(state: MDState) -> dict[str, torch.Tensor]:
         "objective_change": torch.tensor([math.inf], dtype=torch.float64),
         "fmax": torch.tensor([math.inf], dtype=torch.float64),
     }
+
+
+def start_minimizer(
+    state: MDState, force_field: Any, target: Target, variables: dict[str, torch.Tensor]
+) -> MDState:
+    """The common ``*_init``: a new run (no ``variables`` in ``state.thermostat`` yet)
+    starts at rest and stores the shared variables plus ``variables``; a resumed run keeps
+    its own. Computes the first forces, checks the target, records the convergence data."""
+    fresh = next(iter(variables)) not in state.thermostat
+    if fresh:
+        state.velocities = torch.zeros_like(state.velocities)
+    force_field(state)
+    check_target(state, target)
+    if fresh:
+        state.thermostat = {**start_variables(state), **variables}
+    update_convergence(state, target, iteration=False)
+    return state
 
 
 def update_convergence(state: MDState, target: Target, *, iteration: bool) -> None:

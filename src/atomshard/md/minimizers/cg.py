@@ -40,12 +40,11 @@ from atomshard.md.minimizers._objective import (
     Target,
     apply_strain,
     cell_force,
-    check_target,
     global_max,
     n_atoms_global,
     objective,
     row_norm_max,
-    start_variables,
+    start_minimizer,
     update_convergence,
 )
 from atomshard.md.state import ForceField, MDState
@@ -63,21 +62,12 @@ def cg_init(
 ) -> MDState:
     """First forces; a new run starts with steepest descent (a resumed one keeps its
     variables). ``pressure`` in GPa; ``cell``: ``none``, ``iso``, ``aniso`` or ``tri``."""
-    target = Target.of(cell, pressure)
-    fresh = "cg_alpha" not in state.thermostat
-    if fresh:
-        state.velocities = torch.zeros_like(state.velocities)
-    force_field(state)
-    check_target(state, target)
-    if fresh:
-        state.thermostat = {
-            **start_variables(state),
-            "cg_alpha": torch.tensor([0.0], dtype=torch.float64),
-            "cg_beta": torch.tensor([0.0], dtype=torch.float64),
-            "cell_direction": torch.zeros(3, 3, dtype=torch.float64),
-        }
-    update_convergence(state, target, iteration=False)
-    return state
+    variables = {
+        "cg_alpha": torch.tensor([0.0], dtype=torch.float64),
+        "cg_beta": torch.tensor([0.0], dtype=torch.float64),
+        "cell_direction": torch.zeros(3, 3, dtype=torch.float64),
+    }
+    return start_minimizer(state, force_field, Target.of(cell, pressure), variables)
 
 
 def _dot(state: MDState, a: torch.Tensor, b: torch.Tensor, *cell: torch.Tensor) -> list[float]:

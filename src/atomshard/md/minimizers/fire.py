@@ -39,11 +39,10 @@ from atomshard.md.minimizers._objective import (
     Target,
     apply_strain,
     cell_force,
-    check_target,
     global_max,
     n_atoms_global,
     row_norm_max,
-    start_variables,
+    start_minimizer,
     update_convergence,
 )
 from atomshard.md.state import ForceField, MDState
@@ -67,22 +66,13 @@ def fire_init(
 ) -> MDState:
     """First forces; a new run starts at rest with ``Δt = dt`` (a resumed one keeps its
     variables). ``pressure`` in GPa; ``cell``: ``none``, ``iso``, ``aniso`` or ``tri``."""
-    target = Target.of(cell, pressure)
-    fresh = "fire_dt" not in state.thermostat
-    if fresh:
-        state.velocities = torch.zeros_like(state.velocities)
-    force_field(state)
-    check_target(state, target)
-    if fresh:
-        state.thermostat = {
-            **start_variables(state),
-            "fire_dt": torch.tensor([float(dt)], dtype=torch.float64),
-            "fire_alpha": torch.tensor([ALPHA_START], dtype=torch.float64),
-            "fire_n_pos": torch.tensor([0.0], dtype=torch.float64),
-            "cell_velocity": torch.zeros(3, 3, dtype=torch.float64),
-        }
-    update_convergence(state, target, iteration=False)
-    return state
+    variables = {
+        "fire_dt": torch.tensor([float(dt)], dtype=torch.float64),
+        "fire_alpha": torch.tensor([ALPHA_START], dtype=torch.float64),
+        "fire_n_pos": torch.tensor([0.0], dtype=torch.float64),
+        "cell_velocity": torch.zeros(3, 3, dtype=torch.float64),
+    }
+    return start_minimizer(state, force_field, Target.of(cell, pressure), variables)
 
 
 def fire_step(
