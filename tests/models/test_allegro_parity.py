@@ -39,7 +39,14 @@ def _nequip_state():
         yield
 
 
-def _reference(*, coupling: bool = True, parity: bool = True, zbl: bool = True, seed: int = 1):
+def _reference(
+    *,
+    coupling: bool = True,
+    parity: bool = True,
+    zbl: bool = True,
+    seed: int = 1,
+    type_names: tuple[str, str] = ("O", "Si"),
+):
     from allegro.model import AllegroModel
 
     kwargs = {}
@@ -53,7 +60,7 @@ def _reference(*, coupling: bool = True, parity: bool = True, zbl: bool = True, 
         seed=seed,
         model_dtype="float64",
         r_max=3.6,
-        type_names=["O", "Si"],
+        type_names=list(type_names),
         l_max=2,
         parity=parity,
         radial_chemical_embed={
@@ -74,9 +81,9 @@ def _reference(*, coupling: bool = True, parity: bool = True, zbl: bool = True, 
         readout_mlp_hidden_layers_depth=1,
         readout_mlp_hidden_layers_width=16,
         readout_mlp_nonlinearity=None,
-        avg_num_neighbors={"O": 9.0, "Si": 12.5},
-        per_type_energy_scales={"O": 1.3, "Si": 0.7},
-        per_type_energy_shifts={"O": -3.1, "Si": -5.2},
+        avg_num_neighbors=dict(zip(type_names, (9.0, 12.5))),
+        per_type_energy_scales=dict(zip(type_names, (1.3, 0.7))),
+        per_type_energy_shifts=dict(zip(type_names, (-3.1, -5.2))),
         **kwargs,
     )
     return model.eval()
@@ -260,3 +267,13 @@ def test_bench_allegro_smoke(tmp_path):
     assert all("error" not in r and r["atom_steps_per_s"] > 0 for r in rows), rows
     energies = [r["energy_ev"] for r in rows]  # same weights, same box
     assert energies[0] == pytest.approx(energies[1], rel=1e-5)
+
+
+def test_type_names_that_are_not_elements_need_species():
+    from atomshard.errors import InputError
+
+    reference = _reference(zbl=False, type_names=("oxygen", "silicon"))
+    with pytest.raises(InputError, match=r"type names \['oxygen', 'silicon'\] are not chemical"):
+        allegro_config_and_weights(reference)
+    config, _ = allegro_config_and_weights(reference, species=(8, 14))
+    assert config.species == (8, 14) and not config.zbl
