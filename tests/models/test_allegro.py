@@ -217,21 +217,30 @@ def test_train_allegro_from_a_preset_then_load(tmp_path, capsys):
     assert np.isfinite(float(_props(model, atoms).energy))
 
 
+@pytest.mark.parametrize("indexed", [False, True], ids=["per-edge", "gathered"])
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "few-pairs"])
-def test_channel_bilinear_gradients_and_second_derivatives(monkeypatch, sparse):
+def test_channel_bilinear_gradients_and_second_derivatives(monkeypatch, sparse, indexed):
     from atomshard.models.allegro import layers
 
     monkeypatch.setattr(layers, "BLOCK_VALUES", 40)  # several edge blocks
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(7, 3, 4, dtype=torch.float64, generator=gen, requires_grad=True)
-    b = torch.randn(7, 3, 2, dtype=torch.float64, generator=gen, requires_grad=True)
+    index = torch.tensor([2, 0, 2, 1, 3, 3, 0]) if indexed else None
+    b = torch.randn(4 if indexed else 7, 3, 2, dtype=torch.float64, generator=gen)
+    b.requires_grad_(True)
     w = torch.randn(3, 4, 2, 5, dtype=torch.float64, generator=gen)
     if sparse:  # only (i, j) = (0, 1) and (2, 0) coupled
         mask = torch.zeros(4, 2, dtype=torch.float64)
         mask[0, 1] = mask[2, 0] = 1.0
         w = w * mask[None, :, :, None]
     w.requires_grad_(True)
-    want = torch.einsum("uijk,eui,euj->euk", w, a, b)
-    torch.testing.assert_close(layers.channel_bilinear(a, b, w), want, rtol=1e-13, atol=1e-13)
-    assert torch.autograd.gradcheck(layers.channel_bilinear, (a, b, w))
-    assert torch.autograd.gradgradcheck(layers.channel_bilinear, (a, b, w))
+    rows = b if index is None else b[index]
+    want = torch.einsum("uijk,eui,euj->euk", w, a, rows)
+    got = layers.channel_bilinear(a, b, w, index)
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
+
+    def fn(a, b, w):
+        return layers.channel_bilinear(a, b, w, index)
+
+    assert torch.autograd.gradcheck(fn, (a, b, w))
+    assert torch.autograd.gradgradcheck(fn, (a, b, w))

@@ -145,36 +145,50 @@ BLOCK_VALUES = 1 << 20
 
 
 class _ChannelBilinear(torch.autograd.Function):
-    """``out[e, u, k] = Σ_{i,j} w[u, i, j, k] a[e, u, i] b[e, u, j]``, edge block by edge
-    block; only ``a``, ``b`` and ``w`` are kept for the backward pass (never the outer
-    products), and the backward is built from the same operation (with ``w``'s axes
-    permuted), so it can itself be differentiated (forces inside a training loss)."""
+    """``out[e, u, k] = Σ_{i,j} w[u, i, j, k] a[e, u, i] b[r(e), u, j]`` (``r(e) = index[e]``,
+    or ``e`` without an index), edge block by edge block; only ``a``, ``b`` and ``w`` are
+    kept for the backward pass (never the outer products nor the gathered rows of ``b``),
+    and the backward is built from the same operation (with ``w``'s axes permuted), so
+    it can itself be differentiated (forces inside a training loss)."""
 
     @staticmethod
-    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        w: torch.Tensor,
+        index: torch.Tensor | None,
+    ) -> torch.Tensor:
+        ctx.index = index
         ctx.save_for_backward(a, b, w)
-        return _bilinear_blocks(a, b, w)
+        return _bilinear_blocks(a, b, w, index)
 
     @staticmethod
     def backward(
         ctx: Any, grad: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None]:
         a, b, w = ctx.saved_tensors
+        index = ctx.index
         ga = gb = gw = None
-        if ctx.needs_input_grad[0]:  # Σ_{j,k} w[u,i,j,k] b_j g_k
-            ga = channel_bilinear(b, grad, w.permute(0, 2, 3, 1))
-        if ctx.needs_input_grad[1]:  # Σ_{i,k} w[u,i,j,k] a_i g_k
+        if ctx.needs_input_grad[0]:  # Σ_{k,j} w[u,i,j,k] g_k b_j
+            ga = channel_bilinear(grad, b, w.permute(0, 3, 2, 1), index)
+        if ctx.needs_input_grad[1]:  # Σ_{i,k} w[u,i,j,k] a_i g_k, summed into b's rows
             gb = channel_bilinear(a, grad, w.permute(0, 1, 3, 2))
+            if index is not None:
+                gb = torch.zeros_like(b).index_add(0, index, gb)
         if ctx.needs_input_grad[2]:  # Σ_e a_i b_j g_k
             n_e, u, d1 = a.shape
             d2, dk = b.shape[2], grad.shape[2]
-            outer = (a.unsqueeze(-1) * b.unsqueeze(-2)).reshape(n_e, u, d1 * d2)
+            rows = b if index is None else b.index_select(0, index)
+            outer = (a.unsqueeze(-1) * rows.unsqueeze(-2)).reshape(n_e, u, d1 * d2)
             gw = torch.bmm(outer.permute(1, 2, 0), grad.transpose(0, 1))
             gw = gw.reshape(u, d1, d2, dk)
-        return ga, gb, gw
+        return ga, gb, gw, None
 
 
-def _bilinear_blocks(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def _bilinear_blocks(
+    a: torch.Tensor, b: torch.Tensor, w: torch.Tensor, index: torch.Tensor | None
+) -> torch.Tensor:
     n_e, u, d1 = a.shape
     d2, dk = b.shape[2], w.shape[3]
     wm = w.reshape(u, d1 * d2, dk)
@@ -190,27 +204,31 @@ def _bilinear_blocks(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch
     step = max(1, BLOCK_VALUES // max(u * n_pairs, 1))
     for e0 in range(0, n_e, step):
         e1 = min(e0 + step, n_e)
+        rows = b[e0:e1] if index is None else b.index_select(0, index[e0:e1])
         if sparse:
-            outer = a[e0:e1].index_select(2, i_of) * b[e0:e1].index_select(2, j_of)
+            outer = a[e0:e1].index_select(2, i_of) * rows.index_select(2, j_of)
         else:
-            outer = (a[e0:e1, :, :, None] * b[e0:e1, :, None, :]).reshape(e1 - e0, u, n_pairs)
+            outer = (a[e0:e1, :, :, None] * rows[:, :, None, :]).reshape(e1 - e0, u, n_pairs)
         # [u, block, pairs] @ [u, pairs, k]: the block's transposes stay in cache
         out[e0:e1] = torch.bmm(outer.transpose(0, 1), wm).transpose(0, 1)
     return out
 
 
-def channel_bilinear(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``out[e, u, k] = Σ_{i,j} w[u, i, j, k] a[e, u, i] b[e, u, j]`` (one weight tensor
-    per channel ``u``).
+def channel_bilinear(
+    a: torch.Tensor, b: torch.Tensor, w: torch.Tensor, index: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``out[e, u, k] = Σ_{i,j} w[u, i, j, k] a[e, u, i] b[r(e), u, j]`` (one weight tensor
+    per channel ``u``; ``r(e) = index[e]``, or ``e`` without an index).
 
     Shapes:
-        a: ``[n_edges, u, d1]``, b: ``[n_edges, u, d2]``, w: ``[u, d1, d2, dk]``;
+        a: ``[n_edges, u, d1]``, b: ``[n_rows, u, d2]`` (``n_rows = n_edges`` without an
+        index), w: ``[u, d1, d2, dk]``, index: ``[n_edges]`` int64 or None;
         returns ``[n_edges, u, dk]``
     """
     w = w.contiguous()
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or w.requires_grad):
-        return _ChannelBilinear.apply(a.contiguous(), b.contiguous(), w)
-    return _bilinear_blocks(a.contiguous(), b.contiguous(), w)
+        return _ChannelBilinear.apply(a.contiguous(), b.contiguous(), w, index)
+    return _bilinear_blocks(a.contiguous(), b.contiguous(), w, index)
 
 
 class EdgeTensorProduct(nn.Module):
@@ -253,7 +271,7 @@ class EdgeTensorProduct(nn.Module):
         w = (self.weights @ c).reshape(-1, d1, d2, do)
         return w if self.path_channel_coupling else w.expand(u, d1, d2, do)
 
-    def forward(self, x: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
-        """Shapes: ``x: [n_edges, n_tensor, dim_in]``, ``env: [n_edges, n_tensor, dim_env]``
-        -> ``[n_edges, n_tensor, dim_out]``."""
-        return channel_bilinear(x, env, self.path_weights(x.dtype))
+    def forward(self, x: torch.Tensor, env: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+        """Shapes: ``x: [n_edges, n_tensor, dim_in]``, ``env: [n_centres, n_tensor, dim_env]``
+        (per centre atom), ``centre: [n_edges]`` -> ``[n_edges, n_tensor, dim_out]``."""
+        return channel_bilinear(x, env, self.path_weights(x.dtype), centre)

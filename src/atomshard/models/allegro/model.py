@@ -69,7 +69,6 @@ class AllegroPotential(Potential):
     energy_shift: torch.Tensor
     energy_scale: torch.Tensor
     zbl_z: torch.Tensor
-    irrep_of_component: torch.Tensor
 
     def __init__(self, config: AllegroConfig) -> None:
         super().__init__()
@@ -87,8 +86,8 @@ class AllegroPotential(Potential):
         self.spherical_harmonics = o3.SphericalHarmonics(
             self.sh_irreps, normalize=True, normalization="component"
         )
-        comp = [k for k, (_, ir) in enumerate(self.sh_irreps) for _ in range(ir.dim)]
-        self.register_buffer("irrep_of_component", torch.tensor(comp), persistent=False)
+        #: component slices of the spherical harmonics, one per irrep
+        self.sh_slices = [(sl.start, sl.stop) for sl in self.sh_irreps.slices()]
         n_irreps = len(self.sh_irreps)
         fwd = config.forward_normalize
         d, s, u = config.embed_dim, config.scalar_embed_dim, config.n_tensor
@@ -212,10 +211,14 @@ class AllegroPotential(Potential):
         )
         h = self.two_body(types * self.basis_linear(basis))
         sh_e = sh.unsqueeze(1)  # [e, 1, dim_sh]
-        comp = self.irrep_of_component
 
         def weighted(w: torch.Tensor) -> torch.Tensor:  # [e, u * n_irreps] -> [e, u, dim_sh]
-            return w.reshape(n_e, u, n_irreps).index_select(2, comp) * sh_e
+            # one product per irrep: autograd keeps views of w and sh, not [e, u, dim_sh]
+            w = w.reshape(n_e, u, n_irreps)
+            parts = [
+                w[:, :, k : k + 1] * sh_e[:, :, a:b] for k, (a, b) in enumerate(self.sh_slices)
+            ]
+            return torch.cat(parts, dim=2)
 
         tensor = weighted(self.tensor_embed(h))
         projection = self.first_projection(h)
@@ -226,7 +229,7 @@ class AllegroPotential(Potential):
         for t, (tp, latent) in enumerate(zip(self.products, self.latents, strict=True)):
             env = _scatter_sum(weighted(env_w), centre, n_centres)
             env = (env * norm.to(env.dtype)).to(sh.dtype)
-            tensor = tp(tensor, env.index_select(0, centre))
+            tensor = tp(tensor, env, centre)
             out = latent(torch.cat([*scalars, tensor[:, :, 0]], dim=-1))
             scalars.append(out[:, :n_scalar])
             if t < len(self.latents) - 1:
