@@ -57,13 +57,19 @@ def nequip_global_state() -> Iterator[None]:
 
     nequip refuses to build or load a model before ``set_global_state()``, which sets
     the torch default dtype to float64, reseeds every RNG, changes e3nn's optimisation
-    defaults and the multiprocessing sharing strategy, and sets an environment variable,
-    for the rest of the process. This keeps those changes inside the block.
+    defaults, the TorchScript fusion strategy, two ``torch._dynamo`` flags and the
+    multiprocessing sharing strategy, and sets an environment variable, for the rest of
+    the process. This keeps those changes inside the block.
     """
     import e3nn
     import numpy as np
     from nequip.utils.global_state import set_global_state
 
+    dynamo = torch._dynamo.config
+    flags = ("capture_dynamic_output_shape_ops", "capture_scalar_outputs")
+    dynamo_flags = {name: getattr(dynamo, name) for name in flags}
+    fusion = torch.jit.set_fusion_strategy([("STATIC", 2)])  # reads the current one
+    torch.jit.set_fusion_strategy(fusion)
     saved = (
         torch.get_default_dtype(),
         torch.get_rng_state(),
@@ -85,6 +91,9 @@ def nequip_global_state() -> Iterator[None]:
         random.setstate(py_rng)
         e3nn.set_optimization_defaults(**e3nn_defaults)
         torch.multiprocessing.set_sharing_strategy(sharing)
+        torch.jit.set_fusion_strategy(fusion)
+        for name, value in dynamo_flags.items():
+            setattr(dynamo, name, value)
         for key in set(os.environ) - set(env):
             del os.environ[key]
         os.environ.update(env)
