@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -85,6 +86,9 @@ class MDResult:
     interrupted: bool = False
     #: minimisers: whether the tolerances were met (None for MD)
     converged: bool | None = None
+    #: median wall time of one step (the whole loop body, outputs included), s; robust
+    #: to the slow first steps of a process and to the steps that rebuild or write files
+    median_step_seconds: float = float("nan")
 
 
 def _initial_state(config: MDConfig, device: str, atoms: Any = None) -> MDState:
@@ -320,9 +324,11 @@ def run_md(
     interrupted = False
     done_minimizing = converged(state, config)
     t_start = time.perf_counter()
+    step_seconds: list[float] = []
     try:
         with StopOnSigterm() as sigterm:
             while state.step < config.steps and not done_minimizing:
+                t_step = time.perf_counter()
                 ensemble_step(state, ff, config)
                 done_minimizing = converged(state, config)
                 if config.zero_momentum and state.step % config.zero_momentum == 0:
@@ -338,6 +344,7 @@ def run_md(
                         f"T={shown['T']:.0f} K",
                         refresh=False,
                     )
+                step_seconds.append(time.perf_counter() - t_step)
                 stop[0] = float(sigterm.received)
                 if distributed:  # every rank stops after the same step
                     stop = comm.all_reduce_max(stop, what="stop request")
@@ -385,6 +392,7 @@ def run_md(
         n_atoms=getattr(state, "n_global", None) or state.n_atoms,
         wall_seconds=wall,
         steps_per_second=rate,
+        median_step_seconds=statistics.median(step_seconds) if step_seconds else float("nan"),
         ns_per_day=rate * config.dt * 86400e-6,
         neighbor_builds=getattr(ff, "n_builds", 0),
         final_temperature=temperature,
