@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 DEPRECATED_COMMANDS: dict[str, str] = {"evaluate": "errors"}
 #: ``--allocator`` choices; ``auto`` (the default) is tcmalloc where it is installed, else
 #: glibc (tuned by :func:`~atomshard.utils.process.configure_process`). The numbers do not
-#: depend on it; speed and memory of large systems do (docs/potential.md).
+#: depend on it; speed and memory of large systems do (docs/performance.md).
 ALLOCATOR_CHOICES = ("auto", "glibc", "tcmalloc", "jemalloc")
 DEFAULT_ALLOCATOR = "auto"
 
@@ -73,7 +73,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         default=DEFAULT_ALLOCATOR,
         help="memory allocator: auto (the default: tcmalloc where installed, else glibc), "
         "glibc (tuned), tcmalloc or jemalloc (the command re-runs itself with it preloaded; "
-        "tcmalloc is 2x faster at half the memory on 50k-atom systems, docs/potential.md)",
+        "tcmalloc is much faster and leaner on large systems: docs/performance.md)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = _command_name(argv)

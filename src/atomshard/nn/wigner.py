@@ -84,8 +84,8 @@ def wigner_D(l: int, alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tenso
 
     ``D = exp(alpha g_y) exp(beta g_x) exp(gamma g_y)`` as in e3nn, evaluated without
     ``matrix_exp``: rotations about y in closed form, and the one about x as
-    ``Q exp(beta g_y) Q^T`` (about 100x faster per edge than three matrix exponentials,
-    which matters because the model recomputes these per chunk of edges).
+    ``Q exp(beta g_y) Q^T`` (far cheaper per edge than three matrix exponentials, which
+    matters because the model recomputes these per chunk of edges; docs/performance.md).
 
     Shapes:
         alpha, beta, gamma: ``[...]`` float64, radians (broadcast together)

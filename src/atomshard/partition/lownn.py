@@ -17,8 +17,7 @@ After the appendix of the Hamiltonian seed, extended:
   most pieces of the best grid. Few parts give slabs (1-D), more give columns and bricks,
   as in the seed's Fig. 6. The whole cell picks the grid once and every sub-domain keeps
   its share of it: re-choosing per sub-domain makes neighbouring domains cut different
-  axes, and the misaligned cuts cost extra neighbours (measured: 50 instead of 44 at
-  128 parts, 14 Å).
+  axes, and the misaligned cuts cost extra neighbours (docs/performance.md).
 * **Cut placement** by summed weight (degree + 1, i.e. owned edges, with isolated atoms
   counted): the split is exact to one atom, so edge imbalance is tiny.
 * **Free origin.** The first cut of a periodic axis needs two planes, and their origin is

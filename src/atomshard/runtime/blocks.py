@@ -46,7 +46,7 @@ from atomshard.models.base import (
 #: the memory available when the evaluation starts (``MemAvailable``).
 AUTO_MEMORY_FRACTION = 0.5
 #: peak bytes of a force evaluation per byte of the model's activation estimate
-#: (``Capabilities.activation_bytes_per_atom``): the measured ratio (docs/potential.md)
+#: (``Capabilities.activation_bytes_per_atom``): the measured ratio (docs/performance.md)
 #: plus a margin.
 PEAK_PER_ACTIVATION_BYTE = 4.0
 #: bytes an edge holds at the peak besides the node activations (float64 geometry, radial
@@ -154,7 +154,7 @@ def auto_max_atoms(
 
     The estimate per atom is :data:`PEAK_PER_ACTIVATION_BYTE` times the model's
     activation bytes per atom plus :data:`EDGE_BYTES` per edge, a little above what a
-    force evaluation was measured to hold (docs/potential.md).
+    force evaluation was measured to hold (docs/performance.md).
     """
     estimate = model.capabilities().activation_bytes_per_atom
     if available is None:
@@ -230,7 +230,7 @@ def resolve_max_atoms(
     With ``"auto"`` and a ``graph`` too large for one evaluation, the limit is also kept
     within the model's ``Capabilities.checkpoint_free_atoms`` where it has one: once the
     system is split anyway, more blocks without layer checkpoints beat fewer checkpointed
-    ones (docs/potential.md). A system that fits is evaluated whole.
+    ones (docs/performance.md). A system that fits is evaluated whole.
 
     Raises:
         InputError: anything but a positive whole number, ``"auto"`` or None.

@@ -429,8 +429,8 @@ def _int_power(x: torch.Tensor, n: int) -> torch.Tensor:
 class SegmentSum:
     """Sums rows of ``[n_terms, k]`` into ``[n_segments, k]`` by a sorted segment index.
 
-    A CSR matrix product: about ten times faster than ``index_add_`` on CPU and
-    differentiable (its transpose is used in backward).
+    A CSR matrix product: much faster than ``index_add_`` on CPU (which barely uses a
+    second thread) and differentiable (its transpose is used in backward).
     """
 
     def __init__(self, segment: torch.Tensor, n_segments: int) -> None:

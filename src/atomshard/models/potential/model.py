@@ -477,7 +477,7 @@ class NequIPPotential(Potential):
         layer checkpoints off (:data:`AUTO_CHECKPOINT_BYTES` of :meth:`activation_bytes`);
         None when checkpoints are set on or off outright. Block-by-block evaluation keeps
         its blocks below this: recomputing checkpointed layers costs more than the smaller
-        halo of larger blocks saves (docs/potential.md)."""
+        halo of larger blocks saves (docs/performance.md)."""
         if self.checkpoint != "auto":
             return None
         return AUTO_CHECKPOINT_BYTES // self.activation_bytes(1)
@@ -491,7 +491,7 @@ class NequIPPotential(Potential):
         """The node activations a force evaluation of ``n_atoms`` atoms keeps without layer
         checkpoints, estimated as every layer's input and gate input (``Σ_t dim X_t +
         dim gate_in_t`` values per atom, body dtype): about half of what such a step holds
-        per atom at its peak (docs/potential.md)."""
+        per atom at its peak (docs/performance.md)."""
         itemsize = torch.empty((), dtype=self.body_dtype).element_size()
         per_atom = 0
         for t in range(len(self.layers)):

@@ -21,7 +21,7 @@ DEFAULT_CHUNK_EDGES = 16384
 #: does not depend on how wide a layer is.
 AUTO_CHUNK_BYTES = 384 << 20
 #: The fewest edges ``"auto"`` puts in a chunk: below it the ops of a chunk are too small
-#: to keep a second thread busy (docs/potential.md).
+#: to keep a second thread busy (docs/performance.md).
 MIN_AUTO_CHUNK_EDGES = 4096
 #: ``recompute="auto"`` recomputes a layer's chunks in the backward pass when keeping their
 #: radial weights (``n_edges * weight_numel`` values, times ``MAX_NODE_PADDING`` unless the
