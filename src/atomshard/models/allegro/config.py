@@ -13,6 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from atomshard.errors import InputError
+from atomshard.models._checks import (
+    checked_cutoff,
+    checked_species,
+    positive_int,
+)
 
 #: body dtypes: float32 (the seed's mixed precision), float64 (exact), bfloat16 (optional)
 DTYPES = ("float32", "float64", "bfloat16")
@@ -90,24 +95,14 @@ class AllegroConfig:
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
-        species = tuple(self.species) if isinstance(self.species, (tuple, list)) else ()
-        if not species:
-            raise _fail("species", self.species, "needs at least one element")
-        for z in species:
-            if isinstance(z, bool) or not isinstance(z, int) or not 1 <= z <= 118:
-                raise _fail("species", self.species, f"{z!r} is not an atomic number 1..118")
-        if len(set(species)) != len(species):
-            raise _fail("species", self.species, "contains duplicates")
-        set_("species", species)
-        if not _positive_number(self.cutoff):
-            raise _fail("cutoff", self.cutoff, "must be a positive number (Å)")
-        set_("cutoff", float(self.cutoff))
+        set_("species", checked_species(self.species, _fail))
+        set_("cutoff", checked_cutoff(self.cutoff, _fail))
         for name in ("n_layers", "n_scalar", "n_tensor", "n_bessel", "embed_dim"):
-            if not _positive_int(getattr(self, name)):
+            if not positive_int(getattr(self, name)):
                 raise _fail(name, getattr(self, name), "must be a positive integer")
         if self.embed_dim % 2:
             raise _fail("embed_dim", self.embed_dim, "must be even (centre + neighbour halves)")
-        if not _positive_int(self.cutoff_p) or self.cutoff_p < 2:
+        if not positive_int(self.cutoff_p) or self.cutoff_p < 2:
             raise _fail("cutoff_p", self.cutoff_p, "must be an integer >= 2")
         if isinstance(self.l_max, bool) or not isinstance(self.l_max, int):
             raise _fail("l_max", self.l_max, "must be an integer 0..6")
@@ -116,12 +111,12 @@ class AllegroConfig:
         for name in ("parity", "path_channel_coupling", "forward_normalize", "zbl"):
             if not isinstance(getattr(self, name), bool):
                 raise _fail(name, getattr(self, name), "must be true or false")
-        if self.two_body_out is not None and not _positive_int(self.two_body_out):
+        if self.two_body_out is not None and not positive_int(self.two_body_out):
             raise _fail("two_body_out", self.two_body_out, "must be a positive integer or None")
         for name in ("two_body_hidden", "allegro_hidden", "readout_hidden"):
             value = getattr(self, name)
             widths = tuple(value) if isinstance(value, (tuple, list)) else None
-            if widths is None or not all(_positive_int(w) for w in widths):
+            if widths is None or not all(positive_int(w) for w in widths):
                 raise _fail(name, value, "must be a list of positive integers")
             set_(name, widths)
         for name in ("two_body_activation", "allegro_activation", "readout_activation"):
@@ -158,19 +153,6 @@ class AllegroConfig:
         from atomshard.utils.dtypes import parse_dtype
 
         return parse_dtype(self.dtype, allowed=DTYPES, what="AllegroConfig.dtype")
-
-
-def _positive_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-def _positive_number(v: Any) -> bool:
-    return (
-        isinstance(v, (int, float))
-        and not isinstance(v, bool)
-        and math.isfinite(float(v))
-        and float(v) > 0
-    )
 
 
 _COMMON: dict[str, Any] = dict(

@@ -13,6 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from atomshard.errors import InputError
+from atomshard.models._checks import (
+    checked_cutoff,
+    checked_species,
+    positive_number,
+)
 from atomshard.nn.radial import ACTIVATIONS
 
 DTYPES = ("float32", "float64")
@@ -89,18 +94,8 @@ class NequIPConfig:
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
-        species = tuple(self.species)
-        if not species:
-            raise _fail("species", self.species, "needs at least one element")
-        for z in species:
-            if isinstance(z, bool) or not isinstance(z, int) or not 1 <= z <= 118:
-                raise _fail("species", self.species, f"{z!r} is not an atomic number 1..118")
-        if len(set(species)) != len(species):
-            raise _fail("species", self.species, "contains duplicates")
-        set_("species", species)
-        if not _positive_number(self.cutoff):
-            raise _fail("cutoff", self.cutoff, "must be a positive number (Å)")
-        set_("cutoff", float(self.cutoff))
+        set_("species", checked_species(self.species, _fail))
+        set_("cutoff", checked_cutoff(self.cutoff, _fail))
         for name in ("channels", "n_layers", "n_radial", "cutoff_p"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -173,7 +168,7 @@ class NequIPConfig:
             values = values * self.n_layers
         if len(values) != self.n_layers:
             raise _fail(name, value, f"needs 1 or n_layers={self.n_layers} values")
-        if any(not _positive_number(v) for v in values):
+        if any(not positive_number(v) for v in values):
             raise _fail(name, value, "must be positive")
         return values
 
@@ -194,15 +189,6 @@ class NequIPConfig:
         from atomshard.utils.dtypes import parse_dtype
 
         return parse_dtype(self.dtype, allowed=DTYPES, what="dtype")
-
-
-def _positive_number(v: Any) -> bool:
-    return (
-        isinstance(v, (int, float))
-        and not isinstance(v, bool)
-        and math.isfinite(float(v))
-        and float(v) > 0
-    )
 
 
 def _as_floats(name: str, value: Any) -> tuple[float, ...]:
