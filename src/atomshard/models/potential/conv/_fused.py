@@ -102,16 +102,17 @@ class FusedUVUConvolution(EdgeLayout, NodeLayout, OverlappedForward):
                 name.rsplit(".", 1)[-1]: buf for name, buf in tp.named_buffers() if "_w3j_" in name
             }
         node_blocks, flats = three_j_blocks(self._paths, self._class_shapes, self._dim_y, stored)
-        for i, block in enumerate(node_blocks):
-            old = getattr(self, f"ncg_{i}", None)
+        self._keep_buffers("ncg", node_blocks)
+        self._keep_buffers("cg", flats)
+
+    def _keep_buffers(self, prefix: str, blocks: Sequence[torch.Tensor]) -> None:
+        """Register ``blocks`` as buffers ``{prefix}_{i}`` (not saved), on the device and
+        dtype of the ones they replace."""
+        for i, block in enumerate(blocks):
+            old = getattr(self, f"{prefix}_{i}", None)
             if isinstance(old, torch.Tensor):
                 block = block.to(old.device, old.dtype)
-            self.register_buffer(f"ncg_{i}", block, persistent=False)
-        for c, flat in enumerate(flats):
-            old = getattr(self, f"cg_{c}", None)
-            if isinstance(old, torch.Tensor):
-                flat = flat.to(old.device, old.dtype)
-            self.register_buffer(f"cg_{c}", flat, persistent=False)
+            self.register_buffer(f"{prefix}_{i}", block, persistent=False)
 
     def radial_hidden(
         self,
