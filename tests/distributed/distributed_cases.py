@@ -6,6 +6,7 @@ import ase
 import numpy as np
 import torch
 
+from atomshard.comm import ExchangeProfiler
 from atomshard.graph import AtomicGraph
 from atomshard.io.structures import builtin_structure
 from atomshard.models.base import compute_properties
@@ -153,3 +154,19 @@ def x_slabs(structure, src, dst, shifts, n_parts):
     during MD change owner at the next rebuild."""
     frac = np.linalg.solve(structure.cell.T, structure.positions.T).T[:, 0] % 1.0
     return np.minimum((frac * n_parts).astype(np.int64), n_parts - 1)
+
+
+def run_profiled(comm, model, *, cases):
+    """Rank side: evaluate each case; energies, stress, forces and the exchange calls."""
+    model = build_model(model)
+    n_cases = comm.broadcast_object(len(cases) if cases is not None else 0)
+    out = []
+    for i in range(n_cases):
+        atoms, part = (cases[i][1], cases[i][2]) if comm.rank == 0 else (None, None)
+        part = comm.broadcast_object(part)
+        profiler = ExchangeProfiler()
+        ev = DistributedEvaluator(model, comm, partition=part, profiler=profiler)
+        res = ev.evaluate(as_structure(atoms) if comm.rank == 0 else None)
+        calls = [(r.direction, r.width) for r in profiler.exchanges]
+        out.append((res.energy, res.stress, res.energies, res.forces, calls))
+    return out

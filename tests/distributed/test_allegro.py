@@ -14,18 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from atomshard.comm import ExchangeProfiler, launch
+from atomshard.comm import launch
 from atomshard.md.forcefield import SerialForceField
 from atomshard.md.integrators import nve_init, nve_step
 from atomshard.md.state import maxwell_boltzmann, state_from_ase
 from atomshard.models.allegro import AllegroConfig, AllegroPotential
 from atomshard.models.checkpoint import save_checkpoint
-from atomshard.runtime import DistributedEvaluator, as_structure
 from tests.distributed.distributed_cases import (
     build_model,
     partitions,
     quartz,
     rel,
+    run_profiled,
     serial,
     tiny_triclinic,
 )
@@ -55,22 +55,6 @@ def _structures():
     small_slab = quartz((1, 1, 1), seed=2)
     small_slab.center(vacuum=5.0, axis=2)
     return {"quartz": quartz((2, 1, 1)), "triclinic": tiny_triclinic(), "slab": small_slab}
-
-
-def run_profiled(comm, model, *, cases):
-    """Rank side: evaluate each case; energies, stress, forces and the exchange calls."""
-    model = build_model(model)
-    n_cases = comm.broadcast_object(len(cases) if cases is not None else 0)
-    out = []
-    for i in range(n_cases):
-        atoms, part = (cases[i][1], cases[i][2]) if comm.rank == 0 else (None, None)
-        part = comm.broadcast_object(part)
-        profiler = ExchangeProfiler()
-        ev = DistributedEvaluator(model, comm, partition=part, profiler=profiler)
-        res = ev.evaluate(as_structure(atoms) if comm.rank == 0 else None)
-        calls = [(r.direction, r.width) for r in profiler.exchanges]
-        out.append((res.energy, res.stress, res.energies, res.forces, calls))
-    return out
 
 
 @pytest.mark.parametrize("n_ranks", [2, 3, 4])

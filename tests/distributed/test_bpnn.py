@@ -13,14 +13,13 @@ import ase
 import numpy as np
 import pytest
 
-from atomshard.comm import ExchangeProfiler, launch
+from atomshard.comm import launch
 from atomshard.io.n2p2_data import read_n2p2_data
 from atomshard.md.forcefield import SerialForceField
 from atomshard.md.integrators import nve_init, nve_step
 from atomshard.md.state import maxwell_boltzmann, state_from_ase
-from atomshard.runtime import DistributedEvaluator, as_structure
 from tests.conftest import shared_data
-from tests.distributed.distributed_cases import build_model, rel, serial
+from tests.distributed.distributed_cases import build_model, rel, run_profiled, serial
 from tests.distributed.md_cases import md_frames
 
 pytestmark = pytest.mark.distributed
@@ -82,22 +81,6 @@ def structures() -> dict[str, ase.Atoms]:
     for atoms in out.values():
         d = atoms.get_all_distances(mic=True)
         assert d[np.triu_indices(len(atoms), 1)].min() > 0.9  # no unphysical overlaps
-    return out
-
-
-def run_profiled(comm, model, *, cases):
-    """Rank side: evaluate each case; energies, stress, forces and the exchange calls."""
-    model = build_model(model)
-    n_cases = comm.broadcast_object(len(cases) if cases is not None else 0)
-    out = []
-    for i in range(n_cases):
-        atoms, part = (cases[i][1], cases[i][2]) if comm.rank == 0 else (None, None)
-        part = comm.broadcast_object(part)
-        profiler = ExchangeProfiler()
-        ev = DistributedEvaluator(model, comm, partition=part, profiler=profiler)
-        res = ev.evaluate(as_structure(atoms) if comm.rank == 0 else None)
-        calls = [(r.direction, r.width) for r in profiler.exchanges]
-        out.append((res.energy, res.stress, res.energies, res.forces, calls))
     return out
 
 
