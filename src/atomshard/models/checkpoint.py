@@ -57,6 +57,32 @@ def _model_class(model_type: str):
     return getattr(importlib.import_module(module), cls)
 
 
+def checkpoint_payload(
+    model: torch.nn.Module, model_type: str, config: Any, metadata: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The checkpoint entries of ``model`` but the format tag: ``model_type``, ``config``,
+    ``state_dict`` (on the CPU), ``metadata``, ``versions``."""
+    return {
+        "model_type": model_type,
+        "config": config_to_dict(config),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metadata": dict(metadata or {}),
+        "versions": versions(),
+    }
+
+
+def model_type_of(model: torch.nn.Module) -> str | None:
+    """The :data:`MODEL_TYPES` name of ``model``'s class, or None."""
+    target = f"{type(model).__module__}:{type(model).__name__}"
+    for name, path in MODEL_TYPES.items():
+        module, cls = path.split(":")
+        if target == path or (
+            type(model).__name__ == cls and type(model).__module__.startswith(module)
+        ):
+            return name
+    return None
+
+
 def save_checkpoint(
     path: str | Path,
     model: torch.nn.Module,
@@ -67,14 +93,7 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Write ``model`` atomically so that :func:`load_model` can rebuild it."""
-    payload = {
-        "format": FORMAT,
-        "model_type": model_type,
-        "config": config_to_dict(config),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "metadata": dict(metadata or {}),
-        "versions": versions(),
-    }
+    payload = {"format": FORMAT, **checkpoint_payload(model, model_type, config, metadata)}
     if extra:
         payload.update(extra)
     atomic_save_torch(payload, path)
@@ -105,9 +124,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_model(path: str | Path, *, dtype: torch.dtype | None = None) -> torch.nn.Module:
     """Rebuild the model stored at ``path`` (in eval mode)."""
-    data = read_checkpoint(path)
+    return model_from_checkpoint(read_checkpoint(path), dtype=dtype, where=str(path))
+
+
+def model_from_checkpoint(
+    data: dict[str, Any], *, dtype: torch.dtype | None = None, where: str = "checkpoint"
+) -> torch.nn.Module:
+    """Rebuild the model of a checkpoint dict (``model_type``, ``config``, ``state_dict``,
+    ``metadata``; in eval mode); ``where`` names it in errors."""
     cls = _model_class(data["model_type"])
-    config = config_from_dict(cls.config_class, data["config"], where=f"{path}: config")
+    config = config_from_dict(cls.config_class, data["config"], where=f"{where}: config")
     if dtype is not None and hasattr(config, "dtype"):
         import dataclasses
 
@@ -116,7 +142,7 @@ def load_model(path: str | Path, *, dtype: torch.dtype | None = None) -> torch.n
     try:
         model.load_state_dict(data["state_dict"])
     except RuntimeError as exc:
-        raise CheckpointError(f"{str(path)!r}: weights do not fit the config: {exc}") from exc
+        raise CheckpointError(f"{where!r}: weights do not fit the config: {exc}") from exc
     model.eval()
     model.metadata = data.get("metadata", {})
     return model
