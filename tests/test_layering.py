@@ -27,6 +27,7 @@ LAYERS = {
     "runtime": 7,
     "md": 8,
     "train": 8,
+    "lammps": 8,
     "bench": 9,
     "commands": 10,
     "cli": 10,
