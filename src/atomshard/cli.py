@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("atomshard.commands.predict", "predict Hamiltonian blocks, errors and plots"),
     "info": ("atomshard.commands.info", "describe an atomshard checkpoint"),
     "partition": ("atomshard.commands.partition", "partition a graph; compare Low-NN, METIS, grid"),
+    "export": ("atomshard.commands.export", "write a model as one file for LAMMPS"),
+    "lammps": ("atomshard.commands.lammps", "LAMMPS plugin: lammps build|env|run (docs/lammps.md)"),
 }
 #: deprecated subcommand name -> its new name; each works as the new one, with a note on
 #: stderr, for one release.
