@@ -29,8 +29,9 @@ from __future__ import annotations
 import ast
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -59,6 +60,7 @@ class BlockFile:
     pbc: np.ndarray
     matrices: dict[str, BlockSet]
     energy: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_ase(cls, atoms, basis: OrbitalBasis) -> BlockFile:  # type: ignore[no-untyped-def]
@@ -103,8 +105,11 @@ def write_block_file(
     pbc: np.ndarray,
     matrices: dict[str, BlockSet],
     energy: float | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> None:
-    """Write blocks (``{"H": ..., "S": ...}``) and the structure atomically."""
+    """Write blocks (``{"H": ..., "S": ...}``) and the structure atomically.
+
+    ``metadata`` (JSON-serialisable) goes to the root attribute ``metadata``."""
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
     with h5py.File(tmp, "w") as f:
@@ -116,6 +121,8 @@ def write_block_file(
         f.attrs["basis"] = json.dumps({k: list(v) for k, v in basis.shells.items()})
         if energy is not None:
             f.attrs["energy"] = float(energy)
+        if metadata:
+            f.attrs["metadata"] = json.dumps(metadata)
         for name, blocks in matrices.items():
             blocks.check_basis(basis, where=f"{path}: {name}")
             write_blockset_group(f.create_group(name), blocks, "eV" if name.upper() == "H" else "")
@@ -176,6 +183,7 @@ def read_block_file(path: str | Path) -> BlockFile:
         for name, blocks in matrices.items():
             blocks.check_basis(basis, where=f"{path}:{name}")
         energy = float(f.attrs["energy"]) if "energy" in f.attrs else None
+        metadata = json.loads(f.attrs["metadata"]) if "metadata" in f.attrs else {}
         return BlockFile(
             basis=basis,
             species=species,
@@ -184,6 +192,7 @@ def read_block_file(path: str | Path) -> BlockFile:
             pbc=np.asarray(f["pbc"][()], dtype=bool),
             matrices=matrices,
             energy=energy,
+            metadata=metadata,
         )
 
 

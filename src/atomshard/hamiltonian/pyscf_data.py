@@ -39,7 +39,8 @@ __all__ = [
 ]
 
 
-def _require_pyscf() -> Any:
+def require_pyscf() -> Any:
+    """The ``pyscf`` module, or a one-line :class:`InputError` saying how to install it."""
     try:
         import pyscf
     except ImportError:
@@ -103,7 +104,7 @@ def molecule(
     symbols: Sequence[str], positions: np.ndarray, cfg: PyscfConfig, *, unit: str = "Angstrom"
 ) -> Any:
     """A PySCF ``Mole`` (spherical GTOs, no reorientation)."""
-    _require_pyscf()
+    require_pyscf()
     from pyscf import gto
 
     try:
@@ -130,7 +131,7 @@ def run_rks(
     Shapes:
         positions: ``[n_atoms, 3]`` float64, in ``unit``
     """
-    _require_pyscf()
+    require_pyscf()
     from pyscf import dft
 
     mol = molecule(symbols, positions, cfg, unit=unit)
