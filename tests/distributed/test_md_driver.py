@@ -1,4 +1,5 @@
-"""The one MD driver on several ranks: momentum removal, observers, SIGTERM, --block-atoms,
+"""The one MD driver on several ranks: momentum removal, observers, SIGTERM, --block-atoms
+limits (block mode itself: test_blocks_on_ranks.py),
 and SIGTERM to ``atomshard md --ranks 2`` — each against the serial run where one exists."""
 
 from __future__ import annotations
@@ -100,13 +101,15 @@ def test_sigterm_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
     assert read_thermo(tmp_path / "cut" / "thermo.csv")["step"][-1] == 6
 
 
-def test_block_atoms_bounds_each_rank_with_a_clear_error(tmp_path):
+def test_block_atoms_too_small_for_one_atom_says_so_on_every_rank(tmp_path):
     ase.io.write(tmp_path / "start.extxyz", _argon_cluster())
-    with pytest.raises(RankFailure, match="--block-atoms 5: a rank holds"):
+    with pytest.raises(RankFailure, match=r"blocks of at most 5 atoms") as failure:
         run_md_on_ranks(
             _config(tmp_path, "small", block_atoms=5), 2, model=_lj(), partition=x_halves,
             progress=False, threads_per_rank=1, timeout_s=60,
         )  # fmt: skip
+    assert "rank 0: InputError" in str(failure.value)  # every rank says why, none times out
+    assert "rank 1: InputError" in str(failure.value)
     fits = run_md_on_ranks(
         _config(tmp_path, "fits", steps=2, block_atoms=72), 2, model=_lj(), partition=x_halves,
         progress=False, threads_per_rank=1, timeout_s=60,

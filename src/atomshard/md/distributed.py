@@ -21,6 +21,12 @@ Two rebuild paths:
   rank holds arrays sized by the whole system.
 * **gather** (METIS, a callable or explicit partition, or ``rebuild="gather"``): owned
   atoms are gathered on rank 0, re-partitioned, and plans and atoms are scattered.
+
+With ``max_atoms`` (``--block-atoms N``) and a rank whose part (owned + halo) exceeds it,
+every rank grows its part to the model's whole receptive field
+(:func:`atomshard.runtime.deepen`) at each rebuild and evaluates it block by block
+(:func:`atomshard.runtime.evaluate_deep`): one position exchange per step, no feature
+exchange, the same numbers.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import torch
 from atomshard.comm import (
     Communicator,
     ExchangeProfiler,
+    HaloExchange,
     gather_by_id,
     root_call,
     root_scatter,
@@ -46,12 +53,18 @@ from atomshard.md.state import MDState
 from atomshard.models.base import Potential
 from atomshard.partition import REGION_PARTITIONERS, PartitionWarning, Regions
 from atomshard.runtime import (
+    DeepPart,
     DistributedEvaluator,
     LocalPart,
     OwnedAtoms,
     PartitionSpec,
     build_local_part,
+    deep_blocks,
+    deep_graph,
+    deepen,
+    evaluate_deep,
     migrate,
+    resolve_max_atoms,
     split_structure,
 )
 
@@ -159,9 +172,12 @@ class DistributedForceField:
             or ``auto`` choosing one of them; else gather), ``"local"`` (the same, but an
             error for a partition without regions) or ``"gather"`` (always gather on
             rank 0 and re-partition).
-        max_atoms: the most atoms (owned + halo) one rank may hold in a force evaluation
-            (``--block-atoms N`` of a distributed run); a rebuild that gives some rank
-            more stops every rank with an error that says so. None: no limit.
+        max_atoms: the most atoms (owned + halo) one rank evaluates at once
+            (``--block-atoms N`` of a distributed run): when a rebuild gives some rank a
+            larger part, every rank evaluates its part block by block, each block with its
+            halo within ``max_atoms`` (module docstring). ``"auto"``: the limit the memory
+            free on every rank allows (:func:`atomshard.runtime.resolve_max_atoms`).
+            None: no limit.
     """
 
     def __init__(
@@ -175,7 +191,7 @@ class DistributedForceField:
         stress: bool = True,
         profiler: ExchangeProfiler | None = None,
         rebuild: str = "auto",
-        max_atoms: int | None = None,
+        max_atoms: int | str | None = None,
     ) -> None:
         if skin < 0:
             raise InputError(f"neighbour-list skin must be >= 0, got {skin}")
@@ -189,6 +205,8 @@ class DistributedForceField:
             )
         self.rebuild = rebuild
         self.max_atoms = max_atoms
+        #: block mode (see ``max_atoms``): the deep part, its exchange, species and blocks
+        self.deep: tuple[DeepPart, HaloExchange, torch.Tensor, torch.Tensor] | None = None
         #: the set-up partition's regions (local rebuilds); None: gather path or not set up
         self.regions: Regions | None = None
         self._setup_done = False
@@ -291,20 +309,50 @@ class DistributedForceField:
             self._rebuild_local(state, reference)
         else:
             self._rebuild_gather(state, reference)
+        self.deep = None
         if self.max_atoms is not None:
-            self._check_size()
+            self._plan_blocks(state)
 
-    def _check_size(self) -> None:
-        """Every rank raises when any rank's part exceeds ``max_atoms``. Collective."""
-        assert self.local is not None
+    def _plan_blocks(self, state: MDState) -> None:
+        """Block mode when any rank's part exceeds ``max_atoms``. Collective."""
+        assert self.local is not None and self.max_atoms is not None
+        limit = self.max_atoms
+        if isinstance(limit, str):  # "auto": what the memory free on every rank allows
+            mine = resolve_max_atoms(self.model, limit, self.local.graph(self.comm.device))
+            worst = torch.tensor([-float(mine or 2**62)], dtype=torch.float64)
+            limit = int(-self.comm.all_reduce_max(worst, what="block sizes")[0])
         rows = torch.tensor([float(self.local.plan.n_local)], dtype=torch.float64)
         largest = int(self.comm.all_reduce_max(rows, what="part sizes")[0])
-        if largest > int(self.max_atoms or 0):
-            raise InputError(
-                f"--block-atoms {self.max_atoms}: a rank holds {largest} atoms (owned + halo) "
-                f"on {self.comm.world_size} ranks; a distributed run does not split a rank's "
-                f"part into blocks, so use more ranks or a larger --block-atoms"
-            )
+        if largest <= limit:
+            return
+        n_hops = self.model.capabilities().n_hops
+        deep = deepen(self.comm, self.local.plan, n_hops)
+        exchange = HaloExchange(deep.plan, self.comm, transport=self.evaluator.transport)
+        species = torch.zeros(deep.n_local, 1, dtype=torch.float64)
+        species[: deep.plan.n_owned, 0] = state.species.to(torch.float64)
+        if self.comm.world_size > 1:
+            species = exchange.forward_exchange(species)
+        species = species[:, 0].round().to(torch.int64)
+        # blocks planned on the cutoff + skin graph stay within the limit until the next build
+        wide = deep_graph(
+            deep,
+            exchange,
+            state.positions,
+            species,
+            state.cell,
+            state.pbc,
+            float(self.model.cutoff) + self.skin,
+        )
+        try:
+            part: torch.Tensor | None = deep_blocks(self.model, deep, wide, limit)
+            error = ""
+        except InputError as exc:  # every rank stops, not only the one that cannot split
+            part, error = None, str(exc)
+        failed = torch.tensor([float(bool(error))], dtype=torch.float64)
+        if float(self.comm.all_reduce_max(failed, what="block planning")[0]) > 0:
+            raise InputError(error or "another rank cannot split its part into blocks")
+        assert part is not None
+        self.deep = (deep, exchange, species, part)
 
     def _setup(self, state: MDState, reference: torch.Tensor | None) -> None:
         """Decide the rebuild path; for a local one, rank 0 computes the regions.
@@ -489,6 +537,9 @@ class DistributedForceField:
     def __call__(self, state: MDState) -> None:
         if self._needs_rebuild(state):
             self.rebuild_plans(state)
+        if self.deep is not None:
+            self._call_in_blocks(state)
+            return
         assert self.local is not None
         local, plan = self.local, self.local.plan
         ex = self.evaluator.exchange_for(plan)
@@ -513,6 +564,25 @@ class DistributedForceField:
         )
         props = self.evaluator.evaluate_graph(
             graph, plan, forces=True, stress=self.stress and bool(state.pbc.all())
+        )
+        assert props.forces is not None
+        state.forces = props.forces.detach().to(torch.float64)
+        state.energy = float(props.energy)
+        state.stress = None if props.stress is None else props.stress.detach()
+
+    def _call_in_blocks(self, state: MDState) -> None:
+        assert self.deep is not None
+        deep, exchange, species, part = self.deep
+        graph = deep_graph(
+            deep, exchange, state.positions, species, state.cell, state.pbc, self.model.cutoff
+        )
+        props = evaluate_deep(
+            self.model,
+            deep,
+            exchange,
+            graph,
+            part,
+            stress=self.stress and bool(state.pbc.all()),
         )
         assert props.forces is not None
         state.forces = props.forces.detach().to(torch.float64)

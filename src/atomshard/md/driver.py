@@ -173,7 +173,7 @@ def _force_field(
         partition=partition,
         transport=transport,
         rebuild=rebuild,
-        max_atoms=config.block_atoms if isinstance(config.block_atoms, int) else None,
+        max_atoms=None if config.block_atoms == "off" else config.block_atoms,
     )
 
 

@@ -11,7 +11,9 @@
   (:func:`~atomshard.runtime.hamiltonian.split_hamiltonian`,
   :func:`~atomshard.runtime.hamiltonian.predict_part`; docs/hamiltonian.md).
 - :mod:`atomshard.runtime.blocks`: a system too large for memory evaluated exactly, block
-  by block, with any model (:func:`evaluate`, :func:`compute_properties_in_blocks`).
+  by block, with any model (:func:`evaluate`, :func:`compute_properties_in_blocks`); on
+  ranks whose parts are too large, :func:`deepen` gives each rank its whole receptive
+  field and :func:`evaluate_deep` evaluates the part block by block.
 """
 
 from atomshard.runtime._api import (
@@ -21,6 +23,7 @@ from atomshard.runtime._api import (
     write_profile,
 )
 from atomshard.runtime._calculator import DistributedCalculator, PotentialCalculator
+from atomshard.runtime._deep import DeepPart, deep_blocks, deep_graph, deepen, evaluate_deep
 from atomshard.runtime._evaluate import (
     DistributedEvaluator,
     FrameResult,
@@ -51,6 +54,7 @@ from atomshard.runtime.blocks import (
 __all__ = [
     "PARTITION_NAMES",
     "Block",
+    "DeepPart",
     "DistributedCalculator",
     "DistributedEvaluator",
     "FrameResult",
@@ -64,7 +68,11 @@ __all__ = [
     "block_graph",
     "build_local_part",
     "compute_properties_in_blocks",
+    "deep_blocks",
+    "deep_graph",
+    "deepen",
     "evaluate",
+    "evaluate_deep",
     "evaluate_distributed",
     "evaluate_frames",
     "format_profile",

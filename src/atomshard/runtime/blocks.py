@@ -176,9 +176,14 @@ def plan_blocks(
     max_atoms: int | None = None,
     n_blocks: int | None = None,
     method: str = "lownn",
+    n_counted: int | None = None,
 ) -> torch.Tensor:
     """``[n_atoms]`` int64 block of every atom: ``n_blocks`` of them, or as few as keep
     every block's graph (halo included) within ``max_atoms`` atoms.
+
+    With ``n_counted``, only the first ``n_counted`` atoms are split into blocks (a rank's
+    owned atoms, whose energies it counts); the others get block -1 and enter blocks only
+    as halo.
 
     Raises:
         InputError: ``max_atoms`` below what one atom with its halo needs, or no partition
@@ -186,21 +191,32 @@ def plan_blocks(
     """
     from atomshard.partition import partition
 
-    n, device = graph.n_atoms, graph.device
+    n_all, device = graph.n_atoms, graph.device
+    n = n_all if n_counted is None else int(n_counted)
+    counted = graph if n == n_all else _leading_subgraph(graph, n)
+
+    def full(part: torch.Tensor) -> torch.Tensor:
+        out = torch.full((n_all,), -1, dtype=torch.int64, device=device)
+        out[:n] = part
+        return out
+
     if n_blocks is not None:
         if n_blocks < 1:
             raise InputError(f"the number of blocks must be >= 1, got {n_blocks}")
-        if n_blocks == 1:
-            return torch.zeros(n, dtype=torch.int64, device=device)
-        return torch.as_tensor(partition(graph, int(n_blocks), method=method), device=device)
-    if max_atoms is None or max_atoms >= n:
-        return torch.zeros(n, dtype=torch.int64, device=device)
+        if n_blocks == 1 or n == 0:
+            return full(torch.zeros(n, dtype=torch.int64, device=device))
+        return full(
+            torch.as_tensor(partition(counted, int(n_blocks), method=method), device=device)
+        )
+    if max_atoms is None or max_atoms >= n_all or n == 0:
+        return full(torch.zeros(n, dtype=torch.int64, device=device))
     if max_atoms < 1:
         raise InputError(f"max_atoms must be >= 1, got {max_atoms}")
-    k = max(2, math.ceil(n / max_atoms))
+    k = max(2, math.ceil(n_all / max_atoms)) if n > 1 else 1
+    k = min(k, n)
     largest = 0
     for _ in range(MAX_PLAN_ROUNDS):
-        part = torch.as_tensor(partition(graph, k, method=method), device=device)
+        part = full(torch.as_tensor(partition(counted, k, method=method), device=device))
         largest = max((block_graph(graph, part == b, n_hops).n_atoms for b in range(k)), default=0)
         if largest <= max_atoms:
             return part
@@ -215,10 +231,27 @@ def plan_blocks(
     )
 
 
+def _leading_subgraph(graph: AtomicGraph, n: int) -> AtomicGraph:
+    """The first ``n`` atoms of ``graph`` and the edges among them."""
+    keep = (graph.src < n) & (graph.dst < n)
+    return AtomicGraph(
+        positions=graph.positions[:n],
+        species=graph.species[:n],
+        cell=graph.cell,
+        pbc=graph.pbc,
+        src=graph.src[keep],
+        dst=graph.dst[keep],
+        shifts=graph.shifts[keep],
+        cutoff=graph.cutoff,
+    )
+
+
 def iter_blocks(graph: AtomicGraph, part: torch.Tensor, n_hops: int) -> Iterator[Block]:
-    """The blocks of ``part``, built one at a time (empty blocks skipped)."""
+    """The blocks of ``part``, built one at a time (empty blocks and block -1, atoms that
+    are only halo, skipped)."""
     for b in torch.unique(part).tolist():
-        yield block_graph(graph, (part == b).to(graph.device), n_hops)
+        if b >= 0:
+            yield block_graph(graph, (part == b).to(graph.device), n_hops)
 
 
 def resolve_max_atoms(
@@ -300,7 +333,8 @@ def compute_properties_in_blocks(
     (to round-off: sums run in another order), computed on blocks of at most ``max_atoms``
     atoms with their halo (``"auto"``: from the memory free now, see
     :func:`auto_max_atoms`; None: one block), on ``n_blocks`` blocks, or on the blocks
-    ``part`` (``[n_atoms]`` block of every atom; any split gives the same numbers). No
+    ``part`` (``[n_atoms]`` block of every atom; any split gives the same numbers; atoms in
+    block -1 are only halo: their energies are not counted, their forces are). No
     gradient reaches the parameters (this is for evaluation, not training). ``progress``
     shows a bar over the blocks (default: when there is more than one and stderr is a
     terminal).
@@ -319,7 +353,7 @@ def compute_properties_in_blocks(
     energies = torch.zeros(n, dtype=f64, device=device)
     total_forces = torch.zeros(n, 3, dtype=f64, device=device) if forces else None
     virial = torch.zeros(3, 3, dtype=f64, device=device) if stress else None
-    count = int(torch.unique(part).numel())
+    count = int((torch.unique(part) >= 0).sum())
     if progress is None:
         progress = count > 1 and os.isatty(2)
     from tqdm.auto import tqdm
