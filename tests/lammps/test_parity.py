@@ -1,0 +1,112 @@
+"""pair_style atomshard == atomshard's own evaluation, inside LAMMPS's decomposition.
+
+Small random models (NequIP-class with 3 message-passing layers, Allegro, a synthetic
+Behler-Parrinello/n2p2 potential) on a triclinic cell thinner than twice the cutoff, a
+2-atom cell shorter than the cutoff (ghosts of ghosts), a slab (boundary p p f) and a box
+whose atoms leave some ranks' subdomains empty; on 1 and 2 MPI ranks (newton on and off)
+and, for the message-passing model, 4. float64: energy and virial within 1e-10 relative,
+forces and per-atom energies within 1e-10 eV/Å (eV); float32 within float32 noise. Each
+configuration is one ``lmp`` run that evaluates its cases (``clear`` between them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from atomshard.lammps.export import load_export
+from tests.lammps.lammps_cases import (
+    case_input,
+    cells,
+    lammps_result,
+    read_dump,
+    reference,
+    rel,
+    run_lammps,
+    thermo_blocks,
+    with_elements,
+    write_data,
+)
+
+ELEMENTS = {
+    "nequip": ("O", "Si"),
+    "nequip32": ("O", "Si"),
+    "allegro": ("O", "Si"),
+    "bp": ("O", "H"),
+}
+CASES = [(m, c) for m in ("nequip", "allegro", "bp") for c in cells()] + [
+    ("nequip32", "triclinic"),
+    ("nequip32", "empty"),
+]
+#: (ranks, newton) -> the cases it runs (4 ranks on this 2-core box: the message-passing
+#: model on the awkward cells only)
+CONFIGS = {
+    (1, "on"): CASES,
+    (2, "on"): CASES,
+    (2, "off"): CASES,
+    (4, "on"): [("nequip", "empty"), ("nequip", "tiny"), ("nequip", "triclinic")],
+}
+
+
+@pytest.fixture(scope="module")
+def cases(exports, tmp_path_factory):
+    """Data files, the input text of every case and the float64 references."""
+    folder = tmp_path_factory.mktemp("parity")
+    structures = cells()
+    inputs, refs, models = {}, {}, {}
+    for model_name, cell_name in CASES:
+        elements = ELEMENTS[model_name]
+        cell = structures[cell_name]
+        data = folder / f"{model_name}-{cell_name}.data"
+        atoms = write_data(data, with_elements(cell.atoms, elements), elements)
+        inputs[model_name, cell_name] = case_input(data, exports[model_name], elements, cell)
+        ref_name = model_name.removesuffix("32")
+        if ref_name not in models:
+            models[ref_name] = load_export(exports[ref_name])[0]
+        refs[model_name, cell_name] = reference(models[ref_name], atoms)
+    return folder, inputs, refs
+
+
+@pytest.fixture(scope="module")
+def runs(plugin, cases):
+    """{(ranks, newton): {(model, cell): Result}}, one lmp run per configuration."""
+    folder, inputs, _ = cases
+    out = {}
+    for (ranks, newton), chosen in CONFIGS.items():
+        text = "".join(inputs[case] for case in chosen)
+        done = run_lammps(folder, text, ranks, newton=newton)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        blocks = thermo_blocks((folder / "log.lammps").read_text())
+        assert len(blocks) == len(chosen)
+        out[ranks, newton] = {  # the next configuration's dumps overwrite these
+            case: lammps_result(block[0], read_dump(folder / f"{case[0]}-{case[1]}.dump"))
+            for case, block in zip(chosen, blocks)
+        }
+    return out
+
+
+@pytest.mark.parametrize("config", list(CONFIGS), ids=[f"{r}ranks-newton{n}" for r, n in CONFIGS])
+def test_lammps_equals_atomshard(runs, cases, config):
+    refs = cases[2]
+    for case, got in runs[config].items():
+        want = refs[case]
+        f32 = case[0].endswith("32")
+        tol_e, tol_f = (1e-5, 1e-4) if f32 else (1e-10, 1e-10)
+        where = f"{case} on {config}"
+        assert abs(got.energy - want.energy) <= tol_e * abs(want.energy), where
+        assert np.max(np.abs(got.forces - want.forces)) <= tol_f, where
+        assert np.max(np.abs(got.energies - want.energies)) <= tol_f, where
+        assert rel(got.virial, want.virial) <= (1e-4 if f32 else 1e-10), where
+
+
+def test_per_atom_virial_sums_to_global_and_agrees_across_ranks(runs):
+    one = runs[1, "on"]
+    for config, results in runs.items():
+        for case, got in results.items():
+            assert got.per_atom_virial is not None
+            total = got.per_atom_virial.sum(0)
+            w = got.virial
+            w6 = np.array([w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2]])
+            assert rel(total, w6) <= 1e-8, (case, config)
+            tol = 1e-4 if case[0].endswith("32") else 1e-9
+            assert rel(got.per_atom_virial, one[case].per_atom_virial) <= tol, (case, config)
