@@ -19,8 +19,9 @@ layer, then one per layer backwards), as LAMMPS's communication requires.
 
 Forces come from ``g = ∂E/∂r`` of the owned energy: ``f[dst] += g``, ``f[src] -= g``
 (ghost rows too: LAMMPS sends them home with ``newton on``; with ``newton off`` this
-module sends them home itself). The virial is ``W = -Σ r ⊗ g`` (LAMMPS order xx, yy, zz,
-xy, xz, yz); per-atom virials give half of each edge's term to each end.
+module sends them home itself). The virial is ``W = -Σ r ⊗ g``, symmetrised as the strain
+derivative of atomshard's own stress is (LAMMPS order xx, yy, zz, xy, xz, yz); per-atom
+virials give half of each edge's term to each end.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ _ROWS_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int
 #: values per atom the pair style's own communication needs (forces 3, per-atom virial 6)
 _OWN_WIDTH = 6
 _THREADS_SET = False
+#: loaded exports by (path, mtime, size, dtype)
+_MODELS: dict[tuple[str, int, int, str], tuple[torch.nn.Module, Any]] = {}
 
 
 class _Rows:
@@ -158,7 +161,16 @@ def load(
     from atomshard.lammps.export import load_export
 
     _configure_threads()
-    model, deploy = load_export(path, dtype=getattr(torch, dtype) if dtype else None)
+    stat = os.stat(path) if os.path.isfile(path) else None
+    key = (
+        os.path.abspath(path),
+        stat.st_mtime_ns if stat else 0,
+        stat.st_size if stat else 0,
+        dtype,
+    )
+    if key not in _MODELS:  # a run with several `clear`s loads each file once
+        _MODELS[key] = load_export(path, dtype=getattr(torch, dtype) if dtype else None)
+    model, deploy = _MODELS[key]
     if deploy.units != "metal":
         raise InputError(f"{path}: model units {deploy.units!r}, the pair style needs metal")
     known = set(deploy.atomic_numbers)
@@ -253,6 +265,7 @@ def compute(
     virial = [0.0] * 6
     if vflag_global or vatom_address:
         w = -(r.unsqueeze(2) * g.unsqueeze(1))  # [n_edges, 3, 3]: -r_a g_b
+        w = 0.5 * (w + w.transpose(1, 2))  # the strain derivative's (symmetric) virial
         w6 = torch.stack(
             [w[:, 0, 0], w[:, 1, 1], w[:, 2, 2], w[:, 0, 1], w[:, 0, 2], w[:, 1, 2]], dim=1
         )
@@ -262,7 +275,7 @@ def compute(
             per_atom = torch.zeros(n, 6, dtype=torch.float64)
             per_atom.index_add_(0, src, w6, alpha=0.5).index_add_(0, dst, w6, alpha=0.5)
             _add_owned(h, per_atom, vatom_address, nlocal, n, newton)
-    return (float(energy), *virial)  # type: ignore[return-value]
+    return (float(energy.detach()), *virial)  # type: ignore[return-value]
 
 
 def _add_owned(h: Handle, rows: torch.Tensor, address: int, nlocal: int, n: int, newton: int):

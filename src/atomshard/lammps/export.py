@@ -196,8 +196,8 @@ def read_export(path: str | Path) -> dict[str, Any]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise InputError(
-            f"model file {str(path)!r} is not an atomshard export (write one with "
-            f"`atomshard export MODEL -o FILE`): {type(exc).__name__}"
+            f"model file {str(path)!r} is not an atomshard export (not a torch file: "
+            f"{type(exc).__name__}; write one with `atomshard export MODEL -o FILE`)"
         ) from None
     if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
