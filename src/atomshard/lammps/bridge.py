@@ -30,13 +30,13 @@ import ctypes
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph
-from atomshard.models.base import identity_exchange
+from atomshard.models.base import Potential, identity_exchange
 
 #: C signature of the pair style's row communication: (pair, rows [n_local, width], width)
 _ROWS_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
@@ -121,7 +121,7 @@ class Handle:
             row; wider rows travel in chunks of this width).
     """
 
-    model: torch.nn.Module
+    model: Potential
     species_of_type: torch.Tensor  # [ntypes + 1] atomic number per LAMMPS type (0: unused)
     cutoff: float
     comm_width: int
@@ -170,7 +170,8 @@ def load(
     )
     if key not in _MODELS:  # a run with several `clear`s loads each file once
         _MODELS[key] = load_export(path, dtype=getattr(torch, dtype) if dtype else None)
-    model, deploy = _MODELS[key]
+    loaded, deploy = _MODELS[key]
+    model = cast(Potential, loaded)
     if deploy.units != "metal":
         raise InputError(f"{path}: model units {deploy.units!r}, the pair style needs metal")
     known = set(deploy.atomic_numbers)
@@ -191,7 +192,7 @@ def load(
     for p in model.parameters():
         p.requires_grad_(False)
     if hasattr(model, "checkpoint"):  # recomputing layers would repeat exchanges on one rank
-        model.checkpoint = False
+        setattr(model, "checkpoint", False)  # noqa: B010 (not every Potential has it)
     message_passing = bool(model.capabilities().needs_feature_exchange)
     return Handle(
         model=model,
