@@ -143,3 +143,83 @@ def test_bad_input() -> None:
     dst = torch.tensor([1, 0, 2])
     with pytest.raises(InputError, match="not symmetric"):
         reverse_edges(src, dst, torch.zeros(3, 3, dtype=torch.int64))
+
+
+def _periodic_water(cell: list[float], shift: float) -> Atoms:
+    return Atoms(
+        "OH2",
+        positions=[[0, 0, 0.1 + shift], [0, 0.76, -0.47], [0.1, -0.76, -0.47 + shift]],
+        cell=np.diag(cell),
+        pbc=True,
+    )
+
+
+def test_batch_of_graphs_equals_its_parts() -> None:
+    """Two periodic cells of different shape in one step: blocks, loss and gradients
+    equal those of the structures one by one (element-weighted)."""
+    from atomshard.models.hamiltonian.data import Sample, collate_samples
+    from atomshard.train.hamiltonian import TrainingConfig, block_loss
+
+    model, target_model = _model(), _model(n_layers=1)
+    structures = [
+        _periodic_water([3.0, 3.2, 3.4], 0.0),
+        _periodic_water([3.6, 3.1, 3.3], 0.05),
+        _water_cluster(),
+    ]
+    samples = []
+    for k, atoms in enumerate(structures):
+        graph = AtomicGraph.from_ase(atoms, model.cutoff)
+        with torch.no_grad():
+            t = target_model(graph)
+        samples.append(Sample(f"s{k}", graph, t.node, t.edge, None, 0.0))  # type: ignore[arg-type]
+    batch = collate_samples(samples)
+    assert batch.graph.n_edges == sum(s.graph.n_edges for s in samples)
+    cfg = TrainingConfig()
+    pred = model(batch.graph)
+    loss = block_loss(pred, batch, cfg)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    counts = [sum(b.numel() for _, b in [*s.node.values(), *s.edge.values()]) for s in samples]
+    total = torch.zeros((), dtype=torch.float64)
+    atom0 = edge0 = 0
+    for s, n in zip(samples, counts, strict=True):
+        part = model(s.graph)
+        for kind, offset in (("node", atom0), ("edge", edge0)):
+            for key, (idx, blocks) in getattr(part, kind).items():
+                b_idx, b_blocks = getattr(pred, kind)[key]
+                rows = torch.nonzero(torch.isin(b_idx, idx + offset)).flatten()
+                assert torch.equal(b_idx[rows], idx + offset)
+                assert torch.allclose(b_blocks[rows], blocks, atol=1e-12, rtol=0)
+        total = total + block_loss(part, s, cfg) * n / sum(counts)
+        atom0 += s.graph.n_atoms
+        edge0 += s.graph.n_edges
+    assert float(loss.detach()) == pytest.approx(float(total.detach()), rel=1e-12)
+    total.backward()
+    for name, p in model.named_parameters():
+        if name in grads:
+            assert torch.allclose(p.grad, grads[name], atol=1e-12, rtol=1e-9), name
+
+
+def test_edge_envelope() -> None:
+    """Blocks vanish at the cutoff, are untouched below cutoff - w, equivariance holds."""
+    atoms = _water_cluster()
+    plain, env = _model(), _model(edge_envelope=1.5)
+    graph = AtomicGraph.from_ase(atoms, plain.cutoff)
+    r = graph.edge_vectors().norm(dim=1)
+    w = env.envelope(r)
+    assert float(env.envelope(torch.tensor([4.0], dtype=torch.float64))) == 0.0
+    assert torch.all(w[r < 2.5] == 1.0) and torch.all((w[r > 2.5] < 1.0) & (w[r > 2.5] > 0))
+    a, b = plain(graph), env(graph)
+    for key, (idx, blocks) in a.edge.items():
+        assert torch.allclose(b.edge[key][1], blocks * w[idx][:, None, None], atol=1e-14)
+    rot = o3.rand_matrix(dtype=torch.float64).numpy()
+    rotated = atoms.copy()
+    rotated.positions = atoms.positions @ rot.T
+    ref, out = _blocks(env, atoms), _blocks(env, rotated)
+    d = {z: env.basis.wigner(z, rot) for z in (1, 8)}
+    for key, blk in ref.items():
+        zi, zj = int(atoms.numbers[key[3]]), int(atoms.numbers[key[4]])
+        assert np.abs(out[key] - d[zi] @ blk @ d[zj].T).max() <= 1e-10
+    with pytest.raises(InputError, match="edge_envelope"):
+        HamiltonianConfig(basis=BASIS, cutoff=4.0, edge_envelope=5.0)

@@ -1,6 +1,7 @@
 """Training the Hamiltonian model: L1+L2 on matrix elements, AdamW, ReduceLROnPlateau, EMA.
 
-One optimisation step per structure (full-graph batches, as in the seed); the weight
+One optimisation step per ``batch_size`` structures (1 by default, as in the seed; several
+structures' graphs are joined into one disjoint graph); the weight
 average is the potentials' :class:`~atomshard.train.ema.WeightAverage`. Files written to
 ``output``: ``last.pt`` (everything needed to resume), ``best.pt`` (EMA weights with the
 lowest validation MAE; loads with :func:`atomshard.models.checkpoint.load_model`),
@@ -24,7 +25,7 @@ import torch
 from atomshard.errors import InputError
 from atomshard.models.checkpoint import save_checkpoint
 from atomshard.models.hamiltonian.config import HamiltonianConfig
-from atomshard.models.hamiltonian.data import Sample
+from atomshard.models.hamiltonian.data import Sample, collate_samples
 from atomshard.models.hamiltonian.heads import BlockHead
 from atomshard.models.hamiltonian.model import HamiltonianModel, HamiltonianPrediction
 from atomshard.train.ema import WeightAverage
@@ -57,6 +58,9 @@ class TrainingConfig:
             bounds memory, results unchanged (:meth:`HamiltonianModel.set_memory`)
         activation_checkpoint: activation checkpointing per chunk of edges (activations
             recomputed in the backward pass: one extra forward of time, far less memory)
+        batch_size: structures per optimisation step (their graphs joined into one,
+            :func:`~atomshard.models.hamiltonian.data.collate_samples`; the loss is the
+            element-weighted mean over all of them)
     """
 
     epochs: int = 100
@@ -72,6 +76,7 @@ class TrainingConfig:
     checkpoint_every: int = 1
     edge_chunk: int = 0
     activation_checkpoint: bool = False
+    batch_size: int = 1
 
     def __post_init__(self) -> None:
         checks = {
@@ -86,6 +91,7 @@ class TrainingConfig:
             "min_lr": self.min_lr >= 0,
             "checkpoint_every": self.checkpoint_every >= 1,
             "edge_chunk": self.edge_chunk >= 0,
+            "batch_size": self.batch_size >= 1,
         }
         for name, ok in checks.items():
             if not ok:
@@ -248,8 +254,9 @@ def train(
         t0 = time.perf_counter()
         model.train()
         losses, maes = [], []
-        for i in rng.permutation(len(train_samples)):
-            s = train_samples[int(i)]
+        order = rng.permutation(len(train_samples))
+        for b in range(0, len(order), cfg.batch_size):
+            s = collate_samples([train_samples[int(i)] for i in order[b : b + cfg.batch_size]])
             pred = model(s.graph)
             loss = block_loss(pred, s, cfg)
             opt.zero_grad(set_to_none=True)

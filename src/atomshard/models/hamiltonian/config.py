@@ -40,6 +40,9 @@ class HamiltonianConfig:
         n_layers: message-passing layers (node update, then edge update)
         n_rbf: Gaussian radial basis functions initialising the edge embeddings
         dtype: network body dtype (geometry and Wigner-D are float64 always)
+        edge_envelope: width ``w`` in Å of a smooth switch-off of the edge blocks: they
+            are multiplied by 1 below ``cutoff - w`` and ``(1 + cos(π (r - cutoff + w) /
+            w)) / 2`` above, so they reach zero at the cutoff with zero slope (0: off)
     """
 
     basis: dict[str, str] = field(default_factory=dict)
@@ -50,6 +53,7 @@ class HamiltonianConfig:
     n_layers: int = 3
     n_rbf: int = 16
     dtype: str = "float32"
+    edge_envelope: float = 0.0
 
     def __post_init__(self) -> None:
         basis = OrbitalBasis.from_spec(self.basis)  # validates, names bad entries
@@ -67,6 +71,11 @@ class HamiltonianConfig:
         for name in ("channels", "hidden", "n_layers", "n_rbf"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not 0 <= self.edge_envelope <= self.cutoff:
+            raise InputError(
+                f"edge_envelope must be in [0, cutoff = {self.cutoff}] Å, "
+                f"got {self.edge_envelope!r}"
+            )
         if self.dtype not in DTYPES:
             raise InputError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
 

@@ -23,8 +23,10 @@ from atomshard.hamiltonian.blocks import BlockSet, EdgeBlocks
 from atomshard.hamiltonian.files import BlockFile, read_block_file, read_deeptb
 
 __all__ = [
+    "GraphBatch",
     "HamiltonianDataConfig",
     "Sample",
+    "collate_samples",
     "expand_paths",
     "load_samples",
     "make_sample",
@@ -50,6 +52,82 @@ class Sample:
     edge: Grouped
     source: BlockFile
     uncovered_max: float
+
+
+@dataclass(frozen=True, eq=False)
+class GraphBatch(AtomicGraph):
+    """A disjoint union of graphs of structures with different cells (one training step
+    over several structures). Edge ``k`` belongs to structure ``edge_system[k]``, whose
+    cell turns its integer ``shifts`` into an offset; ``cell`` is unused.
+
+    Shapes:
+        cells: ``[n_structures, 3, 3]`` float64 Å; edge_system: ``[n_edges]`` int64
+    """
+
+    cells: torch.Tensor
+    edge_system: torch.Tensor
+
+    def edge_vectors(self) -> torch.Tensor:
+        """``positions[src] + shifts @ cells[edge_system] - positions[dst]``, per edge."""
+        cell = self.cells.index_select(0, self.edge_system)
+        offsets = torch.einsum("ea,eab->eb", self.shifts.to(self.positions.dtype), cell)
+        return (
+            self.positions.index_select(0, self.src)
+            + offsets
+            - self.positions.index_select(0, self.dst)
+        )
+
+
+def collate_samples(samples: Sequence[Sample]) -> Sample:
+    """Several samples as one (a :class:`GraphBatch` and targets re-indexed into it).
+
+    The model's output on the batch equals its outputs on the parts (message passing
+    never crosses structures), so one optimisation step can cover several structures.
+    """
+    if not samples:
+        raise InputError("collate_samples needs at least one sample")
+    if len(samples) == 1:
+        return samples[0]
+    atoms = edges = 0
+    node: dict[Pair, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    edge: dict[Pair, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    src, dst, system = [], [], []
+    for k, s in enumerate(samples):
+        g = s.graph
+        for key, (idx, blocks) in s.node.items():
+            node.setdefault(key, []).append((idx + atoms, blocks))
+        for key, (idx, blocks) in s.edge.items():
+            edge.setdefault(key, []).append((idx + edges, blocks))
+        src.append(g.src + atoms)
+        dst.append(g.dst + atoms)
+        system.append(torch.full((g.n_edges,), k, dtype=torch.int64, device=g.device))
+        atoms += g.n_atoms
+        edges += g.n_edges
+    first = samples[0].graph
+    graph = GraphBatch(
+        positions=torch.cat([s.graph.positions for s in samples]),
+        species=torch.cat([s.graph.species for s in samples]),
+        cell=torch.zeros_like(first.cell),
+        pbc=torch.zeros_like(first.pbc),
+        src=torch.cat(src),
+        dst=torch.cat(dst),
+        shifts=torch.cat([s.graph.shifts for s in samples]),
+        cutoff=first.cutoff,
+        cells=torch.stack([s.graph.cell for s in samples]),
+        edge_system=torch.cat(system),
+    )
+
+    def join(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    return Sample(
+        name="+".join(s.name for s in samples),
+        graph=graph,
+        node={k: join(v) for k, v in sorted(node.items())},
+        edge={k: join(v) for k, v in sorted(edge.items())},
+        source=samples[0].source,
+        uncovered_max=max(s.uncovered_max for s in samples),
+    )
 
 
 def expand_paths(spec: str | Sequence[str]) -> list[Path]:

@@ -219,6 +219,13 @@ class HamiltonianModel(nn.Module):
                 x = x_new
         return x.to(dtype), e.to(dtype)
 
+    def envelope(self, r: torch.Tensor) -> torch.Tensor:
+        """Edge-block envelope (``config.edge_envelope``): 1 below ``cutoff - w``, a half
+        cosine down to 0 at the cutoff. Shapes: ``r [n_edges]`` float64 -> same."""
+        w, rc = self.config.edge_envelope, self.cutoff
+        t = ((r - (rc - w)) / w).clamp(0.0, 1.0)
+        return 0.5 * (1.0 + torch.cos(torch.pi * t))
+
     def forward(
         self, graph: AtomicGraph, exchange: Exchange = identity_exchange
     ) -> HamiltonianPrediction:
@@ -239,6 +246,11 @@ class HamiltonianModel(nn.Module):
                 if len(idx):
                     raw[(a, b)] = (idx, self._edge_head(self.edge_heads[f"{a}_{b}"], e, idx))
                     position[idx] = torch.arange(len(idx), device=graph.device)
+        if self.config.edge_envelope > 0 and raw:
+            env = self.envelope(graph.edge_vectors().norm(dim=1))
+            raw = {
+                k: (idx, b * env.index_select(0, idx)[:, None, None]) for k, (idx, b) in raw.items()
+            }
         rev = reverse_edges(graph.src, graph.dst, graph.shifts) if graph.n_edges else position
         edge: dict[Pair, tuple[torch.Tensor, torch.Tensor]] = {}
         for (a, b), (idx, blocks) in raw.items():
