@@ -140,7 +140,8 @@ def run_lammps(folder: Path, text: str, ranks: int, *, newton: str = "on", timeo
 
 
 def thermo_blocks(log: str) -> list[list[list[float]]]:
-    """The rows of every thermo table in a LAMMPS log, in order."""
+    """The rows of every thermo table in a LAMMPS log, in order (warnings in between
+    skipped)."""
     blocks: list[list[list[float]]] = []
     rows: list[list[float]] | None = None
     for line in log.splitlines():
@@ -148,7 +149,7 @@ def thermo_blocks(log: str) -> list[list[list[float]]]:
         if words[:1] == ["Step"]:
             rows = []
             blocks.append(rows)
-        elif rows is not None:
+        elif rows is not None and not line.startswith("WARNING"):
             try:
                 rows.append([float(w) for w in words])
             except ValueError:
