@@ -104,6 +104,7 @@ def _run_parallel(args: argparse.Namespace, frames) -> int:
         transport=args.transport,
         dtype=parse_dtype(args.dtype, what="--dtype"),
         profile_path=args.profile,
+        max_atoms=None if args.block_atoms == "off" else args.block_atoms,
     )
     if out is None:  # not rank 0 of a torchrun job
         return 0

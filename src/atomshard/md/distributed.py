@@ -42,7 +42,6 @@ import torch
 from atomshard.comm import (
     Communicator,
     ExchangeProfiler,
-    HaloExchange,
     gather_by_id,
     root_call,
     root_scatter,
@@ -53,18 +52,15 @@ from atomshard.md.state import MDState
 from atomshard.models.base import Potential
 from atomshard.partition import REGION_PARTITIONERS, PartitionWarning, Regions
 from atomshard.runtime import (
-    DeepPart,
+    BlockMode,
     DistributedEvaluator,
     LocalPart,
     OwnedAtoms,
     PartitionSpec,
     build_local_part,
-    deep_blocks,
-    deep_graph,
-    deepen,
     evaluate_deep,
     migrate,
-    resolve_max_atoms,
+    plan_block_mode,
     split_structure,
 )
 
@@ -205,8 +201,8 @@ class DistributedForceField:
             )
         self.rebuild = rebuild
         self.max_atoms = max_atoms
-        #: block mode (see ``max_atoms``): the deep part, its exchange, species and blocks
-        self.deep: tuple[DeepPart, HaloExchange, torch.Tensor, torch.Tensor] | None = None
+        #: block mode (see ``max_atoms``) until the next rebuild, or None
+        self.deep: BlockMode | None = None
         #: the set-up partition's regions (local rebuilds); None: gather path or not set up
         self.regions: Regions | None = None
         self._setup_done = False
@@ -316,43 +312,15 @@ class DistributedForceField:
     def _plan_blocks(self, state: MDState) -> None:
         """Block mode when any rank's part exceeds ``max_atoms``. Collective."""
         assert self.local is not None and self.max_atoms is not None
-        limit = self.max_atoms
-        if isinstance(limit, str):  # "auto": what the memory free on every rank allows
-            mine = resolve_max_atoms(self.model, limit, self.local.graph(self.comm.device))
-            worst = torch.tensor([-float(mine or 2**62)], dtype=torch.float64)
-            limit = int(-self.comm.all_reduce_max(worst, what="block sizes")[0])
-        rows = torch.tensor([float(self.local.plan.n_local)], dtype=torch.float64)
-        largest = int(self.comm.all_reduce_max(rows, what="part sizes")[0])
-        if largest <= limit:
-            return
-        n_hops = self.model.capabilities().n_hops
-        deep = deepen(self.comm, self.local.plan, n_hops)
-        exchange = HaloExchange(deep.plan, self.comm, transport=self.evaluator.transport)
-        species = torch.zeros(deep.n_local, 1, dtype=torch.float64)
-        species[: deep.plan.n_owned, 0] = state.species.to(torch.float64)
-        if self.comm.world_size > 1:
-            species = exchange.forward_exchange(species)
-        species = species[:, 0].round().to(torch.int64)
-        # blocks planned on the cutoff + skin graph stay within the limit until the next build
-        wide = deep_graph(
-            deep,
-            exchange,
-            state.positions,
-            species,
-            state.cell,
-            state.pbc,
-            float(self.model.cutoff) + self.skin,
+        self.deep = plan_block_mode(
+            self.model,
+            self.comm,
+            self.local.plan,
+            self.local.graph(self.comm.device),
+            self.max_atoms,
+            skin=self.skin,
+            transport=self.evaluator.transport,
         )
-        try:
-            part: torch.Tensor | None = deep_blocks(self.model, deep, wide, limit)
-            error = ""
-        except InputError as exc:  # every rank stops, not only the one that cannot split
-            part, error = None, str(exc)
-        failed = torch.tensor([float(bool(error))], dtype=torch.float64)
-        if float(self.comm.all_reduce_max(failed, what="block planning")[0]) > 0:
-            raise InputError(error or "another rank cannot split its part into blocks")
-        assert part is not None
-        self.deep = (deep, exchange, species, part)
 
     def _setup(self, state: MDState, reference: torch.Tensor | None) -> None:
         """Decide the rebuild path; for a local one, rank 0 computes the regions.
@@ -572,16 +540,12 @@ class DistributedForceField:
 
     def _call_in_blocks(self, state: MDState) -> None:
         assert self.deep is not None
-        deep, exchange, species, part = self.deep
-        graph = deep_graph(
-            deep, exchange, state.positions, species, state.cell, state.pbc, self.model.cutoff
-        )
         props = evaluate_deep(
             self.model,
-            deep,
-            exchange,
-            graph,
-            part,
+            self.deep,
+            state.positions,
+            state.cell,
+            state.pbc,
             stress=self.stress and bool(state.pbc.all()),
         )
         assert props.forces is not None

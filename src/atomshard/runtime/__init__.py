@@ -23,7 +23,14 @@ from atomshard.runtime._api import (
     write_profile,
 )
 from atomshard.runtime._calculator import DistributedCalculator, PotentialCalculator
-from atomshard.runtime._deep import DeepPart, deep_blocks, deep_graph, deepen, evaluate_deep
+from atomshard.runtime._deep import (
+    BlockMode,
+    DeepPart,
+    deep_graph,
+    deepen,
+    evaluate_deep,
+    plan_block_mode,
+)
 from atomshard.runtime._evaluate import (
     DistributedEvaluator,
     FrameResult,
@@ -54,6 +61,7 @@ from atomshard.runtime.blocks import (
 __all__ = [
     "PARTITION_NAMES",
     "Block",
+    "BlockMode",
     "DeepPart",
     "DistributedCalculator",
     "DistributedEvaluator",
@@ -68,7 +76,6 @@ __all__ = [
     "block_graph",
     "build_local_part",
     "compute_properties_in_blocks",
-    "deep_blocks",
     "deep_graph",
     "deepen",
     "evaluate",
@@ -81,6 +88,7 @@ __all__ = [
     "load_potential",
     "migrate",
     "partition_atoms",
+    "plan_block_mode",
     "plan_blocks",
     "resolve_max_atoms",
     "split_structure",

@@ -39,6 +39,7 @@ def _eval_rank(
     forces: bool,
     stress: bool,
     profile: bool,
+    max_atoms: int | str | None = None,
 ) -> dict[str, Any] | None:
     """One rank of :func:`evaluate_distributed` (module level so it pickles)."""
     potential = load_potential(model, dtype=dtype).to(comm.device)
@@ -51,6 +52,7 @@ def _eval_rank(
         forces=forces,
         stress=stress,
         profile=profile,
+        max_atoms=max_atoms,
     )
     return out if comm.rank == 0 else None
 
@@ -69,6 +71,7 @@ def evaluate_distributed(
     dtype: torch.dtype | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     threads_per_rank: int | None = None,
+    max_atoms: int | str | None = None,
 ) -> dict[str, Any] | None:
     """Evaluate ``frames`` on ``n_ranks`` local processes (``atomshard eval --ranks N``),
     or on the ranks of the torchrun/srun job this process belongs to.
@@ -85,6 +88,8 @@ def evaluate_distributed(
         profile: collect per-rank exchange/compute timings; ``profile_path`` writes them
             as JSON.
         timeout_s: collective timeout; a failing rank stops every rank well within it.
+        max_atoms: the most atoms a rank evaluates at once (``--block-atoms``: a number or
+            ``"auto"``); larger parts are evaluated block by block. None: no limit.
 
     Returns:
         ``{"frames": [FrameResult, ...], "seconds": float, "profile": [per-rank dict]}``
@@ -108,6 +113,7 @@ def evaluate_distributed(
         forces=forces,
         stress=stress,
         profile=profile,
+        max_atoms=max_atoms,
     )
     if out is not None and profile_path is not None:
         write_profile(profile_path, out, n_ranks=len(out["profile"]))

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from atomshard.comm import Communicator, HaloExchange, exchange_rows
-from atomshard.errors import AtomshardError
+from atomshard.errors import AtomshardError, InputError
 from atomshard.graph import AtomicGraph
 from atomshard.models.base import Potential, Properties
 from atomshard.partition import HaloPlan
-from atomshard.runtime.blocks import compute_properties_in_blocks, plan_blocks
+from atomshard.runtime.blocks import compute_properties_in_blocks, plan_blocks, resolve_max_atoms
 
 #: columns of an edge reply: dst id, src id, src owner, shift (3)
 _EDGE_COLUMNS = 6
@@ -236,37 +236,96 @@ def deep_graph(
     )
 
 
-def deep_blocks(
-    model: Potential, deep: DeepPart, graph: AtomicGraph, max_atoms: int
-) -> torch.Tensor:
-    """Blocks of the owned rows of ``graph`` (a :func:`deep_graph` at cutoff + skin, so the
-    blocks stay within ``max_atoms`` while the plan lasts); halo rows get block -1."""
-    return plan_blocks(
-        graph, model.capabilities().n_hops, max_atoms=max_atoms, n_counted=deep.plan.n_owned
+@dataclass(frozen=True)
+class BlockMode:
+    """What a rank needs to evaluate its part block by block until the next rebuild.
+
+    Attributes:
+        deep: the deep part; exchange: its position exchange; species: ``[n_local]``;
+        part: ``[n_local]`` block of every row (-1: halo rows).
+    """
+
+    deep: DeepPart
+    exchange: HaloExchange
+    species: torch.Tensor
+    part: torch.Tensor
+
+
+def plan_block_mode(
+    model: Potential,
+    comm: Communicator,
+    plan: HaloPlan,
+    graph: AtomicGraph,
+    max_atoms: int | str,
+    *,
+    skin: float = 0.0,
+    transport: str = "auto",
+) -> BlockMode | None:
+    """Block mode for this rebuild, or None when every rank's part fits. Collective.
+
+    ``plan`` and ``graph`` are the rank's one-shell plan and its graph (positions of every
+    local row, species, cell; edges as built). ``max_atoms``: the most atoms a rank
+    evaluates at once, or ``"auto"`` (what the free memory of every rank allows). Blocks
+    are planned at ``cutoff + skin``, so they stay within the limit until the next
+    rebuild. A rank that cannot split its part makes every rank raise.
+    """
+    limit = max_atoms
+    if isinstance(limit, str):
+        mine = resolve_max_atoms(model, limit, graph)
+        worst = torch.tensor([-float(mine or 2**62)], dtype=torch.float64)
+        limit = int(-comm.all_reduce_max(worst, what="block sizes")[0])
+    rows = torch.tensor([float(plan.n_local)], dtype=torch.float64)
+    if int(comm.all_reduce_max(rows, what="part sizes")[0]) <= limit:
+        return None
+    n_hops = model.capabilities().n_hops
+    deep = deepen(comm, plan, n_hops)
+    exchange = HaloExchange(deep.plan, comm, transport=transport)
+    n_own = plan.n_owned
+    species = torch.zeros(deep.n_local, 1, dtype=torch.float64)
+    species[:n_own, 0] = graph.species[:n_own].to(torch.float64).cpu()
+    if comm.world_size > 1:
+        species = exchange.forward_exchange(species)
+    species = species[:, 0].round().to(torch.int64)
+    owned = graph.positions[:n_own]
+    wide = deep_graph(
+        deep, exchange, owned, species, graph.cell, graph.pbc, float(model.cutoff) + skin
     )
+    try:
+        part: torch.Tensor | None = plan_blocks(wide, n_hops, max_atoms=int(limit), n_counted=n_own)
+        error = ""
+    except InputError as exc:
+        part, error = None, str(exc)
+    failed = torch.tensor([float(bool(error))], dtype=torch.float64)
+    if float(comm.all_reduce_max(failed, what="block planning")[0]) > 0:
+        raise InputError(error or "another rank cannot split its part into blocks")
+    assert part is not None
+    return BlockMode(deep=deep, exchange=exchange, species=species, part=part)
 
 
 def evaluate_deep(
     model: Potential,
-    deep: DeepPart,
-    exchange: HaloExchange,
-    graph: AtomicGraph,
-    part: torch.Tensor,
+    mode: BlockMode,
+    positions: torch.Tensor,
+    cell: torch.Tensor,
+    pbc: torch.Tensor,
     *,
     forces: bool = True,
     stress: bool = True,
 ) -> Properties:
     """Energy and virial/stress (summed over ranks), owned energies and forces, from a
-    block-by-block evaluation of this rank's deep part. Collective.
+    block-by-block evaluation of this rank's deep part with the owned ``positions``
+    (``[n_owned, 3]``) now. Collective.
 
     Each block counts only owned atoms, so every atom's energy is counted once over the
     ranks; the forces on halo rows go home through the exchange's reverse and are added
     to their owners'; the virial is a sum over every rank's blocks.
     """
+    deep, exchange = mode.deep, mode.exchange
     comm = exchange.comm
     n_own = deep.plan.n_owned
+    graph = deep_graph(deep, exchange, positions, mode.species, cell, pbc, model.cutoff)
     props = compute_properties_in_blocks(
-        model, graph, forces=forces, stress=stress, part=part, progress=False
+        model, graph, forces=forces, stress=stress, part=mode.part, progress=False
     )
     f64 = torch.float64
     sums = torch.zeros(10, dtype=f64, device=graph.device)

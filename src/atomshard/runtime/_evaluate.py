@@ -30,6 +30,7 @@ from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph, Structure, neighbor_list
 from atomshard.models.base import Potential, Properties, compute_properties, identity_exchange
 from atomshard.partition import HaloPlan, build_halo_plans
+from atomshard.runtime._deep import evaluate_deep, plan_block_mode
 from atomshard.runtime._partition import PartitionSpec, partition_atoms
 
 _Part = TypeVar("_Part", bound="LocalRows")
@@ -147,6 +148,9 @@ class DistributedEvaluator:
             callable (see :func:`atomshard.runtime.partition_atoms`); used on rank 0.
         transport: halo-exchange transport (``"auto"``, ``"p2p"``, ``"all_to_all"``).
         profiler: collects exchange and step timings on this rank when given.
+        max_atoms: the most atoms a rank evaluates at once (a number or ``"auto"``); when
+            some rank's part is larger, :meth:`evaluate` runs every rank block by block
+            (:func:`atomshard.runtime.plan_block_mode`). None: no limit.
     """
 
     def __init__(
@@ -157,8 +161,10 @@ class DistributedEvaluator:
         partition: PartitionSpec = "auto",
         transport: str = "auto",
         profiler: ExchangeProfiler | None = None,
+        max_atoms: int | str | None = None,
     ) -> None:
         self.model = model
+        self.max_atoms = max_atoms
         self.comm = comm
         self.partition = partition
         self.transport = transport
@@ -228,7 +234,24 @@ class DistributedEvaluator:
     ) -> FrameResult:
         """Evaluate one frame; per-atom arrays are assembled on rank 0 only."""
         local = self.scatter(structure)
-        props = self.evaluate_local(local, forces=forces, stress=stress)
+        mode = None
+        if self.max_atoms is not None:
+            graph = local.graph(self.comm.device)
+            mode = plan_block_mode(
+                self.model, self.comm, local.plan, graph, self.max_atoms, transport=self.transport
+            )
+        if mode is None:
+            props = self.evaluate_local(local, forces=forces, stress=stress)
+        else:
+            props = evaluate_deep(
+                self.model,
+                mode,
+                graph.positions[: local.plan.n_owned],
+                graph.cell,
+                graph.pbc,
+                forces=forces,
+                stress=stress and bool(local.pbc.all()),
+            )
         plan = local.plan
         rows = {"energies": props.energies.detach().cpu().numpy()}
         if forces and props.forces is not None:
@@ -267,8 +290,10 @@ def evaluate_frames(
     stress: bool = True,
     profile: bool = False,
     on_frame: Callable[[int, FrameResult], None] | None = None,
+    max_atoms: int | str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate every frame (held by rank 0) across the ranks of ``comm``.
+    """Evaluate every frame (held by rank 0) across the ranks of ``comm`` (block by block
+    where a rank's part exceeds ``max_atoms``, see :class:`DistributedEvaluator`).
 
     Returns:
         ``{"frames": [FrameResult, ...] (rank 0; empty elsewhere), "profile": per-rank
@@ -277,7 +302,12 @@ def evaluate_frames(
     n_frames = comm.broadcast_object(len(frames) if frames is not None else 0)
     profiler = ExchangeProfiler() if profile else None
     ev = DistributedEvaluator(
-        model, comm, partition=partition, transport=transport, profiler=profiler
+        model,
+        comm,
+        partition=partition,
+        transport=transport,
+        profiler=profiler,
+        max_atoms=max_atoms,
     )
     results = []
     t0 = time.perf_counter()
