@@ -1,0 +1,61 @@
+"""Band-energy errors of a predicted H (with the reference S), and the cutoff filter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from atomshard.errors import InputError
+from atomshard.hamiltonian.blocks import BlockSet
+from atomshard.hamiltonian.files import read_deeptb
+from atomshard.hamiltonian.metrics import band_errors, count_electrons, within_cutoff
+from tests.bench_scripts import load_benchmark
+from tests.conftest import shared_data
+
+K = np.array([[0, 0, 0], [0.5, 0, 0]], dtype=np.float64)
+
+
+def test_band_errors_of_a_rigid_shift_and_of_the_cutoff() -> None:
+    si = read_deeptb(shared_data("deeptb_Si64", "Si64.0"))
+    h, s = si.matrices["H"], si.matrices["S"]
+    assert count_electrons(si.species, {"Si": 4}) == 256
+    same = band_errors(h, h, s, si.basis, 256, K)
+    assert same["vbm_error"] == 0.0 and same["band_mae_window"] == 0.0
+    assert same["gap_ref"] == pytest.approx(8.2787 - 6.5282, abs=2e-3)  # Γ is not the CBM
+    # H + c S has the eigenvalues of H shifted by c: every error is c, the gap's 0
+    hi, si_ = h.index(), s.index()
+    keys = sorted(set(hi) | set(si_))
+    shifted = BlockSet(
+        species=h.species,
+        atom_pairs=np.array(keys),
+        blocks=tuple(
+            (h.blocks[hi[k]] if k in hi else 0.0) + (0.05 * s.blocks[si_[k]] if k in si_ else 0.0)
+            for k in keys
+        ),
+    )
+    e = band_errors(shifted, h, s, si.basis, 256, K)
+    assert e["vbm_error"] == pytest.approx(0.05, abs=1e-9)
+    assert e["cbm_error"] == pytest.approx(0.05, abs=1e-9)
+    assert e["gap_error"] == pytest.approx(0.0, abs=1e-9)
+    assert e["band_mae_window"] == pytest.approx(0.05, abs=1e-9)
+    # a 3 Å cutoff keeps nodes and first neighbours only: bands move
+    near = within_cutoff(h, si.positions, si.cell, 3.0)
+    assert near.n_blocks == 64 + 64 * 4 and near.n_blocks < h.n_blocks
+    assert band_errors(near, h, s, si.basis, 256, K)["band_mae_window"] > 0.01
+    with pytest.raises(InputError, match="need an even number"):
+        band_errors(h, h, s, si.basis, 255, K)
+    with pytest.raises(InputError, match=r"no valence electron count for \['Si'\]"):
+        count_electrons(si.species, {"O": 6})
+
+
+def test_bench_generalise_smoke(tmp_path: Path) -> None:
+    pytest.importorskip("pyscf")
+    bench = load_benchmark("bench_hamiltonian_generalise")
+    bench.main(["--smoke", "--out", str(tmp_path), "--batch-size", "2"])
+    record = json.loads((tmp_path / "smoke" / "result.json").read_text())
+    (test,) = record["tests"]
+    assert test["atoms"] == 2 and test["edge_mae_meV"] > 0 and "vbm_error_meV" in test
+    assert (tmp_path / "smoke" / "test_errors.png").stat().st_size > 1000
