@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from atomshard.lammps.export import load_export
 from tests.lammps.lammps_cases import (
@@ -110,3 +111,24 @@ def test_per_atom_virial_sums_to_global_and_agrees_across_ranks(runs):
             assert rel(total, w6) <= 1e-8, (case, config)
             tol = 1e-4 if case[0].endswith("32") else 1e-9
             assert rel(got.per_atom_virial, one[case].per_atom_virial) <= tol, (case, config)
+
+
+def test_sevennet0_float64_on_2_ranks(plugin, tmp_path):
+    """SevenNet-0 (5 layers, 5 Å) exported in float64 on 36 atoms of quartz, 2 ranks."""
+    pytest.importorskip("sevenn")
+    from atomshard.lammps.export import export_model
+
+    model_file = tmp_path / "sevennet0.pt"
+    export_model("sevennet-0", model_file, dtype=torch.float64)
+    elements = ("O", "Si")
+    cell = cells()["triclinic"]
+    data = tmp_path / "quartz.data"
+    atoms = write_data(data, cell.atoms, elements)
+    done = run_lammps(tmp_path, case_input(data, model_file, elements, cell), 2)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (block,) = thermo_blocks((tmp_path / "log.lammps").read_text())
+    got = lammps_result(block[0], read_dump(data.with_suffix(".dump")))
+    want = reference(load_export(model_file)[0], atoms)
+    assert abs(got.energy - want.energy) <= 1e-10 * abs(want.energy)
+    assert np.max(np.abs(got.forces - want.forces)) <= 1e-10
+    assert rel(got.virial, want.virial) <= 1e-10

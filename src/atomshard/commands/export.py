@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote   {args.output}")
     print(f"species {' '.join(d.species)}")
     print(f"cutoff  {d.cutoff:g} Å, {d.n_hops} layer(s), {kind}, {d.dtype}, units {d.units}")
-    print(
-        f"LAMMPS  pair_style atomshard\n        pair_coeff * * {args.output} {' '.join(d.species)}"
-    )
+    elements = " ".join(d.species) if len(d.species) <= 6 else "ELEMENT_OF_EACH_TYPE..."
+    print("LAMMPS  pair_style atomshard")
+    print(f"        pair_coeff * * {args.output} {elements}")
     return 0

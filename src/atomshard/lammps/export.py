@@ -65,6 +65,14 @@ class Deploy:
 
 
 def _model_dtype(model: torch.nn.Module) -> str:
+    """The network dtype: the config's (NequIP-class, Allegro), the model's (BP), else the
+    first floating parameter's."""
+    config_dtype = getattr(getattr(model, "config", None), "dtype", None)
+    if config_dtype is not None:
+        return str(config_dtype).removeprefix("torch.")
+    own = getattr(model, "dtype", None)
+    if isinstance(own, torch.dtype):
+        return str(own).removeprefix("torch.")
     for p in model.parameters():
         if p.is_floating_point():
             return str(p.dtype).removeprefix("torch.")
