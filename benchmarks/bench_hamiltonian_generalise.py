@@ -13,6 +13,10 @@ Modes:
 * default: one training run with the given settings -> ``OUT/NAME/result.json``, plots
 * ``--learning-curve 2,5,10,20``: the same with the first N training structures and the
   same number of optimisation steps each -> ``OUT/learning_curve.{json,png}``
+* ``--seed-experiment TRAIN VAL TEST``: the seed's experiment in small — train on one
+  (amorphous) cell, validate on another, predict a different structure TEST, then predict
+  TEST tiled 2x2x2 with ``atomshard predict --ranks 1`` and ``--ranks 2`` and compare
+  (blocks identical; errors against the tiled reference) -> ``OUT/NAME/seed.json``
 * ``--smoke``: generates three 2-atom Si cells with PySCF and trains two epochs (tests)
 
     python benchmarks/bench_hamiltonian_generalise.py --data runs/ham/si8 \\
@@ -218,6 +222,55 @@ def plot_learning_curve(path: Path, rows: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
+def seed_experiment(args: argparse.Namespace, train_p: Path, val_p: Path, test_p: Path) -> None:
+    """Train on one cell, predict another, and its 2x2x2 tiling on 1 and 2 ranks."""
+    import subprocess
+    import sys
+
+    import h5py
+
+    record = run_one(args, args.name, [train_p], [val_p], [test_p], args.epochs)
+    out = Path(args.out) / args.name
+    tiled: dict[str, Any] = {}
+    for ranks in (1, 2):
+        dest = out / f"tiled-{ranks}rank"
+        cmd = [
+            sys.executable,
+            "-m",
+            "atomshard",
+            "predict",
+            str(test_p),
+            "--model",
+            str(out / "best.pt"),
+            "--out",
+            str(dest),
+            "--repeat",
+            "2x2x2",
+            "--ranks",
+            str(ranks),
+            "--threads",
+            str(args.threads),
+            "--no-plots",
+        ]
+        t0 = time.perf_counter()
+        run = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if run.returncode:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{run.stdout}\n{run.stderr}")
+        tiled[f"{ranks}_rank_seconds"] = time.perf_counter() - t0
+        tiled[f"{ranks}_rank_stdout"] = run.stdout.strip().splitlines()[-6:]
+    blocks = []
+    for ranks in (1, 2):
+        (pred,) = sorted((out / f"tiled-{ranks}rank").glob("*.pred.h5"))
+        with h5py.File(pred, "r") as f:
+            blocks.append((f["H/atom_pairs"][()], f["H/entries"][()]))
+    tiled["same_blocks"] = bool(np.array_equal(blocks[0][0], blocks[1][0]))
+    tiled["max_abs_difference_eV"] = float(np.abs(blocks[0][1] - blocks[1][1]).max())
+    tiled["n_blocks"] = len(blocks[0][0])
+    record["tiled_2x2x2"] = tiled
+    (out / "seed.json").write_text(json.dumps(record, indent=1))
+    print(json.dumps({"test": record["tests"], "tiled": tiled}, indent=1))
+
+
 def smoke_data(work: Path) -> list[Path]:
     from ase.build import bulk
 
@@ -259,6 +312,7 @@ def main(argv: list[str] | None = None) -> None:
         default="",
         help="comma-separated training-set sizes; steps fixed to --epochs x the largest",
     )
+    p.add_argument("--seed-experiment", nargs=3, metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
     if args.smoke:
@@ -267,8 +321,11 @@ def main(argv: list[str] | None = None) -> None:
         record = run_one(args, "smoke", paths[:1], paths[1:2], paths[2:], 2)
         print(json.dumps(record["tests"], indent=1))
         return
+    if args.seed_experiment:
+        seed_experiment(args, *(Path(x) for x in args.seed_experiment))
+        return
     if not args.data:
-        raise SystemExit("--data is required (or --smoke)")
+        raise SystemExit("--data is required (or --smoke, --seed-experiment)")
     train_p, val_p, test_p = split_paths(expand_paths(args.data), args.n_val, args.n_test)
     extra = expand_paths(args.extra_test) if args.extra_test else []
     if not args.learning_curve:
