@@ -1,0 +1,225 @@
+"""LAMMPS + pair_style atomshard against ``atomshard md``: the same model, structure and MD.
+
+NVE from 300 K (dt 1 fs, skin 1 Å, neighbour lists checked every step) of α-quartz with
+SevenNet-0 in its own dtype, on 1 and 2 ranks × ``--threads`` threads, in interleaved
+rounds. Per-step time: ``atomshard md``'s median step time
+(``MDResult.median_step_seconds``); LAMMPS's loop time of a second ``run`` divided by its
+steps (a first short ``run`` pays the start-up: model load, first kernels). Memory: the
+largest RSS any one process of the run reached (the ranks, sampled every 0.1 s with
+psutil over the whole process tree). Writes ``bench_lammps.json`` and
+``bench_lammps.png``.
+
+    python benchmarks/bench_lammps.py --repeat 4x4x4 --steps 20 --ranks 1 2   # 576 atoms
+    python benchmarks/bench_lammps.py --repeat 8x8x8 --steps 10 --ranks 1 2   # 4,608 atoms
+    python benchmarks/bench_lammps.py --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+LAMMPS_INPUT = """units metal
+atom_style atomic
+atom_modify map array
+read_data {data}
+pair_style atomshard
+pair_coeff * * {model} {elements}
+neighbor 1.0 bin
+neigh_modify every 1 delay 0 check yes
+timestep 0.001
+velocity all create {temperature} 7 loop geom
+fix 1 all nve
+thermo {steps}
+run {warmup}
+run {steps}
+"""
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="sevennet-0")
+    parser.add_argument("--structure", default="quartz")
+    parser.add_argument("--repeat", default="4x4x4")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3, help="LAMMPS steps before timing")
+    parser.add_argument("--temperature", type=float, default=300.0)
+    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (median)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per rank")
+    parser.add_argument("--out", default="bench-out/lammps")
+    parser.add_argument("--smoke", action="store_true", help="9 atoms, 3 steps, 1 round")
+    parser.add_argument("--atomshard-run", help=argparse.SUPPRESS)  # internal: one md run
+    args = parser.parse_args(argv)
+    if args.atomshard_run:
+        return _atomshard_run(json.loads(args.atomshard_run))
+    if args.smoke:
+        args.repeat, args.steps, args.rounds, args.warmup = "1x1x1", 3, 1, 1
+
+    from atomshard.commands import parse_repeat
+    from atomshard.io import read_structures
+    from atomshard.lammps.build import build_plugin, lammps_command
+    from atomshard.lammps.export import export_model
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    build_plugin()
+    atoms = read_structures(args.structure, repeat=parse_repeat(args.repeat))[0]
+    elements = sorted(set(atoms.get_chemical_symbols()))
+    times: dict[str, list[float]] = {}
+    rss: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        model_file = scratch / "model.pt"
+        export_model(args.model, model_file)
+        data = scratch / "structure.data"
+        import ase.io
+
+        ase.io.write(data, atoms, format="lammps-data", specorder=elements, masses=True)
+        script = scratch / "in.lmp"
+        text = LAMMPS_INPUT.format(
+            data=data, model=model_file, elements=" ".join(elements),
+            temperature=args.temperature, steps=args.steps, warmup=args.warmup,
+        )  # fmt: skip
+        script.write_text(text)
+        for round_ in range(args.rounds):
+            for n in args.ranks:
+                argv_l, env = lammps_command(script, n, ["-log", str(scratch / "log.lammps")])
+                env["OMP_NUM_THREADS"] = str(args.threads)
+                stdout, peak = _run_sampled(argv_l, env=env, cwd=scratch)
+                loops = re.findall(r"Loop time of ([0-9.eE+-]+) on", stdout)
+                _record(times, rss, f"lammps-{n}", float(loops[-1]) / args.steps, peak)
+                job = {
+                    "structure": args.structure, "repeat": args.repeat, "model": args.model,
+                    "steps": args.steps + args.warmup, "temperature": args.temperature,
+                    "ranks": n, "threads": args.threads, "output": str(scratch / f"md-{n}"),
+                }  # fmt: skip
+                argv_a = [sys.executable, __file__, "--atomshard-run", json.dumps(job)]
+                stdout, peak = _run_sampled(argv_a, env=dict(os.environ), cwd=scratch)
+                step = json.loads(stdout.strip().splitlines()[-1])["median_step_seconds"]
+                _record(times, rss, f"atomshard-{n}", step, peak)
+                print(
+                    f"round {round_}, {n} rank(s): LAMMPS {times[f'lammps-{n}'][-1] * 1e3:.1f} "
+                    f"ms/step, atomshard md {times[f'atomshard-{n}'][-1] * 1e3:.1f} ms/step"
+                )
+    median = {k: statistics.median(v) for k, v in times.items()}
+    report = {
+        "benchmark": "bench_lammps",
+        "n_atoms": len(atoms),
+        "model": args.model,
+        "structure": args.structure,
+        "repeat": args.repeat,
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "threads_per_rank": args.threads,
+        "seconds_per_step": median,
+        "all_rounds": times,
+        "peak_rss_mb_largest_process": {k: max(v) for k, v in rss.items()},
+        "lammps_over_atomshard": {
+            n: median[f"lammps-{n}"] / median[f"atomshard-{n}"] - 1.0 for n in args.ranks
+        },
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+    }
+    if 1 in args.ranks and 2 in args.ranks:
+        report["efficiency_2_ranks"] = {
+            e: median[f"{e}-1"] / (2 * median[f"{e}-2"]) for e in ("lammps", "atomshard")
+        }
+    for n in args.ranks:
+        print(
+            f"{n} rank(s): LAMMPS {median[f'lammps-{n}'] * 1e3:.1f} ms/step "
+            f"({report['peak_rss_mb_largest_process'][f'lammps-{n}']:.0f} MB/rank), atomshard md "
+            f"{median[f'atomshard-{n}'] * 1e3:.1f} ms/step "
+            f"({report['peak_rss_mb_largest_process'][f'atomshard-{n}']:.0f} MB/rank): LAMMPS "
+            f"{100 * report['lammps_over_atomshard'][n]:+.1f} %"
+        )
+    (out / "bench_lammps.json").write_text(json.dumps(report, indent=2))
+    _plot(out / "bench_lammps.png", median, report)
+    return report
+
+
+def _run_sampled(argv: list[str], *, env: dict, cwd: Path) -> tuple[str, float]:
+    """Run ``argv``; its stdout and the largest RSS (MB) any process of its tree reached."""
+    import psutil
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=err, text=True)
+        root, peak = psutil.Process(proc.pid), 0
+        while proc.poll() is None:
+            try:
+                tree = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                break
+            for p in tree:
+                try:
+                    peak = max(peak, p.memory_info().rss)
+                except psutil.Error:
+                    pass
+            time.sleep(0.1)
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read()
+        if proc.returncode != 0:
+            raise SystemExit(f"{argv[0]} failed:\n{stdout[-3000:]}{err.read()[-3000:]}")
+    return stdout, peak / 2**20
+
+
+def _record(times: dict, rss: dict, key: str, step: float, peak_mb: float) -> None:
+    times.setdefault(key, []).append(step)
+    rss.setdefault(key, []).append(peak_mb)
+
+
+def _atomshard_run(job: dict) -> dict:
+    """One ``atomshard md`` NVE run (in a process of its own, for its peak RSS); prints
+    the median step time as JSON."""
+    from atomshard.commands import parse_repeat
+    from atomshard.md import MDConfig, run_md_on_ranks
+    from atomshard.utils.process import configure_process
+
+    configure_process(job["threads"])
+    config = MDConfig(
+        structure=job["structure"], repeat=parse_repeat(job["repeat"]), model=job["model"],
+        ensemble="nve", steps=job["steps"], dt=1.0, temperature=job["temperature"],
+        skin=1.0, traj_every=0, restart_every=0, output=job["output"],
+    )  # fmt: skip
+    result = run_md_on_ranks(config, job["ranks"], progress=False, threads_per_rank=job["threads"])
+    assert result is not None
+    report = {"median_step_seconds": result.median_step_seconds}
+    print(json.dumps(report))
+    return report
+
+
+def _plot(path: Path, median: dict, report: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    keys = sorted(median)
+    ax.bar(
+        keys,
+        [1e3 * median[k] for k in keys],
+        color=["tab:blue" if k.startswith("lammps") else "tab:orange" for k in keys],
+    )
+    ax.set_ylabel("ms per step (median of rounds)")
+    ax.set_title(f"{report['n_atoms']} atoms, {report['model']}, NVE")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
