@@ -37,6 +37,7 @@ import torch
 from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph
 from atomshard.models.base import Potential, identity_exchange
+from atomshard.utils.process import configure_process
 
 #: C signature of the pair style's row communication: (pair, rows [n_local, width], width)
 _ROWS_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
@@ -130,12 +131,16 @@ class Handle:
     path: str
 
 
-def _configure_threads() -> None:
-    """One share of the cores per MPI rank on this node, unless OMP_NUM_THREADS is set."""
+def _configure_process() -> None:
+    """The allocator settings of every atomshard process (glibc's malloc keeps freed
+    memory instead of returning it to the system at every step: see
+    :func:`atomshard.utils.process.configure_process`), and one share of the node's cores
+    per MPI rank unless OMP_NUM_THREADS is set."""
     global _THREADS_SET
     if _THREADS_SET:
         return
     _THREADS_SET = True
+    configure_process()
     if os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
         return
@@ -160,7 +165,7 @@ def load(
 
     from atomshard.lammps.export import load_export
 
-    _configure_threads()
+    _configure_process()
     stat = os.stat(path) if os.path.isfile(path) else None
     key = (
         os.path.abspath(path),
