@@ -3,8 +3,9 @@
 NVE from 300 K (dt 1 fs, skin 1 Å, neighbour lists checked every step) of α-quartz with
 SevenNet-0 in its own dtype, on 1 and 2 ranks × ``--threads`` threads, in interleaved
 rounds. Per-step time: ``atomshard md``'s median step time
-(``MDResult.median_step_seconds``); LAMMPS's loop time of a second ``run`` divided by its
-steps (a first short ``run`` pays the start-up: model load, first kernels). Memory: the
+(``MDResult.median_step_seconds``); for LAMMPS the same, the median of the step-to-step
+differences of the elapsed time (``thermo 1``, keyword ``cpu``) of a second ``run`` (a
+first short ``run`` pays the start-up: model load, first kernels). Memory: the
 largest RSS any one process of the run reached (the ranks, sampled every 0.1 s with
 psutil over the whole process tree). Writes ``bench_lammps.json`` and
 ``bench_lammps.png``.
@@ -17,10 +18,10 @@ psutil over the whole process tree). Writes ``bench_lammps.json`` and
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -41,7 +42,9 @@ neigh_modify every 1 delay 0 check yes
 timestep 0.001
 velocity all create {temperature} 7 loop geom
 fix 1 all nve
-thermo {steps}
+thermo 1
+thermo_style custom step cpu
+thermo_modify format float %.9f
 run {warmup}
 run {steps}
 """
@@ -59,13 +62,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (median)")
     parser.add_argument("--threads", type=int, default=1, help="threads per rank")
     parser.add_argument("--out", default="bench-out/lammps")
-    parser.add_argument("--smoke", action="store_true", help="9 atoms, 3 steps, 1 round")
+    parser.add_argument("--smoke", action="store_true", help="9 atoms, 2 steps, 1 rank, 1 round")
     parser.add_argument("--atomshard-run", help=argparse.SUPPRESS)  # internal: one md run
     args = parser.parse_args(argv)
     if args.atomshard_run:
         return _atomshard_run(json.loads(args.atomshard_run))
     if args.smoke:
-        args.repeat, args.steps, args.rounds, args.warmup = "1x1x1", 3, 1, 1
+        args.repeat, args.steps, args.rounds, args.warmup, args.ranks = "1x1x1", 2, 1, 1, [1]
 
     from atomshard.commands import parse_repeat
     from atomshard.io import read_structures
@@ -98,8 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
                 argv_l, env = lammps_command(script, n, ["-log", str(scratch / "log.lammps")])
                 env["OMP_NUM_THREADS"] = str(args.threads)
                 stdout, peak = _run_sampled(argv_l, env=env, cwd=scratch)
-                loops = re.findall(r"Loop time of ([0-9.eE+-]+) on", stdout)
-                _record(times, rss, f"lammps-{n}", float(loops[-1]) / args.steps, peak)
+                _record(times, rss, f"lammps-{n}", _median_step(stdout), peak)
                 job = {
                     "structure": args.structure, "repeat": args.repeat, "model": args.model,
                     "steps": args.steps + args.warmup, "temperature": args.temperature,
@@ -174,6 +176,18 @@ def _run_sampled(argv: list[str], *, env: dict, cwd: Path) -> tuple[str, float]:
         if proc.returncode != 0:
             raise SystemExit(f"{argv[0]} failed:\n{stdout[-3000:]}{err.read()[-3000:]}")
     return stdout, peak / 2**20
+
+
+def _median_step(stdout: str) -> float:
+    """The median step time of the last ``run`` of a LAMMPS log (``thermo 1`` with the
+    elapsed ``cpu`` time: wall seconds since the run started)."""
+    block = stdout.split("Step")[-1].split("Loop time")[0]
+    elapsed = [
+        float(words[1])
+        for words in (line.split() for line in block.strip().splitlines()[1:])
+        if len(words) == 2 and words[0].isdigit()
+    ]
+    return statistics.median(b - a for a, b in itertools.pairwise(elapsed))
 
 
 def _record(times: dict, rss: dict, key: str, step: float, peak_mb: float) -> None:
