@@ -23,7 +23,9 @@ from atomshard.runtime import (
     DistributedEvaluator,
     LocalPart,
     PartitionSpec,
+    evaluate_deep,
     load_potential,
+    plan_block_mode,
     split_structure,
 )
 from atomshard.utils.dtypes import parse_dtype
@@ -115,8 +117,13 @@ def time_evaluation(
     dtype: torch.dtype | None = None,
     recompute: bool | str | None = None,
     overlap: bool | None = None,
+    max_atoms: int | str | None = None,
 ) -> dict[str, Any]:
     """Energy + forces + stress ``steps + 1`` times (the first is warm-up) on this rank.
+
+    With ``max_atoms`` (``--block-atoms``) and a part larger than that, every rank
+    evaluates its part block by block (:func:`atomshard.runtime.plan_block_mode`; the
+    deep halo is built once, as at a rebuild, and not timed).
 
     The plan is built once (as in MD between neighbour-list rebuilds); each step is a full
     evaluation with the per-layer exchanges. ``recompute`` pins the fused convolution's
@@ -135,11 +142,19 @@ def time_evaluation(
     overlap_plan = getattr(potential, "overlap_plan", None)
     ex = ev.exchange_for(local.plan)
     plan = overlap_plan(local.graph(comm.device), ex) if overlap_plan else None
+    mode, graph = None, local.graph(comm.device)
+    if max_atoms is not None:
+        mode = plan_block_mode(potential, comm, local.plan, graph, max_atoms, transport=transport)
     times, cpu = [], []
+    energy = 0.0
     for _ in range(steps + 1):
         comm.barrier()
         t0, c0 = time.perf_counter(), time.process_time()
-        ev.evaluate_local(local)
+        if mode is None:
+            energy = float(ev.evaluate_local(local).energy)
+        else:
+            owned = graph.positions[: local.plan.n_owned]
+            energy = float(evaluate_deep(potential, mode, owned, graph.cell, graph.pbc).energy)
         cpu.append(time.process_time() - c0)
         times.append(time.perf_counter() - t0)
     summary = profiler.summary(skip=1)
@@ -162,4 +177,8 @@ def time_evaluation(
         "profile": summary,
         "peak_rss_mib": peak_rss_mib(),
         "rss_after_model_mib": rss_model,
+        "energy": energy,
+        "block_mode": mode is not None,
+        "n_deep": None if mode is None else mode.deep.n_local,
+        "n_blocks": None if mode is None else int((mode.part.unique() >= 0).sum()),
     }
