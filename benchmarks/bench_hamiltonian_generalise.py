@@ -120,6 +120,8 @@ def run_one(
         n_layers=args.layers,
         l_max=args.l_max,
         edge_envelope=args.edge_envelope,
+        edge_baseline=args.edge_baseline,
+        node_baseline=args.node_baseline,
     )
     tcfg = TrainingConfig(
         epochs=epochs,
@@ -300,6 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--l-max", type=int, default=0, help="0: twice the basis' highest l")
     p.add_argument("--edge-envelope", type=float, default=0.0)
+    p.add_argument("--edge-baseline", type=int, default=0, help="Gaussians (0: off)")
+    p.add_argument("--node-baseline", type=int, default=0, help="Gaussians (0: off)")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--ema", type=float, default=0.99)

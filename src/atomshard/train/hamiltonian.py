@@ -26,7 +26,12 @@ from atomshard.errors import InputError
 from atomshard.models.checkpoint import save_checkpoint
 from atomshard.models.hamiltonian.config import HamiltonianConfig
 from atomshard.models.hamiltonian.data import Sample, collate_samples
-from atomshard.models.hamiltonian.heads import BlockHead
+from atomshard.models.hamiltonian.heads import (
+    BlockHead,
+    RadialBaseline,
+    fit_pair_sum_baseline,
+    pair_sum_features,
+)
 from atomshard.models.hamiltonian.model import HamiltonianModel, HamiltonianPrediction
 from atomshard.train.ema import WeightAverage
 from atomshard.train.resume import read_training_checkpoint
@@ -100,7 +105,8 @@ class TrainingConfig:
 
 def fit_output_statistics(model: HamiltonianModel, samples: list[Sample]) -> None:
     """Set every head's ``shift`` (mean of its ``L = 0`` entries) and ``scale`` (RMS of the
-    rest) from the training targets in the coupled basis."""
+    rest) from the training targets in the coupled basis; with ``edge_baseline`` first fit
+    each edge pair's two-centre baseline and take the statistics of the remainder."""
     heads = [("node", model.node_heads), ("edge", model.edge_heads)]
     for kind, table in heads:
         for key, module in table.items():
@@ -112,12 +118,66 @@ def fit_output_statistics(model: HamiltonianModel, samples: list[Sample]) -> Non
                 continue
             c = torch.cat(blocks).to(torch.float64)
             coupled = np.asarray(head.coupling.to_coupled(c.numpy()))
+            if kind == "edge" and key in model.edge_baselines:
+                # the fixed two-centre part first; statistics of what remains
+                vec = torch.cat(
+                    [
+                        s.graph.edge_vectors().index_select(0, s.edge[(a, b)][0])
+                        for s in samples
+                        if (a, b) in s.edge
+                    ]
+                )
+                baseline = model.edge_baselines[key]
+                assert isinstance(baseline, RadialBaseline)
+                baseline.fit(vec, torch.as_tensor(coupled))
+                coupled = coupled - baseline(vec).numpy()
+            if kind == "node" and model.node_baselines:
+                coupled = coupled - _fit_node_baseline(model, a, samples, coupled)
             shift = np.zeros(coupled.shape[1])
             n0 = len(head.scalar_positions())
             shift[:n0] = coupled[:, :n0].mean(axis=0)
             rms = float(np.sqrt(np.mean((coupled - shift) ** 2)))
             head.shift.copy_(torch.as_tensor(shift))
             head.scale.fill_(max(rms, 1e-4))
+
+
+def _fit_node_baseline(
+    model: HamiltonianModel, z: int, samples: list[Sample], coupled: np.ndarray
+) -> np.ndarray:
+    """Fit element ``z``'s pair-sum node baselines to ``coupled`` (its nodes' targets in
+    sample order); returns the baseline's values there."""
+    zs = model.atomic_numbers
+    bases: list[RadialBaseline] = []
+    for b in zs:
+        module = model.node_baselines[f"{z}_{b}"]
+        assert isinstance(module, RadialBaseline)
+        bases.append(module)
+    feats: list[list[list[torch.Tensor]]] = [[] for _ in zs]
+    for s in samples:
+        if (z, z) not in s.node:
+            continue
+        idx = s.node[(z, z)][0]
+        g = s.graph
+        vec = g.edge_vectors()
+        zd, zsrc = g.species.index_select(0, g.dst), g.species.index_select(0, g.src)
+        for k, b in enumerate(zs):
+            sel = torch.nonzero((zd == z) & (zsrc == b)).flatten()
+            f = pair_sum_features(
+                bases[k], vec.index_select(0, sel), g.dst.index_select(0, sel), g.n_atoms
+            )
+            feats[k].append([t.index_select(0, idx) for t in f])
+    joined = [[torch.cat([p[e] for p in per]) for e in range(len(per[0]))] for per in feats]
+    fit_pair_sum_baseline(bases, joined, torch.as_tensor(coupled))
+    values = np.zeros_like(coupled)
+    row = 0
+    for s in samples:
+        if (z, z) not in s.node:
+            continue
+        idx = s.node[(z, z)][0]
+        fitted = model.node_baseline_values(s.graph)[z].index_select(0, idx)
+        values[row : row + len(idx)] = fitted.numpy()
+        row += len(idx)
+    return values
 
 
 def _pairs(pred: HamiltonianPrediction, sample: Sample):  # type: ignore[no-untyped-def]

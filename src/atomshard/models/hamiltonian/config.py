@@ -43,6 +43,13 @@ class HamiltonianConfig:
         edge_envelope: width ``w`` in Å of a smooth switch-off of the edge blocks: they
             are multiplied by 1 below ``cutoff - w`` and ``(1 + cos(π (r - cutoff + w) /
             w)) / 2`` above, so they reach zero at the cutoff with zero slope (0: off)
+        edge_baseline: Gaussians of a fixed two-centre baseline of each element pair's
+            edge blocks (:class:`~atomshard.models.hamiltonian.heads.RadialBaseline`),
+            fitted to the training targets by least squares; the network predicts the
+            rest (0: off)
+        node_baseline: Gaussians of a fixed pair-additive baseline of the node blocks,
+            ``Σ_j f^{Z_i Z_j}(r_ij) Y_L(r̂_ij)`` over the neighbours within the cutoff
+            (crystal-field-like), fitted by least squares (0: off)
     """
 
     basis: dict[str, str] = field(default_factory=dict)
@@ -54,6 +61,8 @@ class HamiltonianConfig:
     n_rbf: int = 16
     dtype: str = "float32"
     edge_envelope: float = 0.0
+    edge_baseline: int = 0
+    node_baseline: int = 0
 
     def __post_init__(self) -> None:
         basis = OrbitalBasis.from_spec(self.basis)  # validates, names bad entries
@@ -76,6 +85,9 @@ class HamiltonianConfig:
                 f"edge_envelope must be in [0, cutoff = {self.cutoff}] Å, "
                 f"got {self.edge_envelope!r}"
             )
+        for name in ("edge_baseline", "node_baseline"):
+            if int(getattr(self, name)) < 0:
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.dtype not in DTYPES:
             raise InputError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
 

@@ -28,7 +28,7 @@ from atomshard.hamiltonian.blocks import BlockSet
 from atomshard.models.base import Exchange, identity_exchange
 from atomshard.models.hamiltonian.chunked import chunk_bounds, chunked_layer
 from atomshard.models.hamiltonian.config import HamiltonianConfig
-from atomshard.models.hamiltonian.heads import BlockHead
+from atomshard.models.hamiltonian.heads import BlockHead, RadialBaseline
 from atomshard.models.hamiltonian.layers import (
     EdgeUpdate,
     GaussianBasis,
@@ -117,6 +117,28 @@ class HamiltonianModel(nn.Module):
         self.edge_heads = nn.ModuleDict(
             {f"{a}_{b}": BlockHead(self.basis, a, b, lm, c) for a in zs for b in zs}
         )
+        self.edge_baselines = nn.ModuleDict(
+            {
+                key: RadialBaseline(head.irreps, config.edge_baseline, config.cutoff)  # type: ignore[arg-type]
+                for key, head in self.edge_heads.items()
+            }
+            if config.edge_baseline > 0
+            else {}
+        )
+        # node baselines: one per (centre, neighbour) element pair, keyed "zc_zn"
+        self.node_baselines = nn.ModuleDict(
+            {
+                f"{a}_{b}": RadialBaseline(
+                    self.node_heads[f"{a}_{a}"].irreps,  # type: ignore[arg-type]
+                    config.node_baseline,
+                    config.cutoff,
+                )
+                for a in zs
+                for b in zs
+            }
+            if config.node_baseline > 0
+            else {}
+        )
         #: memory settings (see :meth:`set_memory`); they never change the results
         self.edge_chunk = 0
         self.checkpoint = False
@@ -125,6 +147,8 @@ class HamiltonianModel(nn.Module):
         for head in [*self.node_heads.values(), *self.edge_heads.values()]:
             head.shift.data = head.shift.data.double()  # statistics stay float64
             head.scale.data = head.scale.data.double()
+        for baseline in [*self.edge_baselines.values(), *self.node_baselines.values()]:
+            baseline.weights.data = baseline.weights.data.double()
 
     @classmethod
     def from_config(cls, config: HamiltonianConfig) -> HamiltonianModel:
@@ -219,6 +243,29 @@ class HamiltonianModel(nn.Module):
                 x = x_new
         return x.to(dtype), e.to(dtype)
 
+    def node_baseline_values(self, graph: AtomicGraph) -> dict[int, torch.Tensor]:
+        """Per centre element: the pair-sum baseline's coupled vectors of all atoms
+        ``[n_atoms, size]`` (rows of other elements are zero)."""
+        vec = graph.edge_vectors()
+        zd = graph.species.index_select(0, graph.dst)
+        zs = graph.species.index_select(0, graph.src)
+        out: dict[int, torch.Tensor] = {}
+        for a in self.atomic_numbers:
+            acc = None
+            for b in self.atomic_numbers:
+                sel = torch.nonzero((zd == a) & (zs == b)).flatten()
+                if not len(sel):
+                    continue
+                part = self.node_baselines[f"{a}_{b}"](vec.index_select(0, sel))
+                if acc is None:
+                    acc = torch.zeros(
+                        graph.n_atoms, part.shape[1], dtype=part.dtype, device=part.device
+                    )
+                acc.index_add_(0, graph.dst.index_select(0, sel), part)
+            if acc is not None:
+                out[a] = acc
+        return out
+
     def envelope(self, r: torch.Tensor) -> torch.Tensor:
         """Edge-block envelope (``config.edge_envelope``): 1 below ``cutoff - w``, a half
         cosine down to 0 at the cutoff. Shapes: ``r [n_edges]`` float64 -> same."""
@@ -232,10 +279,15 @@ class HamiltonianModel(nn.Module):
         x, e = self.embed(graph, exchange)
         species = graph.species
         node: dict[Pair, tuple[torch.Tensor, torch.Tensor]] = {}
+        node_base = self.node_baseline_values(graph) if self.node_baselines else {}
         for z in self.atomic_numbers:
             idx = torch.nonzero(species == z).flatten()
             if len(idx):
                 b = self.node_heads[f"{z}_{z}"](x.index_select(0, idx))
+                if z in node_base:
+                    head = self.node_heads[f"{z}_{z}"]
+                    assert isinstance(head, BlockHead)
+                    b = b + head.blocks(node_base[z].index_select(0, idx))
                 node[(z, z)] = (idx, 0.5 * (b + b.transpose(1, 2)))
         raw: dict[Pair, tuple[torch.Tensor, torch.Tensor]] = {}
         position = torch.empty(graph.n_edges, dtype=torch.int64, device=graph.device)
@@ -246,6 +298,13 @@ class HamiltonianModel(nn.Module):
                 if len(idx):
                     raw[(a, b)] = (idx, self._edge_head(self.edge_heads[f"{a}_{b}"], e, idx))
                     position[idx] = torch.arange(len(idx), device=graph.device)
+        if self.edge_baselines and raw:
+            vec = graph.edge_vectors()
+            for (a, b), (idx, blocks) in list(raw.items()):
+                head = self.edge_heads[f"{a}_{b}"]
+                assert isinstance(head, BlockHead)
+                base = head.blocks(self.edge_baselines[f"{a}_{b}"](vec.index_select(0, idx)))
+                raw[(a, b)] = (idx, blocks + base)
         if self.config.edge_envelope > 0 and raw:
             env = self.envelope(graph.edge_vectors().norm(dim=1))
             raw = {
