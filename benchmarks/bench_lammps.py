@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
                 job = {
                     "structure": args.structure, "repeat": args.repeat, "model": args.model,
                     "steps": args.steps + args.warmup, "temperature": args.temperature,
-                    "ranks": n, "threads": args.threads, "output": str(scratch / f"md-{n}"),
+                    "ranks": n, "threads": args.threads,
+                    "output": str(scratch / f"md-{n}-{round_}"),
                 }  # fmt: skip
                 argv_a = [sys.executable, __file__, "--atomshard-run", json.dumps(job)]
                 stdout, peak = _run_sampled(argv_a, env=dict(os.environ), cwd=scratch)
