@@ -305,3 +305,11 @@ def test_node_baseline_fit_is_exact_for_pair_sums() -> None:
     for k, blk in ref.items():
         zi, zj = int(atoms.numbers[k[3]]), int(atoms.numbers[k[4]])
         assert np.abs(out[k] - d[zi] @ blk @ d[zj].T).max() <= 1e-10
+
+
+def test_distributed_training_refuses_unfitted_baselines() -> None:
+    from atomshard.train.hamiltonian import TrainingConfig
+    from atomshard.train.hamiltonian_distributed import train_distributed
+
+    with pytest.raises(InputError, match="fitted by the serial trainer only"):
+        train_distributed(None, _model(node_baseline=4), None, TrainingConfig())  # type: ignore[arg-type]

@@ -201,6 +201,12 @@ def train_distributed(
     weights' MAE), so the weights after N epochs equal the serial run's to round-off.
     ``model`` must hold the same initial weights on every rank.
     """
+    if fit_statistics and (model.node_baselines or model.edge_baselines):
+        raise InputError(
+            "node_baseline / edge_baseline are fitted by the serial trainer only: fit them "
+            "(atomshard.train.hamiltonian.fit_output_statistics) on the structure and call "
+            "train_distributed(..., fit_statistics=False), or set them to 0"
+        )
     if fit_statistics:
         fit_statistics_distributed(comm, model, part)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
