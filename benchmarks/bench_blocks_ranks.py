@@ -11,7 +11,7 @@ number of blocks, and the energy (the same in every setting, to float32 round-of
 Writes ``<out>/bench_blocks_ranks.json`` and ``<out>/bench_blocks_ranks.png``.
 
     python benchmarks/bench_blocks_ranks.py --out bench_out/blocks-ranks --repeat 8 \\
-        --block-atoms 2000 1200
+        --block-atoms 3000 2500
     python benchmarks/bench_blocks_ranks.py --smoke --out /tmp/bbr
 """
 
