@@ -1,15 +1,59 @@
-"""Resuming a training run: the one check both trainers make before loading ``last.pt``."""
+"""Resuming a training run: the one ``last.pt`` training layout every trainer writes
+(:func:`training_payload`), the check before loading it (:func:`read_training_checkpoint`)
+and the restore (:func:`restore_training`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from atomshard.errors import CheckpointError
 from atomshard.models.checkpoint import read_checkpoint
 from atomshard.utils.config import config_to_dict
 
-__all__ = ["read_training_checkpoint"]
+if TYPE_CHECKING:
+    import torch
+
+    from atomshard.train.ema import WeightAverage
+
+__all__ = ["read_training_checkpoint", "restore_training", "training_payload"]
+
+
+def training_payload(
+    *,
+    model: torch.nn.Module,
+    ema: WeightAverage | None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``training`` entry of a ``last.pt``, one layout for every trainer: the raw
+    (not averaged) weights, the EMA, optimiser and scheduler states, and the trainer's
+    counters and history (``state``, plain data)."""
+    return {
+        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "ema": None if ema is None else ema.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "state": dict(state),
+    }
+
+
+def restore_training(
+    training: dict[str, Any],
+    *,
+    model: torch.nn.Module,
+    ema: WeightAverage | None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+) -> dict[str, Any]:
+    """Load a :func:`training_payload` into the run's objects; returns its ``state``."""
+    model.load_state_dict(training["model"])
+    if ema is not None and training.get("ema") is not None:
+        ema.load_state_dict(training["ema"])
+    optimizer.load_state_dict(training["optimizer"])
+    scheduler.load_state_dict(training["scheduler"])
+    return dict(training["state"])
 
 
 def read_training_checkpoint(path: str | Path, config: Any) -> dict[str, Any]:
