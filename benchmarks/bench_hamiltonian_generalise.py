@@ -292,6 +292,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", help="folder of pyscf-pbc block files (split by structure)")
     p.add_argument("--extra-test", nargs="*", default=[], help="more test files / folders")
+    p.add_argument(
+        "--extra-train", nargs="*", default=[], help="more training files (after the split)"
+    )
     p.add_argument("--n-val", type=int, default=4)
     p.add_argument("--n-test", type=int, default=6)
     p.add_argument("--name", default="run")
@@ -317,6 +320,11 @@ def main(argv: list[str] | None = None) -> None:
         help="comma-separated training-set sizes; steps fixed to --epochs x the largest",
     )
     p.add_argument("--seed-experiment", nargs=3, metavar=("TRAIN", "VAL", "TEST"))
+    p.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="evaluate OUT/NAME/best.pt on --extra-test (-> OUT/NAME/extra.json)",
+    )
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
     if args.smoke:
@@ -325,6 +333,17 @@ def main(argv: list[str] | None = None) -> None:
         record = run_one(args, "smoke", paths[:1], paths[1:2], paths[2:], 2)
         print(json.dumps(record["tests"], indent=1))
         return
+    if args.evaluate_only:
+        from atomshard.models.checkpoint import load_model
+
+        torch.set_num_threads(args.threads)
+        out = Path(args.out) / args.name
+        model = load_model(out / "best.pt")
+        samples, _ = load_samples(expand_paths(args.extra_test), model.basis, model.cutoff)
+        tests = [evaluate_structure(model, s, model.cutoff) for s in samples]
+        (out / "extra.json").write_text(json.dumps(tests, indent=1))
+        print(json.dumps(tests, indent=1))
+        return
     if args.seed_experiment:
         seed_experiment(args, *(Path(x) for x in args.seed_experiment))
         return
@@ -332,6 +351,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--data is required (or --smoke, --seed-experiment)")
     train_p, val_p, test_p = split_paths(expand_paths(args.data), args.n_val, args.n_test)
     extra = expand_paths(args.extra_test) if args.extra_test else []
+    if args.extra_train:
+        train_p = train_p + expand_paths(args.extra_train)
     if not args.learning_curve:
         record = run_one(args, args.name, train_p, val_p, test_p + extra, args.epochs)
         for t in record["tests"]:
