@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from atomshard.cli import main
 
@@ -71,14 +72,43 @@ def test_train_resume_and_predict(tmp_path: Path, capsys: pytest.CaptureFixture[
     cfg_path.write_text(yaml.safe_dump(config))
     assert main(["train", str(cfg_path)]) == 0
     run = tmp_path / "run"
-    assert {"best.pt", "last.pt", "log.csv", "learning_curve.png"} <= {
+    assert {"best.pt", "last.pt", "metrics.csv", "learning_curve.png"} <= {
         p.name for p in run.iterdir()
     }
-    assert len((run / "log.csv").read_text().splitlines()) == 3
+    assert len((run / "metrics.csv").read_text().splitlines()) == 3
     config["training"]["epochs"] = 3  # type: ignore[index]
     cfg_path.write_text(yaml.safe_dump(config))
     assert main(["train", str(cfg_path)]) == 0  # resumes: one more epoch
-    assert len((run / "log.csv").read_text().splitlines()) == 4
+    assert len((run / "metrics.csv").read_text().splitlines()) == 4
+    # SIGTERM (a scheduler's warning) in epoch 4: the step finishes, last.pt is written,
+    # exit 143; the same command then resumes and runs epoch 4 again in full
+    import os
+    import signal
+
+    from atomshard.train import hamiltonian as trainer
+
+    config["training"]["epochs"] = 5  # type: ignore[index]
+    cfg_path.write_text(yaml.safe_dump(config))
+    real = trainer.block_loss
+    calls = []
+
+    def loss_then_signal(*args, **kwargs):  # the first step of epoch 4 asks to stop
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    trainer.block_loss = loss_then_signal
+    try:
+        assert main(["train", str(cfg_path)]) == 143
+    finally:
+        trainer.block_loss = real
+    assert "SIGTERM" in capsys.readouterr().out
+    saved = torch.load(run / "last.pt", weights_only=False)["training"]["state"]
+    assert saved["epoch"] == 3 and len(saved["history"]) == 3
+    assert len((run / "metrics.csv").read_text().splitlines()) == 4
+    assert main(["train", str(cfg_path)]) == 0
+    assert len((run / "metrics.csv").read_text().splitlines()) == 6
     capsys.readouterr()
     out = tmp_path / "pred"
     assert (

@@ -114,6 +114,8 @@ def _train_hamiltonian(args: argparse.Namespace, data: dict[str, Any]) -> int:
             resume=not args.no_resume,
             progress=progress,
         )
+    if result.interrupted:
+        return 143  # SIGTERM: last.pt written (the trainer said so); 128 + 15 as a kill
     print(
         f"{result.epochs_run} epochs; best validation MAE {result.best_val_mae * 1000:.3f} meV; "
         f"checkpoints in {output}/best.pt and last.pt"

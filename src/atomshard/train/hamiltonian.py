@@ -5,13 +5,16 @@ structures' graphs are joined into one disjoint graph); the weight
 average is the potentials' :class:`~atomshard.train.ema.WeightAverage`. Files written to
 ``output``: ``last.pt`` (everything needed to resume), ``best.pt`` (EMA weights with the
 lowest validation MAE; loads with :func:`atomshard.models.checkpoint.load_model`),
-``log.csv`` (one row per epoch) and ``learning_curve.png``. Graph-parallel full-batch
-training on one structure: :mod:`atomshard.train.hamiltonian_distributed`.
+``metrics.csv`` (one row per epoch) and ``learning_curve.png``, through the same
+checkpoint layout and metrics path as the potential trainer (:mod:`atomshard.train.resume`,
+:mod:`atomshard.train.metrics`). SIGTERM (a batch scheduler's warning) stops the run after
+the optimisation step in progress: ``last.pt`` is written, the interrupted epoch runs again
+in full on resume. Graph-parallel full-batch training on one structure:
+:mod:`atomshard.train.hamiltonian_distributed`.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from collections.abc import Callable
@@ -34,7 +37,14 @@ from atomshard.models.hamiltonian.heads import (
 )
 from atomshard.models.hamiltonian.model import HamiltonianModel, HamiltonianPrediction
 from atomshard.train.ema import WeightAverage
-from atomshard.train.resume import read_training_checkpoint
+from atomshard.train.metrics import (
+    HAMILTONIAN_PANELS,
+    METRICS_FILE,
+    plot_learning_curves,
+    write_metrics,
+)
+from atomshard.train.resume import read_training_checkpoint, restore_training, training_payload
+from atomshard.utils.signals import StopOnSigterm
 
 __all__ = [
     "HamiltonianTrainResult",
@@ -235,29 +245,20 @@ def evaluate(model: HamiltonianModel, samples: list[Sample]) -> dict[str, float]
     }
 
 
+#: the columns of ``metrics.csv``
+FIELDS = (
+    "epoch", "lr", "train_loss", "train_mae", "val_mae", "val_mae_node", "val_mae_edge",
+    "seconds",
+)  # fmt: skip
+
+
 @dataclass
 class HamiltonianTrainResult:
     epochs_run: int
     best_val_mae: float
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def _write_curve(path: Path, history: list[dict[str, float]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.semilogy(ep, [h["train_mae"] * 1000 for h in history], label="train MAE")
-    ax.semilogy(ep, [h["val_mae"] * 1000 for h in history], label="validation MAE (EMA)")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("MAE (meV)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    #: stopped by SIGTERM (``last.pt`` holds the state to resume from)
+    interrupted: bool = False
 
 
 def train(
@@ -288,94 +289,96 @@ def train(
     last = out / "last.pt"
     if resume and last.exists():
         data = read_training_checkpoint(last, model_config)
-        state: dict[str, Any] = data["training"]
-        model.load_state_dict(data["state_dict"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.shadow, ema.updates = state["ema"], int(state["ema_updates"])
+        training: dict[str, Any] = data["training"]
+        if "state" not in training:  # written before the trainers shared one layout
+            training = {
+                "model": data["state_dict"],
+                "ema": None if training.get("ema") is None else {
+                    "decay": cfg.ema_decay, "updates": int(training["ema_updates"]),
+                    "shadow": training["ema"],
+                },
+                "optimizer": training["optimizer"],
+                "scheduler": training["scheduler"],
+                "state": {k: training[k] for k in ("epoch", "best", "history")},
+            }  # fmt: skip
+        state = restore_training(training, model=model, ema=ema, optimizer=opt, scheduler=sched)
         start, best, history = int(state["epoch"]), float(state["best"]), list(state["history"])
     rng = np.random.default_rng([cfg.seed, start])
-    log_path = out / "log.csv"
-    fields = [
-        "epoch",
-        "lr",
-        "train_loss",
-        "train_mae",
-        "val_mae",
-        "val_mae_node",
-        "val_mae_edge",
-        "seconds",
-    ]
-    if start == 0 or not log_path.exists():
-        with log_path.open("w", newline="") as f:
-            csv.writer(f).writerow(fields)
-    for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
-        model.train()
-        losses, maes = [], []
-        order = rng.permutation(len(train_samples))
-        for b in range(0, len(order), cfg.batch_size):
-            s = collate_samples([train_samples[int(i)] for i in order[b : b + cfg.batch_size]])
-            pred = model(s.graph)
-            loss = block_loss(pred, s, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+
+    def save_last(epochs_done: int) -> None:
+        state = {"epoch": epochs_done, "best": best, "history": history}
+        payload = training_payload(
+            model=model, ema=ema, optimizer=opt, scheduler=sched, state=state
+        )
+        save_checkpoint(
+            last, model, model_type="hamiltonian", config=model_config,
+            extra={"training": payload},
+        )  # fmt: skip
+
+    metrics = out / METRICS_FILE
+    write_metrics(metrics, history, FIELDS)  # a resumed run's table matches its last.pt
+    with StopOnSigterm() as stop:
+        for epoch in range(start, cfg.epochs):
+            t0 = time.perf_counter()
+            model.train()
+            losses, maes = [], []
+            order = rng.permutation(len(train_samples))
+            for b in range(0, len(order), cfg.batch_size):
+                batch = [train_samples[int(i)] for i in order[b : b + cfg.batch_size]]
+                s = collate_samples(batch)
+                pred = model(s.graph)
+                loss = block_loss(pred, s, cfg)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if ema is not None:
+                    ema.update(model)
+                losses.append(float(loss.detach()))
+                maes.append(block_errors(pred, s)["mae"])
+                if stop.received:
+                    break
+            if stop.received:  # the epoch is not finished: it runs again on resume
+                save_last(epoch)
+                print(
+                    f"SIGTERM: stopped in epoch {epoch + 1} after a step; wrote {last} "
+                    f"({epoch} epochs done); the same command resumes"
+                )
+                return HamiltonianTrainResult(
+                    epochs_run=epoch - start, best_val_mae=best, history=history,
+                    interrupted=True,
+                )  # fmt: skip
+            model.eval()
             if ema is not None:
-                ema.update(model)
-            losses.append(float(loss.detach()))
-            maes.append(block_errors(pred, s)["mae"])
-        model.eval()
-        if ema is not None:
-            ema.swap(model)
-        val = evaluate(model, val_samples or train_samples)
-        row = {
-            "epoch": epoch + 1,
-            "lr": opt.param_groups[0]["lr"],
-            "train_loss": float(np.mean(losses)),
-            "train_mae": float(np.mean(maes)),
-            "val_mae": val["mae"],
-            "val_mae_node": val["mae_node"],
-            "val_mae_edge": val["mae_edge"],
-            "seconds": time.perf_counter() - t0,
-        }
-        improved = val["mae"] < best
-        if improved:
-            best = val["mae"]
-            save_checkpoint(
-                out / "best.pt",
-                model,
-                model_type="hamiltonian",
-                config=model_config,
-                metadata={"epoch": epoch + 1, **val},
-            )
-        if ema is not None:
-            ema.swap(model)
-        sched.step(val["mae"])
-        history.append(row)
-        with log_path.open("a", newline="") as f:
-            csv.writer(f).writerow([row[k] for k in fields])
-        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
-            save_checkpoint(
-                last,
-                model,
-                model_type="hamiltonian",
-                config=model_config,
-                extra={
-                    "training": {
-                        "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(),
-                        "ema": ema.shadow if ema is not None else None,
-                        "ema_updates": ema.updates if ema is not None else 0,
-                        "epoch": epoch + 1,
-                        "best": best,
-                        "history": history,
-                    }
-                },
-            )
-        if progress is not None:
-            progress(epoch + 1, row)
+                ema.swap(model)
+            val = evaluate(model, val_samples or train_samples)
+            row = {
+                "epoch": epoch + 1,
+                "lr": opt.param_groups[0]["lr"],
+                "train_loss": float(np.mean(losses)),
+                "train_mae": float(np.mean(maes)),
+                "val_mae": val["mae"],
+                "val_mae_node": val["mae_node"],
+                "val_mae_edge": val["mae_edge"],
+                "seconds": time.perf_counter() - t0,
+            }
+            if val["mae"] < best:
+                best = val["mae"]
+                save_checkpoint(
+                    out / "best.pt",
+                    model,
+                    model_type="hamiltonian",
+                    config=model_config,
+                    metadata={"epoch": epoch + 1, **val},
+                )
+            if ema is not None:
+                ema.swap(model)
+            sched.step(val["mae"])
+            history.append(row)
+            write_metrics(metrics, history, FIELDS)
+            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+                save_last(epoch + 1)
+            if progress is not None:
+                progress(epoch + 1, row)
     if history:
-        _write_curve(out / "learning_curve.png", history)
+        plot_learning_curves(history, out / "learning_curve.png", HAMILTONIAN_PANELS)
     return HamiltonianTrainResult(epochs_run=cfg.epochs - start, best_val_mae=best, history=history)

@@ -291,7 +291,8 @@ def fit_distributed(
     """Full-batch training on one structure over ``n_ranks`` local ranks.
 
     With ``output``, writes ``model.pt`` (the EMA weights, like the serial ``best.pt``, or
-    the final weights without EMA; loads with ``load_model``) and ``log.csv``.
+    the final weights without EMA; loads with ``load_model``), ``metrics.csv`` and
+    ``learning_curve.png`` (the trainers' one metrics path, :mod:`atomshard.train.metrics`).
     """
     from atomshard.comm import NullCommunicator, launch
 
@@ -306,10 +307,13 @@ def fit_distributed(
         )[0]  # fmt: skip
     assert isinstance(res, DistributedTrainResult)
     if output is not None:
-        import csv
-
         from atomshard.models.checkpoint import save_checkpoint
-        from atomshard.utils.files import atomic_write
+        from atomshard.train.metrics import (
+            HAMILTONIAN_PANELS,
+            METRICS_FILE,
+            plot_learning_curves,
+            write_metrics,
+        )
 
         out = Path(output)
         out.mkdir(parents=True, exist_ok=True)
@@ -320,9 +324,7 @@ def fit_distributed(
             metadata={"epochs": len(res.history), "ranks": n_ranks,
                       **({} if not res.history else {"val_mae": res.history[-1]["val_mae"]})},
         )  # fmt: skip
-        with atomic_write(str(out / "log.csv")) as handle:
-            if res.history:
-                w = csv.DictWriter(handle, fieldnames=list(res.history[0]))
-                w.writeheader()
-                w.writerows(res.history)
+        if res.history:
+            write_metrics(out / METRICS_FILE, res.history, list(res.history[0]))
+            plot_learning_curves(res.history, out / "learning_curve.png", HAMILTONIAN_PANELS)
     return res
