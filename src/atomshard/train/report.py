@@ -1,4 +1,5 @@
-"""End-of-training figures: learning curves (from the CSV history) and parity plots."""
+"""End-of-training figures: learning curves (the trainers' one plotter,
+:mod:`atomshard.train.metrics`) and parity plots."""
 
 from __future__ import annotations
 
@@ -8,38 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from atomshard.models.base import Potential
 from atomshard.train.evaluate import Evaluation, error_table, evaluate_model
+from atomshard.train.metrics import POTENTIAL_PANELS, plot_learning_curves
 from atomshard.utils.files import atomic_write
 
 if TYPE_CHECKING:
     from atomshard.train.setup import Prepared
-
-
-def plot_learning_curves(history: list[dict[str, float]], path: Path) -> None:
-    """Train/validation loss, validation RMSEs and learning rate per epoch (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    axes[0].semilogy(epochs, [r["train_loss"] for r in history], label="train")
-    axes[0].semilogy(epochs, [r["val_loss"] for r in history], label="validation (EMA)")
-    axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
-    axes[0].legend()
-    axes[1].semilogy(epochs, [r["val_force_rmse"] * 1000 for r in history], label="force, meV/Å")
-    axes[1].semilogy(epochs, [r["val_energy_rmse"] * 1000 for r in history],
-                     label="energy, meV/atom")  # fmt: skip
-    axes[1].set(xlabel="epoch", ylabel="validation RMSE", title="validation errors")
-    axes[1].legend()
-    axes[2].semilogy(epochs, [r["lr"] for r in history])
-    axes[2].set(xlabel="epoch", ylabel="learning rate", title="ReduceLROnPlateau")
-    for stage2 in [r["epoch"] for r in history if r["stage"] == 2][:1]:
-        for ax in axes:
-            ax.axvline(stage2 - 0.5, color="grey", ls=":", lw=1)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_parity(ev: Evaluation, path: Path | str, *, title: str = "") -> None:
@@ -78,7 +52,7 @@ def final_report(prepared: Prepared) -> dict[str, Any]:
 
     out = prepared.output
     history = read_checkpoint(out / "last.pt")["training"]["state"]["history"]
-    plot_learning_curves(history, out / "learning_curve.png")
+    plot_learning_curves(history, out / "learning_curve.png", POTENTIAL_PANELS)
     model = load_model(out / "best.pt")
     assert isinstance(model, Potential)
     summary: dict[str, Any] = {}
