@@ -8,9 +8,10 @@
 
 #include "pair_atomshard.h"
 
-#include "comm.h"
 #include "lammps.h"
 #include "utils.h"
+
+#include <string>
 
 using namespace LAMMPS_NS;
 
@@ -39,16 +40,22 @@ static Pair *atomshard_creator(LAMMPS *lmp)
   return new PairAtomshard(lmp);
 }
 
+// LAMMPS's C library interface: stable across versions, unlike the layout of class LAMMPS
+// (reading lmp->num_ver or lmp->comm of another version's object could crash).
+extern "C" int lammps_version(void *handle);
+extern "C" int lammps_extract_setting(void *handle, const char *keyword);
+
 extern "C" void lammpsplugin_init(void *lmp_ptr, void *handle, void *regfunc)
 {
   auto *lmp = static_cast<LAMMPS *>(lmp_ptr);
-  if (lmp->num_ver != ATOMSHARD_LAMMPS_NUM_VER) {
-    if (lmp->comm->me == 0)
-      utils::logmesg(lmp,
-                     "atomshard: this pair_style atomshard plugin was built for LAMMPS {} but "
-                     "runs in LAMMPS {}; rebuild it with `atomshard lammps build` in the Python "
-                     "environment of this LAMMPS\n",
-                     ATOMSHARD_LAMMPS_NUM_VER, lmp->num_ver);
+  const int running = lammps_version(lmp_ptr);
+  if (running != ATOMSHARD_LAMMPS_NUM_VER) {
+    if (lammps_extract_setting(lmp_ptr, "world_rank") == 0)
+      utils::logmesg(lmp, "atomshard: this pair_style atomshard plugin was built for LAMMPS " +
+                              std::to_string(ATOMSHARD_LAMMPS_NUM_VER) + " but runs in LAMMPS " +
+                              std::to_string(running) +
+                              "; rebuild it with `atomshard lammps build` in the Python "
+                              "environment of this LAMMPS\n");
     return;
   }
   lammpsplugin_t plugin;
