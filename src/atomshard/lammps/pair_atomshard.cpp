@@ -132,25 +132,23 @@ void PairAtomshard::allocate()
     for (int j = 0; j < n; j++) setflag[i][j] = 0;
 }
 
-// Call atomshard.lammps.bridge.NAME(*args) (args: a new reference, stolen); the caller holds
-// the GIL. A Python exception becomes one LAMMPS error (all ranks, or this one).
-PyObject *PairAtomshard::bridge_call(const char *name, PyObject *args, bool all)
+// atomshard.lammps.bridge.NAME(*args) (args: a new reference, stolen); the caller holds the
+// GIL. Returns a new reference, or nullptr with the Python exception set.
+PyObject *PairAtomshard::bridge_try(const char *name, PyObject *args)
 {
   PyObject *module = PyImport_ImportModule("atomshard.lammps.bridge");
-  if (!module) {
-    Py_XDECREF(args);
-    python_error("cannot import atomshard.lammps.bridge", all);
-  }
-  PyObject *fn = PyObject_GetAttrString(module, name);
-  Py_DECREF(module);
-  if (!fn || !args) {
-    Py_XDECREF(fn);
-    Py_XDECREF(args);
-    python_error(name, all);
-  }
-  PyObject *out = PyObject_CallObject(fn, args);
-  Py_DECREF(fn);
-  Py_DECREF(args);
+  PyObject *fn = module ? PyObject_GetAttrString(module, name) : nullptr;
+  Py_XDECREF(module);
+  PyObject *out = (fn && args) ? PyObject_CallObject(fn, args) : nullptr;
+  Py_XDECREF(fn);
+  Py_XDECREF(args);
+  return out;
+}
+
+// The same; a Python exception becomes one LAMMPS error (all ranks, or this one).
+PyObject *PairAtomshard::bridge_call(const char *name, PyObject *args, bool all)
+{
+  PyObject *out = bridge_try(name, args);
   if (!out) python_error(name, all);
   return out;
 }
@@ -203,7 +201,17 @@ void PairAtomshard::coeff(int narg, char **arg)
                                  PyLong_FromVoidPtr(this),
                                  PyLong_FromVoidPtr((void *) &atomshard_forward_rows),
                                  PyLong_FromVoidPtr((void *) &atomshard_reverse_rows));
-  PyObject *loaded = bridge_call("load", args, true);
+  // Every rank loads the file. When it fails on some ranks only (a file missing on one
+  // node), error->all on those alone would leave the others waiting in its barrier.
+  PyObject *loaded = bridge_try("load", args);
+  const std::string problem = loaded ? "" : python_message();
+  int failed = loaded ? 0 : 1, n_failed = 0;
+  MPI_Allreduce(&failed, &n_failed, 1, MPI_INT, MPI_SUM, world);
+  if (n_failed == comm->nprocs) error->all(FLERR, "pair atomshard: {}", problem);
+  if (failed) error->one(FLERR, "pair atomshard: {}", problem);
+  if (n_failed)
+    error->all(FLERR, "pair atomshard: loading the model failed on {} of {} ranks", n_failed,
+               comm->nprocs);
   Py_XDECREF(handle);
   handle = loaded;
   PyObject *cut = PyObject_GetAttrString(handle, "cutoff");

@@ -51,6 +51,7 @@ class PairAtomshard : public Pair {
 
   void allocate();
   [[noreturn]] void python_error(const char *where, bool all);
+  PyObject *bridge_try(const char *name, PyObject *args);
   PyObject *bridge_call(const char *name, PyObject *args, bool all);
 };
 
