@@ -23,6 +23,7 @@ from atomshard.errors import InputError
 
 PRECISIONS = ("float32", "float64", "bfloat16")
 STRATEGIES = ("allreduce", "ddp")
+LR_SCHEDULES = ("plateau", "cosine")
 
 
 def _bad(section: str, name: str, value: Any, why: str) -> InputError:
@@ -80,8 +81,13 @@ class RecipeConfig:
             + w_S MSE(σ), per-atom energies in eV, forces eV/Å, stress eV/Å³.
         stage2_epochs: epochs of a second stage started from the best weights with
             ``stage2_energy_weight``/``stage2_force_weight`` and ``stage2_lr`` (0: none).
+        lr_schedule: ``plateau`` (ReduceLROnPlateau on the weighted validation loss, the
+            SI's) or ``cosine`` (from the stage's lr down to ``min_lr`` over the stage's
+            epochs, ``max_epochs`` or ``stage2_epochs``, after any warm-up).
+        warmup_epochs: stage 1 starts with this many epochs of linearly rising lr
+            (``lr * (e + 1) / warmup_epochs`` in epoch ``e``); 0: none.
         plateau_factor, plateau_patience, plateau_threshold, min_lr: ReduceLROnPlateau on
-            the weighted validation loss.
+            the weighted validation loss (``min_lr`` is also the end of the cosine).
         early_stop_patience, early_stop_delta: stop when the mean of the validation
             per-atom-energy and force RMSEs has not improved by ``delta`` for that many
             epochs.
@@ -111,6 +117,8 @@ class RecipeConfig:
     stage2_energy_weight: float = 25.0
     stage2_force_weight: float = 1.0
     stage2_lr: float = 0.001
+    lr_schedule: str = "plateau"
+    warmup_epochs: int = 0
     plateau_factor: float = 0.8
     plateau_patience: int = 10
     plateau_threshold: float = 1e-6
@@ -131,6 +139,7 @@ class RecipeConfig:
         ints = {
             "batch_size": 1,
             "stage2_epochs": 0,
+            "warmup_epochs": 0,
             "plateau_patience": 0,
             "early_stop_patience": 1,
             "max_epochs": 1,
@@ -173,6 +182,10 @@ class RecipeConfig:
             raise _bad("training", "max_time_s", self.max_time_s, "must be positive or null")
         if self.precision not in PRECISIONS:
             raise _bad("training", "precision", self.precision, f"choose one of {PRECISIONS}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise _bad("training", "lr_schedule", self.lr_schedule, f"choose one of {LR_SCHEDULES}")
+        if self.warmup_epochs >= self.max_epochs:
+            raise _bad("training", "warmup_epochs", self.warmup_epochs, "must be below max_epochs")
         if self.strategy not in STRATEGIES:
             raise _bad("training", "strategy", self.strategy, f"choose one of {STRATEGIES}")
 

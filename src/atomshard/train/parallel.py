@@ -182,6 +182,19 @@ def sum_gradients(
         offset += n
 
 
+def backward_to_parameters(loss: torch.Tensor, module: nn.Module) -> None:
+    """``loss.backward()`` into the trainable parameters of ``module`` only.
+
+    The positions (and strains) the forces were taken for are leaves that require grad
+    too; a plain ``backward`` would carry the loss's gradient down to them as well: the
+    spherical harmonics' and edge vectors' second derivatives and, in every convolution's
+    double backward, the gradient for its spherical harmonics, none of which training
+    uses.
+    """
+    params = [p for p in module.parameters() if p.requires_grad]
+    torch.autograd.backward(loss, inputs=params)
+
+
 def shard_loss(
     forward_module: nn.Module,
     global_batch: list[LabelledStructure],

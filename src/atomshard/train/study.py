@@ -18,7 +18,13 @@ from atomshard.comm import Communicator, NullCommunicator
 from atomshard.models.potential import NequIPConfig, NequIPPotential
 from atomshard.train.data import LabelledStructure
 from atomshard.train.loss import LossWeights
-from atomshard.train.parallel import ForceModel, GradientSync, epoch_batches, shard_loss
+from atomshard.train.parallel import (
+    ForceModel,
+    GradientSync,
+    backward_to_parameters,
+    epoch_batches,
+    shard_loss,
+)
 from atomshard.utils.dtypes import parse_dtype
 
 
@@ -69,7 +75,7 @@ def train_steps(
             global_batch = [samples[i] for i in indices]
             loss = shard_loss(sync.forward_module, global_batch, rank, world, weights)
             opt.zero_grad(set_to_none=True)
-            (loss * sync.loss_scale).backward()
+            backward_to_parameters(loss * sync.loss_scale, sync.module)
             sync.after_backward()
             opt.step()
             times.append(time.perf_counter() - t0)

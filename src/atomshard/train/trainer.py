@@ -1,4 +1,4 @@
-"""The training loop: AdamW, EMA, ReduceLROnPlateau, early stopping, two stages, resume.
+"""The training loop: AdamW, EMA, lr schedule, early stopping, two stages, resume.
 
 One epoch: the global batches of :func:`~atomshard.train.parallel.epoch_batches`, each
 rank training on its shard, gradients summed by
@@ -16,6 +16,7 @@ import csv
 import io
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,14 @@ from atomshard.train.config import RecipeConfig
 from atomshard.train.data import LabelledStructure
 from atomshard.train.ema import WeightAverage
 from atomshard.train.loss import LossWeights, error_sums, summarise
-from atomshard.train.parallel import ForceModel, GradientSync, epoch_batches, shard, shard_loss
+from atomshard.train.parallel import (
+    ForceModel,
+    GradientSync,
+    backward_to_parameters,
+    epoch_batches,
+    shard,
+    shard_loss,
+)
 from atomshard.train.resume import read_training_checkpoint
 from atomshard.utils.dtypes import parse_dtype
 from atomshard.utils.files import atomic_write
@@ -55,6 +63,8 @@ class TrainState:
     bad_epochs: int = 0
     elapsed_s: float = 0.0
     finished: bool = False
+    #: :func:`data_fingerprint` of the training set (a resume compares it)
+    data_fingerprint: str = ""
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -75,6 +85,68 @@ def stage_weights(recipe: RecipeConfig, stage: int) -> LossWeights:
         return LossWeights(recipe.energy_weight, recipe.force_weight, recipe.stress_weight)
     return LossWeights(recipe.stage2_energy_weight, recipe.stage2_force_weight,
                        recipe.stress_weight)  # fmt: skip
+
+
+def scheduled_lr(recipe: RecipeConfig, stage: int, stage_epoch: int) -> float | None:
+    """The lr of epoch ``stage_epoch`` (0-based) of ``stage`` set by the schedule (warm-up,
+    cosine), or None where ReduceLROnPlateau decides (``lr_schedule="plateau"`` after the
+    warm-up)."""
+    base = recipe.lr if stage == 1 else recipe.stage2_lr
+    warm = recipe.warmup_epochs if stage == 1 else 0
+    if stage_epoch < warm:
+        return base * (stage_epoch + 1) / warm
+    if recipe.lr_schedule != "cosine":
+        return None
+    span = (recipe.max_epochs if stage == 1 else recipe.stage2_epochs) - warm
+    frac = min((stage_epoch - warm) / max(span, 1), 1.0)
+    low = min(recipe.min_lr, base)
+    return low + 0.5 * (base - low) * (1.0 + math.cos(math.pi * frac))
+
+
+def data_fingerprint(samples: Sequence[LabelledStructure]) -> str:
+    """A short hash of a training set: its frames' species, positions, cells and labels,
+    in order."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for s in samples:
+        st = s.structure
+        for arr in (st.species, st.positions, st.cell, np.array([s.energy])):
+            digest.update(np.ascontiguousarray(arr).tobytes())
+        for label in (s.forces, s.stress):
+            digest.update(b"-" if label is None else np.ascontiguousarray(label).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _names(samples: Sequence[LabelledStructure], most: int = 3) -> str:
+    shown = ", ".join(s.source for s in samples[:most])
+    return shown + (f" and {len(samples) - most} more" if len(samples) > most else "")
+
+
+def data_warnings(train_set: Sequence[LabelledStructure], recipe: RecipeConfig) -> list[str]:
+    """One-line notes on training data the recipe cannot use in full (each a warning)."""
+    out = []
+    no_forces = [s for s in train_set if s.forces is None]
+    if no_forces and recipe.force_weight > 0:
+        out.append(
+            f"{len(no_forces)} of {len(train_set)} training frames have no forces "
+            f"({_names(no_forces)}): they enter the energy (and stress) terms only"
+        )
+    if recipe.stress_weight > 0:
+        no_stress = [s for s in train_set if s.stress is None]
+        if no_stress:
+            out.append(
+                f"{len(no_stress)} of {len(train_set)} training frames have no stress "
+                f"({_names(no_stress)}): they enter the energy and force terms only"
+            )
+    if recipe.batch_size > len(train_set):
+        out.append(
+            f"training.batch_size={recipe.batch_size} is larger than the {len(train_set)} "
+            f"training frames: every step uses all {len(train_set)}"
+        )
+    return out
 
 
 def early_stop_metric(row: dict[str, float]) -> float:
@@ -121,7 +193,7 @@ class _Run:
         low = parse_dtype(recipe.compute_dtype, what="compute_dtype")
         self.force_model = ForceModel(self.model, stress=self.needs_stress, compute_dtype=low)
         self.ema = WeightAverage(self.model, recipe.ema_decay)
-        self.state = TrainState()
+        self.state = TrainState(data_fingerprint=data_fingerprint(self.train_set))
         self._new_optimiser(recipe.lr)
 
     def _new_optimiser(self, lr: float) -> None:
@@ -183,11 +255,33 @@ class _Run:
         self.model.load_state_dict(training["model"])
         self.ema.load_state_dict(training["ema"])
         st = training["state"]
+        now = self.state.data_fingerprint
         self.state = TrainState(**st)
+        if self.state.data_fingerprint and self.state.data_fingerprint != now:
+            if self.rank == 0:
+                warnings.warn(
+                    f"resuming {path}: the training data differ from those it was trained on "
+                    f"(fingerprint {self.state.data_fingerprint} -> {now}); continuing on "
+                    "the data given now (epochs to come draw different batches)",
+                    stacklevel=3,
+                )
+        self.state.data_fingerprint = now
         lr = self.recipe.lr if self.state.stage == 1 else self.recipe.stage2_lr
         self._new_optimiser(lr)
         self.optimizer.load_state_dict(training["optimizer"])
         self.scheduler.load_state_dict(training["scheduler"])
+
+    def apply_schedule(self) -> None:
+        """Set this epoch's lr where the schedule fixes it (:func:`scheduled_lr`)."""
+        lr = scheduled_lr(self.recipe, self.state.stage, self.state.stage_epoch)
+        if lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+
+    def step_scheduler(self, val_loss: float) -> None:
+        """ReduceLROnPlateau after the epoch, unless the schedule sets the next lr."""
+        if scheduled_lr(self.recipe, self.state.stage, self.state.stage_epoch) is None:
+            self.scheduler.step(val_loss)
 
     # -- one epoch --------------------------------------------------------------------
     def train_epoch(self, sync: GradientSync, weights: LossWeights, bar: Any) -> float:
@@ -202,7 +296,7 @@ class _Run:
             global_batch = [self.train_set[i] for i in indices]
             loss = shard_loss(sync.forward_module, global_batch, self.rank, self.world, weights)
             self.optimizer.zero_grad(set_to_none=True)
-            (loss * sync.loss_scale).backward()
+            backward_to_parameters(loss * sync.loss_scale, sync.module)
             sync.after_backward()
             self.optimizer.step()
             self.ema.update(self.model)
@@ -285,6 +379,9 @@ def train_potential(
     comm = comm or NullCommunicator()
     out = Path(output)
     run = _Run(config, train_set, valid_set, recipe, out, comm, dict(metadata or {}), init_state)
+    if run.rank == 0:
+        for note in data_warnings(run.train_set, recipe):
+            warnings.warn(note, stacklevel=2)
     if resume and (out / "last.pt").exists():
         run.resume(out / "last.pt")
     out.mkdir(parents=True, exist_ok=True)
@@ -312,6 +409,7 @@ def train_potential(
 
                 inner = tqdm(total=n_steps, desc=f"epoch {st.epoch + 1}", leave=False,
                              unit="batch")  # fmt: skip
+            run.apply_schedule()
             train_loss = run.train_epoch(sync, weights, inner)
             if inner is not None:
                 inner.close()
@@ -319,7 +417,7 @@ def train_potential(
             st.epoch += 1
             st.stage_epoch += 1
             lr = run.optimizer.param_groups[0]["lr"]
-            run.scheduler.step(val["loss"])
+            run.step_scheduler(val["loss"])  # for the epoch to come
             st.elapsed_s += time.perf_counter() - t0
             row = {
                 "epoch": st.epoch, "stage": st.stage, "lr": lr, "train_loss": train_loss,
