@@ -8,7 +8,8 @@ of one ``[n_local, width]`` gradient per chunk they add theirs into one shared b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -101,19 +102,155 @@ def _rows_grad(ctx, g_rows: torch.Tensor, src: torch.Tensor) -> torch.Tensor | N
     return None
 
 
-def _rebuilt_grads(
-    run: Callable[[], torch.Tensor],
+class _EdgeRows:
+    """Where a chunk's per-edge rows come from and go to in the edge layout (the node
+    layout's counterpart is its ``_PadPlan``)."""
+
+    __slots__ = ("dst", "n_nodes", "src")
+
+    def __init__(self, src: torch.Tensor, dst: torch.Tensor, n_nodes: int) -> None:
+        self.src, self.dst, self.n_nodes = src, dst, n_nodes
+
+
+def _add_terms(terms: list[torch.Tensor | None]) -> torch.Tensor | None:
+    out = None
+    for t in terms:
+        if t is not None:
+            out = t if out is None else out.add_(t)
+    return out
+
+
+class _ChunkGrad(torch.autograd.Function):
+    """The first backward of a chunk's tensor product, itself differentiable: what a force
+    loss needs (``create_graph``), from the same fused kernels as the forward.
+
+    The chunk's node sums ``T(h, y, w)`` are linear in each of the node features ``h``, the
+    (padded) spherical harmonics ``y`` and the radial weights ``w``. Its backward, for the
+    node sums' gradient ``g``, is the three maps ``B_h(g, y, w)``, ``B_y(g, h, w)`` and
+    ``B_w(g, h, y)`` (:meth:`FusedUVUConvolution._tri_grads`, the hand-written backward of
+    the inference path), so the backward of *that*, for cotangents ``(a_h, a_y, a_w)`` of
+    its three outputs, is again made of ``T`` and ``B`` with one argument replaced::
+
+        d/dg = T(a_h, y, w) + T(h, a_y, w) + T(h, y, a_w)
+        d/dh = B_h(g, a_y, w) + B_h(g, y, a_w)
+        d/dy = B_y(g, a_h, w) + B_y(g, h, a_w)
+        d/dw = B_w(g, a_h, y) + B_w(g, h, a_y)
+
+    In the edge layout that is three forward and three backward calls (each backward
+    call forming two of its three outputs, :func:`_substituted`); the node layout forms
+    the four in one pass over the paths, sharing ``C^T g`` and the per-slot products
+    between them (``FusedUVUConvolution._chunk_nodes_double``). Either way no per-edge
+    temporary is kept between the passes and there is no autograd graph of the chunk's
+    elementwise products. Differentiable once more only through autograd's
+    refusal (``once_differentiable``): a third derivative is not a training need.
+    """
+
+    @staticmethod
+    def forward(ctx, conv, geo, need, grad, h, y, w):  # type: ignore[no-untyped-def]
+        ctx.conv, ctx.geo = conv, geo
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(grad, h, y, w)
+        # an output ``need`` leaves out is an empty tensor (never used)
+        outs = conv._tri_grads(geo, grad, h, y, w, need)
+        return tuple(grad.new_empty(0) if o is None else o for o in outs)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, a_h, a_y, a_w):  # type: ignore[no-untyped-def]
+        grad, h, y, w = ctx.saved_tensors
+        conv, geo = ctx.conv, ctx.geo
+        # what the running pass reaches: a training step's backward into the parameters
+        # (train.parallel.backward_to_parameters) does not reach y, the spherical
+        # harmonics, which depend on the positions alone
+        need_g, need_h, need_y, need_w = (
+            n and e for n, e in zip(ctx.needs_input_grad[3:7], _engine_needs([grad, h, y, w]))
+        )
+        need = (need_g, need_h, need_y, need_w)
+        out = conv._tri_double(geo, grad, h, y, w, (a_h, a_y, a_w), need)
+        return (None, None, None, *out)
+
+
+def _substituted(  # type: ignore[no-untyped-def]
+    conv,
+    geo: Any,
     grad: torch.Tensor,
-    inputs: Sequence[tuple[torch.Tensor, bool]],
-) -> list[torch.Tensor | None]:
-    """Double backward (``create_graph``, a force loss): the gradients of the inputs that
-    are ``True`` in ``inputs``, through the chunk ``run`` rebuilds with autograd, as a
-    differentiable graph."""
-    with torch.enable_grad():
-        out = run()
-    wanted = [t for t, need in inputs if need]
-    got = iter(torch.autograd.grad(out, wanted, grad, create_graph=True, allow_unused=True))
-    return [next(got) if need else None for _, need in inputs]
+    inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    cot: tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None],
+    need: tuple[bool, bool, bool, bool],
+) -> tuple[torch.Tensor | None, ...]:
+    """:class:`_ChunkGrad`'s backward from three calls of the forward and three of the
+    backward (see there), each with one argument replaced by its cotangent."""
+    h, y, w = inputs
+    a_h, a_y, a_w = cot
+    need_g, need_h, need_y, need_w = need
+    g_g = None
+    if need_g:
+        g_g = _add_terms(
+            [
+                None if a_h is None else conv._tri_sums(geo, a_h, y, w),
+                None if a_y is None else conv._tri_sums(geo, h, a_y, w),
+                None if a_w is None else conv._tri_sums(geo, h, y, a_w),
+            ]
+        )
+    parts_h: list[torch.Tensor | None] = []
+    parts_y: list[torch.Tensor | None] = []
+    parts_w: list[torch.Tensor | None] = []
+    if a_h is not None and (need_y or need_w):
+        _, gy, gw = conv._tri_grads(geo, grad, a_h, y, w, (False, need_y, need_w))
+        parts_y.append(gy)
+        parts_w.append(gw)
+    if a_y is not None and (need_h or need_w):
+        gh, _, gw = conv._tri_grads(geo, grad, h, a_y, w, (need_h, False, need_w))
+        parts_h.append(gh)
+        parts_w.append(gw)
+    if a_w is not None and (need_h or need_y):
+        gh, gy, _ = conv._tri_grads(geo, grad, h, y, a_w, (need_h, need_y, False))
+        parts_h.append(gh)
+        parts_y.append(gy)
+    return (
+        g_g,
+        _add_terms(parts_h) if need_h else None,
+        _add_terms(parts_y) if need_y else None,
+        _add_terms(parts_w) if need_w else None,
+    )
+
+
+def _differentiable_grads(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[no-untyped-def]
+    """The backward of :class:`_ChunkFunction` under ``create_graph`` (a force loss), as a
+    differentiable graph: the radial weights re-formed by autograd (the MLP is small), the
+    tensor product's backward a :class:`_ChunkGrad`, whose own backward uses the fused
+    kernels again; the MLP's part of the gradient by autograd."""
+    h, sh, edge_radial, src, dst, *_ = ctx.saved_tensors
+    conv, radial, matrices = ctx.conv, ctx.radial, ctx.matrices
+    # only what this backward pass reaches: a force evaluation under create_graph
+    # (autograd.grad(E, positions)) wants neither the MLP's matrices nor, in the first
+    # layer, whose node features come from the species alone, h
+    need_h, need_sh, need_er = ctx.needs_input_grad[6:9]
+    need_h = need_h and _engine_needs([h])[0]
+    need_m = [n and e for n, e in zip(ctx.needs_input_grad[11:], _engine_needs(matrices))]
+    geo: Any
+    if ctx.nodes:
+        geo = conv.pad_plan(src, dst, ctx.n_nodes)
+        # [n_slots, weight_numel] (see _group_weights): one product to differentiate
+        weights = conv.radial_weights(radial, geo.pad(edge_radial), matrices, nodes=True)
+        y = geo.pad(sh)
+    else:
+        geo = _EdgeRows(src, dst, ctx.n_nodes)
+        weights = conv.radial_weights(radial, edge_radial, matrices)
+        y = sh
+    g_h, g_y, g_w = _ChunkGrad.apply(conv, geo, (need_h, need_sh, True), grad, h, y, weights)
+    g_sh = None
+    if need_sh:
+        g_sh = geo.unpad(g_y) if ctx.nodes else g_y
+    leaves = ([edge_radial] if need_er else []) + [m for m, n in zip(matrices, need_m) if n]
+    got = iter(
+        torch.autograd.grad(weights, leaves, g_w, create_graph=True, allow_unused=True)
+        if leaves and weights.requires_grad
+        else [None] * len(leaves)
+    )
+    g_er = next(got) if need_er else None
+    g_mats = [next(got) if n else None for n in need_m]
+    return (None,) * 6 + (g_h if need_h else None, g_sh, g_er, None, None, *g_mats)
 
 
 class _ChunkFunction(torch.autograd.Function):
@@ -133,9 +270,10 @@ class _ChunkFunction(torch.autograd.Function):
     matrix, ``hidden -> weight_numel``, is most of it); the last matrix's backward is
     written out (``g_hidden = g_w W^T``, ``g_W = hidden^T g_w``), so none of the MLP's
     activations is kept between the passes (autograd would keep them all, a sizeable
-    share of a step's memory). Under ``create_graph`` (a force loss) the backward instead
-    rebuilds the chunk with autograd and differentiates that, so that it can itself be
-    differentiated.
+    share of a step's memory). Under ``create_graph`` (a force loss) the backward is a
+    differentiable graph instead (:func:`_differentiable_grads`): the MLP by autograd, the
+    tensor product's backward a :class:`_ChunkGrad` whose own backward again runs the
+    fused kernels.
     """
 
     @staticmethod
@@ -159,15 +297,8 @@ class _ChunkFunction(torch.autograd.Function):
         conv, radial, matrices = ctx.conv, ctx.radial, ctx.matrices
         none6 = (None,) * 6
         need_h, need_sh, need_er = ctx.needs_input_grad[6:9]
-        if torch.is_grad_enabled():  # double backward: differentiate an autograd rebuild
-            needs = (need_h, need_sh, need_er, *ctx.needs_input_grad[11:])
-
-            def run() -> torch.Tensor:
-                args = (radial, h, sh, edge_radial, src, dst, ctx.n_nodes, ctx.nodes, matrices)
-                return conv._sums(*args)[0]
-
-            grads = _rebuilt_grads(run, grad, list(zip((h, sh, edge_radial, *matrices), needs)))
-            return (*none6, grads[0], grads[1], grads[2], None, None, *grads[3:])
+        if torch.is_grad_enabled():  # create_graph (a force loss): see _ChunkGrad
+            return _differentiable_grads(ctx, grad)
         need_m = _engine_needs(matrices)
         plan = conv.pad_plan(src, dst, ctx.n_nodes) if ctx.nodes else None
         with torch.enable_grad():

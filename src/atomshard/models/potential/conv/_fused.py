@@ -16,9 +16,15 @@ import torch
 from e3nn import o3
 from torch.utils.checkpoint import checkpoint
 
-from atomshard.models.potential.conv._autograd import _ChunkFunction, _RowSink, _Source
+from atomshard.models.potential.conv._autograd import (
+    _ChunkFunction,
+    _EdgeRows,
+    _RowSink,
+    _Source,
+    _substituted,
+)
 from atomshard.models.potential.conv._edges import EdgeLayout
-from atomshard.models.potential.conv._nodes import NodeLayout, _edges_by_rows
+from atomshard.models.potential.conv._nodes import NodeLayout, _edges_by_rows, _PadPlan
 from atomshard.models.potential.conv._overlap import OverlappedForward
 from atomshard.models.potential.conv._paths import PathTable, three_j_blocks
 from atomshard.models.potential.conv._settings import (
@@ -171,6 +177,68 @@ class FusedUVUConvolution(EdgeLayout, NodeLayout, OverlappedForward):
         hidden, last = self.radial_hidden(radial, plan.pad(edge_radial), matrices, nodes=True)
         weights = self.nodes_weights(hidden, last)
         return self._chunk_nodes(h, plan.y_t(sh), weights, plan, sink), weights
+
+    def _tri_sums(
+        self, geo: _PadPlan | _EdgeRows, h: torch.Tensor, y: torch.Tensor, w: torch.Tensor
+    ) -> torch.Tensor:
+        """A chunk's node sums ``T(h, y, w)`` (group layout), linear in each argument: ``y``
+        the spherical harmonics per slot (node layout, ``geo`` a :class:`_PadPlan`) or per
+        edge, ``w`` the radial weights in that layout's order (see :class:`_ChunkGrad`)."""
+        if isinstance(geo, _EdgeRows):
+            return self._chunk(h, y, w, geo.src, geo.dst, geo.n_nodes)
+        return self._chunk_nodes(h, geo.slots_t(y), w.contiguous(), geo)
+
+    def _tri_grads(
+        self,
+        geo: _PadPlan | _EdgeRows,
+        grad: torch.Tensor,
+        h: torch.Tensor,
+        y: torch.Tensor,
+        w: torch.Tensor,
+        need: tuple[bool, bool, bool],
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """The backward of :meth:`_tri_sums` for the node sums' gradient ``grad``: the
+        gradients of ``h`` (all its rows), ``y`` and ``w``, those ``need`` asks for."""
+        g_rows: torch.Tensor | None
+        g_y: torch.Tensor | None
+        g_w: torch.Tensor | None
+        if isinstance(geo, _EdgeRows):
+            g_rows, g_y, g_w = self._chunk_grads(grad, h, y, w, geo.src, geo.dst)
+        else:
+            y_t = geo.slots_t(y)
+            g_rows, g_y, g_w = self._chunk_nodes_grads(grad, h, y_t, w.contiguous(), geo, need)
+        g_h = None
+        if need[0] and g_rows is not None:
+            g_h = h.new_zeros(h.shape).index_add_(0, geo.src, g_rows)
+        return g_h, g_y if need[1] else None, g_w if need[2] else None
+
+    def _tri_double(
+        self,
+        geo: _PadPlan | _EdgeRows,
+        grad: torch.Tensor,
+        h: torch.Tensor,
+        y: torch.Tensor,
+        w: torch.Tensor,
+        cot: tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None],
+        need: tuple[bool, bool, bool, bool],
+    ) -> tuple[torch.Tensor | None, ...]:
+        """The backward of :meth:`_tri_grads` for the cotangents ``cot`` of its three
+        outputs: the gradients of ``grad``, ``h``, ``y`` and ``w`` that ``need`` asks for
+        (see :class:`_ChunkGrad`). The node layout does it in one pass over the paths
+        (:meth:`_chunk_nodes_double`); the edge layout from :meth:`_tri_sums` and
+        :meth:`_tri_grads` with one argument replaced."""
+        if isinstance(geo, _PadPlan):
+            a_h, a_y, a_w = cot
+            a_yt = geo.slots_t(a_y) if a_y is not None else None
+            a_w = a_w.contiguous() if a_w is not None else None
+            g_g, g_rows, g_y, g_w = self._chunk_nodes_double(
+                grad, h, geo.slots_t(y), w.contiguous(), (a_h, a_yt, a_w), geo, need
+            )
+            g_h = None
+            if g_rows is not None:
+                g_h = h.new_zeros(h.shape).index_add_(0, geo.src, g_rows)
+            return g_g, g_h, g_y, g_w
+        return _substituted(self, geo, grad, (h, y, w), cot, need)
 
     def forward(
         self,

@@ -65,7 +65,11 @@ class _PadPlan:
 
     def y_t(self, sh: torch.Tensor) -> torch.Tensor:
         """The padded spherical harmonics as ``[n_nodes, dim Y, width]`` (a view)."""
-        return self.pad(sh).view(self.n_nodes, self.width, sh.shape[1]).transpose(1, 2)
+        return self.slots_t(self.pad(sh))
+
+    def slots_t(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-slot values ``[n_slots, k]`` as ``[n_nodes, k, width]`` (a view if it can)."""
+        return values.reshape(self.n_nodes, self.width, values.shape[1]).transpose(1, 2)
 
 
 def _positions(node_order: torch.Tensor) -> torch.Tensor:
@@ -141,7 +145,16 @@ class NodeLayout(ConvBase):
         return flat
 
     def _group_weights(self, flat: torch.Tensor, n_slots: int) -> list[torch.Tensor]:
-        """The ``[P_g, n_slots, u_g]`` views of a flat node-layout weight tensor."""
+        """The ``[P_g, n_slots, u_g]`` views of a flat node-layout weight tensor, or of a
+        ``[n_slots, weight_numel]`` one (``hidden @ last`` of :meth:`radial_hidden` with
+        ``nodes``: each path's ``[n_slots, u]`` then a strided view; the force-loss
+        backward, :func:`._autograd._differentiable_grads`, keeps this form, whose
+        derivatives are one matrix product)."""
+        if flat.dim() == 2:
+            return [
+                blk.view(n_slots, grp.n_paths, grp.mul).transpose(0, 1)
+                for grp, blk in zip(self._groups, flat.split(self._w_sizes, dim=1))
+            ]
         sizes = [n_slots * w for w in self._w_sizes]
         return [
             blk.view(grp.n_paths, n_slots, grp.mul)
@@ -237,12 +250,15 @@ class NodeLayout(ConvBase):
         y_t: torch.Tensor,
         weights: torch.Tensor,
         plan: _PadPlan,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        need: tuple[bool, bool, bool] = (True, True, True),
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """The hand-written backward of :meth:`_chunk_nodes`: from the gradient of the node
         sums (``[n_nodes, group_dim]``), the gradients of the gathered rows ``h[plan.src]``
         (``[n_slots, dim_x]``, ``au_perm`` order), of the padded ``Y`` (``[n_slots,
         dim_y]``) and of the flat weights (:meth:`nodes_weights` layout); exactly zero in
-        the padding slots, but for ``Y``'s.
+        the padding slots, but for ``Y``'s. ``need`` says which of the three to form (the
+        others are None): the double backward (:class:`._autograd._ChunkGrad`) asks for
+        two at a time.
 
         Per path: ``gT = C^T g_agg`` (node side), ``z = x w`` formed again, ``gY = gT z^T``
         and ``gz = Y gT`` (two bmm), then ``gx += gz w`` and ``gw = Σ_a gz x``.
@@ -251,10 +267,11 @@ class NodeLayout(ConvBase):
         n_slots = plan.n_slots
         xs = self._gather_nodes(h, plan.src)
         wg = self._group_weights(weights, n_slots)
-        g_weights = weights.new_empty(weights.shape)
-        g_wg = self._group_weights(g_weights, n_slots)
+        need_x, need_y, need_w = need
+        g_weights = weights.new_empty(weights.shape) if need_w else None
+        g_wg = self._group_weights(g_weights, n_slots) if g_weights is not None else []
         g_xs: list[torch.Tensor | None] = [None] * len(self._x_sizes)
-        g_yt = y_t.new_zeros((n, self._dim_y, width))
+        g_yt = y_t.new_zeros((n, self._dim_y, width)) if need_y else None
         for ys in self._ysets:
             grp = self._groups[ys.group]
             u, d1 = grp.mul, grp.d1
@@ -270,34 +287,156 @@ class NodeLayout(ConvBase):
                 g_t = torch.einsum("cba,ncu->nbau", self._ncg(i, grad.dtype), g_agg)
                 g_t = g_t.reshape(n, d2, d1 * u)
                 w = wg[grp.index][ys.w.start + j].unsqueeze(1)  # [n_slots, 1, u]
-                z = (x * w).view(n, width, d1 * u)
-                g_y = (
-                    torch.bmm(g_t, z.transpose(1, 2))
-                    if g_y is None
-                    else g_y.baddbmm_(g_t, z.transpose(1, 2))
-                )
-                del z
+                if need_y:
+                    z = (x * w).view(n, width, d1 * u)
+                    g_y = (
+                        torch.bmm(g_t, z.transpose(1, 2))
+                        if g_y is None
+                        else g_y.baddbmm_(g_t, z.transpose(1, 2))
+                    )
+                    del z
+                if not (need_x or need_w):
+                    continue
                 g_z = torch.bmm(y.transpose(1, 2), g_t).view(n_slots, d1, u)
-                g_x = g_xs[grp.x_index]
-                if g_x is None:
-                    g_xs[grp.x_index] = g_z * w
-                else:
-                    g_x.addcmul_(g_z, w)
-                # gw[s, u] = Σ_a gz[s, a, u] x[s, a, u], one component at a time
-                g_w = g_wg[grp.index][ys.w.start + j]
-                torch.mul(g_z[:, 0], x[:, 0], out=g_w)
-                for a in range(1, d1):
-                    g_w.addcmul_(g_z[:, a], x[:, a])
+                if need_x:
+                    g_x = g_xs[grp.x_index]
+                    if g_x is None:
+                        g_xs[grp.x_index] = g_z * w
+                    else:
+                        g_x.addcmul_(g_z, w)
+                if need_w:  # gw[s, u] = Σ_a gz[s, a, u] x[s, a, u], one component at a time
+                    g_w = g_wg[grp.index][ys.w.start + j]
+                    torch.mul(g_z[:, 0], x[:, 0], out=g_w)
+                    for a in range(1, d1):
+                        g_w.addcmul_(g_z[:, a], x[:, a])
                 del g_z
-            assert g_y is not None
-            g_yt[:, ys.y_slice, :] += g_y  # every group's
-        g_cols = [  # a node irrep no path reads gets zeros
-            grad.new_zeros((n_slots, size)) if g is None else g.view(n_slots, size)
-            for g, size in zip(g_xs, self._x_sizes)
-        ]
-        g_gathered = g_cols[0] if len(g_cols) == 1 else torch.cat(g_cols, dim=1)
-        g_y_all = g_yt.transpose(1, 2).reshape(n_slots, self._dim_y)
+            if g_yt is not None:
+                assert g_y is not None
+                g_yt[:, ys.y_slice, :] += g_y  # every group's
+        g_gathered = g_y_all = None
+        if need_x:
+            g_cols = [  # a node irrep no path reads gets zeros
+                grad.new_zeros((n_slots, size)) if g is None else g.view(n_slots, size)
+                for g, size in zip(g_xs, self._x_sizes)
+            ]
+            g_gathered = g_cols[0] if len(g_cols) == 1 else torch.cat(g_cols, dim=1)
+        if g_yt is not None:
+            g_y_all = g_yt.transpose(1, 2).reshape(n_slots, self._dim_y)
         return g_gathered, g_y_all, g_weights
+
+    def _chunk_nodes_double(
+        self,
+        grad: torch.Tensor,
+        h: torch.Tensor,
+        y_t: torch.Tensor,
+        weights: torch.Tensor,
+        cot: tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None],
+        plan: _PadPlan,
+        need: tuple[bool, bool, bool, bool],
+    ) -> tuple[torch.Tensor | None, ...]:
+        """The backward of :meth:`_chunk_nodes_grads` (the double backward of a chunk, see
+        :class:`._autograd._ChunkGrad`) in one pass over the paths.
+
+        ``cot`` are the cotangents ``(a_h, a_y, a_w)`` of the three gradients (node rows,
+        ``[n_nodes, dim Y, width]`` like ``y_t``, weights like ``weights``; None for zero).
+        Per path, with ``gT = C^T g`` formed once, ``z' = a_x w + x a_w`` and
+        ``gz = Y gT``, ``gz' = a_Y gT``::
+
+            d/dg = C (Y^T z' + a_Y^T (x w))      d/dY = gT z'^T
+            d/dx = gz a_w + gz' w                 d/dw = Σ_a (gz a_x + gz' x)
+
+        Returns the gradients of ``grad``, of the gathered rows (``[n_slots, dim_x]``), of
+        the per-slot ``Y`` (``[n_slots, dim_y]``) and of ``weights``, those ``need``
+        (in that order) asks for, else None.
+        """
+        need_g, need_x, need_y, need_w = need
+        a_h, a_yt, a_w = cot
+        n, width, n_slots = plan.n_nodes, plan.width, plan.n_slots
+        xs = self._gather_nodes(h, plan.src)
+        axs = self._gather_nodes(a_h, plan.src) if a_h is not None else None
+        wg = self._group_weights(weights, n_slots)
+        awg = self._group_weights(a_w, n_slots) if a_w is not None else None
+        g_g = grad.new_zeros(grad.shape) if need_g else None
+        g_w = weights.new_zeros(weights.shape) if need_w else None
+        g_wg = self._group_weights(g_w, n_slots) if g_w is not None else None
+        g_yt = y_t.new_zeros((n, self._dim_y, width)) if need_y else None
+        g_xs: list[torch.Tensor | None] = [None] * len(self._x_sizes)
+        for ys in self._ysets:
+            grp = self._groups[ys.group]
+            u, d1 = grp.mul, grp.d1
+            y = y_t[:, ys.y_slice, :]
+            ay = a_yt[:, ys.y_slice, :] if a_yt is not None else None
+            d2 = y.shape[1]
+            x = xs[grp.x_index].view(n_slots, d1, u)
+            ax = axs[grp.x_index].view(n_slots, d1, u) if axs is not None else None
+            g_y: torch.Tensor | None = None
+            for j, i in enumerate(ys.paths):
+                path = self._paths[i]
+                k = ys.w.start + j
+                col = grp.col_start + path.koff * u
+                d3 = 2 * path.ls[2] + 1
+                ncg = self._ncg(i, grad.dtype)
+                w = wg[grp.index][k].unsqueeze(1)  # [n_slots, 1, u]
+                aw = awg[grp.index][k].unsqueeze(1) if awg is not None else None
+                z: torch.Tensor | None = None  # a_x w + x a_w
+                if ax is not None:
+                    z = ax * w
+                if aw is not None:
+                    z = x * aw if z is None else z.addcmul_(x, aw)
+                zv = z.view(n, width, d1 * u) if z is not None else None
+                if g_g is not None and (zv is not None or ay is not None):
+                    t = torch.bmm(y, zv) if zv is not None else None
+                    if ay is not None:
+                        xw = (x * w).view(n, width, d1 * u)
+                        t = torch.bmm(ay, xw) if t is None else t.baddbmm_(ay, xw)
+                        del xw
+                    assert t is not None
+                    agg = torch.einsum("cba,nbau->ncu", ncg, t.view(n, d2, d1, u))
+                    g_g[:, col : col + d3 * u] = agg.reshape(n, d3 * u)
+                    del t, agg
+                want_gz = (need_x and aw is not None) or (need_w and ax is not None)
+                want_gz2 = ay is not None and (need_x or need_w)
+                if not (want_gz or want_gz2 or (need_y and zv is not None)):
+                    continue
+                g_agg = grad[:, col : col + d3 * u].reshape(n, d3, u)
+                g_t = torch.einsum("cba,ncu->nbau", ncg, g_agg).reshape(n, d2, d1 * u)
+                if need_y and zv is not None:
+                    zt = zv.transpose(1, 2)
+                    g_y = torch.bmm(g_t, zt) if g_y is None else g_y.baddbmm_(g_t, zt)
+                gz = torch.bmm(y.transpose(1, 2), g_t).view(n_slots, d1, u) if want_gz else None
+                gz2 = None
+                if want_gz2:
+                    assert ay is not None
+                    gz2 = torch.bmm(ay.transpose(1, 2), g_t).view(n_slots, d1, u)
+                if need_x:
+                    for gzi, wi in ((gz, aw), (gz2, w)):
+                        if gzi is None or wi is None:
+                            continue
+                        g_x = g_xs[grp.x_index]
+                        if g_x is None:
+                            g_xs[grp.x_index] = gzi * wi
+                        else:
+                            g_x.addcmul_(gzi, wi)
+                if g_wg is not None:
+                    g_wp = g_wg[grp.index][k]  # [n_slots, u]
+                    for gzi, xi in ((gz, ax), (gz2, x)):
+                        if gzi is None or xi is None:
+                            continue
+                        for a in range(d1):
+                            g_wp.addcmul_(gzi[:, a], xi[:, a])
+                del g_t, gz, gz2, z, zv
+            if g_yt is not None and g_y is not None:
+                g_yt[:, ys.y_slice, :] += g_y
+        g_gathered = g_y_all = None
+        if need_x:
+            g_cols = [
+                grad.new_zeros((n_slots, size)) if g is None else g.view(n_slots, size)
+                for g, size in zip(g_xs, self._x_sizes)
+            ]
+            g_gathered = g_cols[0] if len(g_cols) == 1 else torch.cat(g_cols, dim=1)
+        if g_yt is not None:
+            g_y_all = g_yt.transpose(1, 2).reshape(n_slots, self._dim_y)
+        return g_g, g_gathered, g_y_all, g_w
 
     def row_order(self, dst: torch.Tensor, n_nodes: int, step: int) -> torch.Tensor | None:
         """New positions ``[n_nodes]`` of the destination rows, ordered by in-degree
