@@ -99,3 +99,39 @@ def test_resume_refuses_a_different_model(straight, frames, tmp_path):
         CheckpointError, match=r"different model config \(differs in \['channels'\]\)"
     ):
         train_potential(other, frames[:4], frames[4:], RecipeConfig(**RECIPE), tmp_path)
+
+
+def test_sigterm_stops_after_the_step_writes_last_pt_and_resumes(frames, tmp_path, capsys):
+    """A scheduler's SIGTERM in epoch 3: the step in progress finishes, last.pt holds the
+    two finished epochs (and the weights now), the run says so; the same call resumes and
+    runs epoch 3 again in full."""
+    import os
+    import signal
+
+    from atomshard.train import trainer
+
+    real, calls = trainer.shard_loss, []
+
+    def loss_then_signal(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:  # 2 steps per epoch: the first step of epoch 3
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    trainer.shard_loss = loss_then_signal
+    try:
+        cut = train_potential(
+            tiny_config(dtype="float32"), frames[:4], frames[4:], RecipeConfig(**RECIPE), tmp_path
+        )
+    finally:
+        trainer.shard_loss = real
+    assert cut.interrupted and cut.epochs_run == 2 and cut.stop_reason == "SIGTERM in epoch 3"
+    assert "SIGTERM: stopped in epoch 3" in capsys.readouterr().out
+    state = read_checkpoint(tmp_path / "last.pt")["training"]["state"]
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+    done = train_potential(
+        tiny_config(dtype="float32"), frames[:4], frames[4:], RecipeConfig(**RECIPE), tmp_path
+    )
+    assert not done.interrupted and done.epochs_run == 4
+    with open(tmp_path / "metrics.csv") as fh:
+        assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2, 3, 4]

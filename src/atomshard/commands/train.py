@@ -138,6 +138,8 @@ def _train_potential(args: argparse.Namespace, data: dict[str, Any]) -> int:
     summary = run_training(prepared, resume=not args.no_resume)
     if summary is None:  # another rank of a torchrun/srun job: rank 0 reports
         return 0
+    if summary["interrupted"]:
+        return 143  # SIGTERM: last.pt written (the trainer said so); 128 + 15 as a kill
     say(
         f"{summary['epochs']} epochs ({summary['reason']}); best validation metric "
         f"{summary['best']:.6g}; checkpoints in {prepared.output}/best.pt and last.pt"

@@ -29,8 +29,6 @@ result says ``interrupted``; ``--resume`` continues the run.
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
 import statistics
 import time
 from collections.abc import Sequence
@@ -62,7 +60,7 @@ from atomshard.runtime import PartitionSpec, load_potential
 from atomshard.utils.config import config_from_dict
 from atomshard.utils.dtypes import parse_dtype
 from atomshard.utils.files import atomic_write
-from atomshard.utils.signals import StopOnSigterm
+from atomshard.utils.signals import StopOnSigterm, forward_to_children
 
 
 @dataclass
@@ -427,14 +425,7 @@ def run_md_on_ranks(
     if n_ranks <= 1:
         return run_on_ranks(md_on_rank, n_ranks, config, timeout_s=timeout_s, atoms=atoms, **kwargs)
 
-    def forward(signum: int) -> None:
-        import multiprocessing
-
-        for child in multiprocessing.active_children():
-            if child.pid is not None:
-                os.kill(child.pid, signal.SIGTERM)
-
-    with StopOnSigterm(forward=forward):
+    with StopOnSigterm(forward=forward_to_children):
         return run_on_ranks(
             md_on_rank,
             n_ranks,

@@ -173,7 +173,10 @@ def _rank_main(comm: Any, prepared: Prepared, resume: bool) -> dict[str, Any]:
         init_state=prepared.init_state,
     )  # fmt: skip
     comm.barrier(what="training finished")
-    return {"epochs": result.epochs_run, "best": result.best_metric, "reason": result.stop_reason}
+    return {
+        "epochs": result.epochs_run, "best": result.best_metric, "reason": result.stop_reason,
+        "interrupted": result.interrupted,
+    }  # fmt: skip
 
 
 def run_training(prepared: Prepared, *, resume: bool = True) -> dict[str, Any] | None:
@@ -186,13 +189,17 @@ def run_training(prepared: Prepared, *, resume: bool = True) -> dict[str, Any] |
     recipe = prepared.recipe
     # under torchrun/srun the world is the job's: training.ranks is not used
     n_ranks = 1 if env_world() is not None else recipe.ranks
-    summary = run_on_ranks(
-        _rank_main, n_ranks, prepared, resume,
-        timeout_s=600.0, threads_per_rank=recipe.threads or None,
-    )  # fmt: skip
+    from atomshard.utils.signals import StopOnSigterm, forward_to_children
+
+    # SIGTERM to this launcher reaches the spawned ranks, which stop after the same step
+    with StopOnSigterm(forward=forward_to_children if n_ranks > 1 else None):
+        summary = run_on_ranks(
+            _rank_main, n_ranks, prepared, resume,
+            timeout_s=600.0, threads_per_rank=recipe.threads or None,
+        )  # fmt: skip
     if summary is None:
         return None
-    if recipe.plots:
+    if recipe.plots and not summary["interrupted"]:
         from atomshard.train.report import final_report
 
         summary["report"] = final_report(prepared)

@@ -12,8 +12,6 @@ a resumed run repeats the uninterrupted one bit for bit.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 import warnings
@@ -33,6 +31,7 @@ from atomshard.train.config import RecipeConfig
 from atomshard.train.data import LabelledStructure
 from atomshard.train.ema import WeightAverage
 from atomshard.train.loss import LossWeights, error_sums, summarise
+from atomshard.train.metrics import METRICS_FILE, write_metrics
 from atomshard.train.parallel import (
     ForceModel,
     GradientSync,
@@ -41,9 +40,9 @@ from atomshard.train.parallel import (
     shard,
     shard_loss,
 )
-from atomshard.train.resume import read_training_checkpoint
+from atomshard.train.resume import read_training_checkpoint, restore_training, training_payload
 from atomshard.utils.dtypes import parse_dtype
-from atomshard.utils.files import atomic_write
+from atomshard.utils.signals import StopOnSigterm
 
 CSV_FIELDS = (
     "epoch", "stage", "lr", "train_loss", "val_loss",
@@ -77,6 +76,8 @@ class TrainResult:
     stop_reason: str
     history: list[dict[str, float]]
     output: Path
+    #: stopped by SIGTERM after a step (``last.pt`` holds the state to resume from)
+    interrupted: bool = False
 
 
 def stage_weights(recipe: RecipeConfig, stage: int) -> LossWeights:
@@ -195,6 +196,10 @@ class _Run:
         self.ema = WeightAverage(self.model, recipe.ema_decay)
         self.state = TrainState(data_fingerprint=data_fingerprint(self.train_set))
         self._new_optimiser(recipe.lr)
+        #: SIGTERM watcher of the run (set by :func:`train_potential`); a stop is
+        #: acted on after the optimisation step in progress
+        self.stop: StopOnSigterm | None = None
+        self.interrupted = False
 
     def _new_optimiser(self, lr: float) -> None:
         r = self.recipe
@@ -224,21 +229,19 @@ class _Run:
     def save(self, name: str, row: dict[str, float] | None, *, training: bool) -> None:
         if self.rank != 0:
             return
-        raw = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        ema_state = self.ema.state_dict()
-        self.ema.swap(self.model)  # checkpoints hold the averaged weights
+        extra = None
+        if training:  # the raw weights; the checkpoint's own weights are the averaged ones
+            extra = {
+                "training": training_payload(
+                    model=self.model,
+                    ema=self.ema,
+                    optimizer=self.optimizer,
+                    scheduler=self.scheduler,
+                    state=vars(self.state),
+                )
+            }
+        self.ema.swap(self.model)
         try:
-            extra = None
-            if training:
-                extra = {
-                    "training": {
-                        "model": raw,
-                        "ema": ema_state,
-                        "optimizer": self.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict(),
-                        "state": {k: v for k, v in vars(self.state).items()},
-                    }
-                }
             save_checkpoint(
                 self.output / name,
                 self.model,
@@ -252,9 +255,15 @@ class _Run:
 
     def resume(self, path: Path) -> None:
         training = read_training_checkpoint(path, self.config)["training"]
-        self.model.load_state_dict(training["model"])
-        self.ema.load_state_dict(training["ema"])
-        st = training["state"]
+        stage = int(training["state"].get("stage", 1))
+        self._new_optimiser(self.recipe.lr if stage == 1 else self.recipe.stage2_lr)
+        st = restore_training(
+            training,
+            model=self.model,
+            ema=self.ema,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+        )
         now = self.state.data_fingerprint
         self.state = TrainState(**st)
         if self.state.data_fingerprint and self.state.data_fingerprint != now:
@@ -266,10 +275,6 @@ class _Run:
                     stacklevel=3,
                 )
         self.state.data_fingerprint = now
-        lr = self.recipe.lr if self.state.stage == 1 else self.recipe.stage2_lr
-        self._new_optimiser(lr)
-        self.optimizer.load_state_dict(training["optimizer"])
-        self.scheduler.load_state_dict(training["scheduler"])
 
     def apply_schedule(self) -> None:
         """Set this epoch's lr where the schedule fixes it (:func:`scheduled_lr`)."""
@@ -304,8 +309,19 @@ class _Run:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss.detach()):.3g}")
+            if self.stop_requested():
+                self.interrupted = True
+                return math.nan
         total = self.comm.all_reduce_sum(total, what="train loss")
         return float(total) / len(batches)
+
+    def stop_requested(self) -> bool:
+        """Whether SIGTERM reached any rank (every rank gets the same answer)."""
+        flag = self.stop is not None and self.stop.received
+        if self.world == 1:
+            return flag
+        mine = torch.tensor([float(flag)], dtype=torch.float64)
+        return bool(self.comm.all_reduce_max(mine, what="SIGTERM check")[0] > 0)
 
     def validate(self, weights: LossWeights) -> dict[str, float]:
         """Errors of the EMA weights on the validation set (each frame counted once)."""
@@ -325,15 +341,8 @@ class _Run:
         return summarise(sums, weights)
 
     def write_csv(self) -> None:
-        if self.rank != 0:
-            return
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(CSV_FIELDS))
-        writer.writeheader()
-        for row in self.state.history:
-            writer.writerow({k: row.get(k, "") for k in CSV_FIELDS})
-        with atomic_write(self.output / "metrics.csv") as fh:
-            fh.write(buf.getvalue())
+        if self.rank == 0:
+            write_metrics(self.output / METRICS_FILE, self.state.history, CSV_FIELDS)
 
     def start_stage2(self) -> None:
         """Continue from the best (EMA) weights with the stage-2 weights and lr."""
@@ -398,6 +407,8 @@ def train_potential(
 
         outer = tqdm(total=stage_total, initial=min(run.state.epoch, stage_total),
                      desc="train", unit="epoch")  # fmt: skip
+    stop = StopOnSigterm().__enter__()
+    run.stop = stop
     try:
         while not run.state.finished:
             st = run.state
@@ -413,6 +424,15 @@ def train_potential(
             train_loss = run.train_epoch(sync, weights, inner)
             if inner is not None:
                 inner.close()
+            if run.interrupted:  # the epoch is not finished: it runs again on resume
+                run.save("last.pt", None, training=True)
+                reason = f"SIGTERM in epoch {st.epoch + 1}"
+                if run.rank == 0:
+                    print(
+                        f"SIGTERM: stopped in epoch {st.epoch + 1} after a step; wrote "
+                        f"{out / 'last.pt'} ({st.epoch} epochs done); the same command resumes"
+                    )
+                break
             val = run.validate(weights)
             st.epoch += 1
             st.stage_epoch += 1
@@ -458,6 +478,7 @@ def train_potential(
                 reason = reason or "stopped by caller"
                 break
     finally:
+        stop.__exit__(None, None, None)
         if outer is not None:
             outer.close()
     return TrainResult(
@@ -466,4 +487,5 @@ def train_potential(
         stop_reason=reason,
         history=run.state.history,
         output=out,
+        interrupted=run.interrupted,
     )

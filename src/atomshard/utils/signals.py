@@ -42,3 +42,14 @@ class StopOnSigterm:
         if self._installed:
             signal.signal(signal.SIGTERM, self._previous)
             self._installed = False
+
+
+def forward_to_children(signum: int) -> None:
+    """Pass a signal on to this process's multiprocessing children (the spawned ranks of
+    ``--ranks N``), so a scheduler's SIGTERM to the launcher reaches every rank."""
+    import multiprocessing
+    import os
+
+    for child in multiprocessing.active_children():
+        if child.pid is not None:
+            os.kill(child.pid, signum)
