@@ -129,6 +129,7 @@ def run_one(
         ema_decay=args.ema,
         plateau_patience=args.patience,
         batch_size=args.batch_size,
+        node_weight=args.node_weight,
         seed=args.seed,
     )
     out = Path(args.out) / name
@@ -312,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ema", type=float, default=0.99)
     p.add_argument("--patience", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--node-weight", type=float, default=1.0, help="loss weight of node elements")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(

@@ -313,3 +313,31 @@ def test_distributed_training_refuses_unfitted_baselines() -> None:
 
     with pytest.raises(InputError, match="fitted by the serial trainer only"):
         train_distributed(None, _model(node_baseline=4), None, TrainingConfig())  # type: ignore[arg-type]
+
+
+def test_node_weight_in_the_loss() -> None:
+    from atomshard.models.hamiltonian.data import Sample
+    from atomshard.train.hamiltonian import TrainingConfig, block_loss
+    from atomshard.train.hamiltonian_distributed import train_distributed
+
+    model, target_model = _model(), _model(n_layers=1)
+    graph = AtomicGraph.from_ase(_water_cluster(), model.cutoff)
+    with torch.no_grad():
+        t, p = target_model(graph), model(graph)
+    sample = Sample("w", graph, t.node, t.edge, None, 0.0)  # type: ignore[arg-type]
+    sums = {"node": [0.0, 0.0, 0], "edge": [0.0, 0.0, 0]}
+    for kind in sums:
+        for key, (_, want) in getattr(t, kind).items():
+            d = getattr(p, kind)[key][1] - want
+            sums[kind][0] += float(d.abs().sum())
+            sums[kind][1] += float(d.pow(2).sum())
+            sums[kind][2] += d.numel()
+    n = sums["node"][2] + sums["edge"][2]
+    for w in (0.0, 1.0, 7.5):
+        want = (w * (sums["node"][0] + sums["node"][1]) + sums["edge"][0] + sums["edge"][1]) / n
+        got = float(block_loss(p, sample, TrainingConfig(node_weight=w)))
+        assert got == pytest.approx(want, rel=1e-12)
+    with pytest.raises(InputError, match="node_weight"):
+        TrainingConfig(node_weight=-1.0)
+    with pytest.raises(InputError, match=r"node_weight = 2\.0 is not supported"):
+        train_distributed(None, model, None, TrainingConfig(node_weight=2.0))  # type: ignore[arg-type]

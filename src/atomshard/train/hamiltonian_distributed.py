@@ -9,6 +9,12 @@ element count, so the ranks' losses add up to the serial loss; after backward th
 parameter gradients are summed over ranks with one all-reduce
 (:func:`atomshard.train.parallel.sum_gradients` in float64; a gradient no rank has stays
 None, as serially).
+
+With an output folder, rank 0 writes ``last.pt`` in the trainers' one layout
+(:func:`atomshard.train.resume.training_payload`) every ``checkpoint_every`` epochs and
+``metrics.csv`` every epoch; a run resumes from ``last.pt`` (every rank loads what rank 0
+read) and continues the same steps. SIGTERM on any rank stops every rank after the same
+epoch (one full-batch step), with ``last.pt`` written.
 """
 
 from __future__ import annotations
@@ -38,8 +44,11 @@ from atomshard.runtime.hamiltonian import (
     split_hamiltonian,
 )
 from atomshard.train.ema import WeightAverage
-from atomshard.train.hamiltonian import TrainingConfig
+from atomshard.train.hamiltonian import FIELDS, TrainingConfig
+from atomshard.train.metrics import METRICS_FILE, write_metrics
 from atomshard.train.parallel import sum_gradients
+from atomshard.train.resume import read_training_checkpoint, restore_training, training_payload
+from atomshard.utils.signals import StopOnSigterm
 
 __all__ = [
     "DistributedTrainResult",
@@ -182,6 +191,8 @@ class DistributedTrainResult:
     state_dict: dict[str, torch.Tensor]
     ema_state: dict[str, torch.Tensor] | None
     history: list[dict[str, float]]
+    #: stopped by SIGTERM (``last.pt`` in the output folder holds the state)
+    interrupted: bool = False
 
 
 def train_distributed(
@@ -193,14 +204,23 @@ def train_distributed(
     fit_statistics: bool = True,
     profiler: ExchangeProfiler | None = None,
     progress: Callable[[int, dict[str, float]], None] | None = None,
+    output: str | Path | None = None,
+    resume: bool = True,
 ) -> DistributedTrainResult:
     """Full-batch training on one structure split over the ranks of ``comm``.
 
     The same steps as :func:`atomshard.train.hamiltonian.train` with that one
     structure as training and validation set (AdamW, EMA, ReduceLROnPlateau on the EMA
     weights' MAE), so the weights after N epochs equal the serial run's to round-off.
-    ``model`` must hold the same initial weights on every rank.
+    ``model`` must hold the same initial weights on every rank. ``output``: the folder of
+    ``last.pt`` and ``metrics.csv`` (module docstring); ``resume`` continues from its
+    ``last.pt`` when there is one.
     """
+    if cfg.node_weight != 1.0:
+        raise InputError(
+            f"training.node_weight = {cfg.node_weight} is not supported by graph-parallel "
+            "training (its loss weighs all elements alike); use 1.0"
+        )
     if fit_statistics and (model.node_baselines or model.edge_baselines):
         raise InputError(
             "node_baseline / edge_baseline are fitted by the serial trainer only: fit them "
@@ -216,40 +236,101 @@ def train_distributed(
     ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     ex = HaloExchange(part.plan, comm, profiler=profiler)
     graph = part.graph(comm.device)
-    history = []
-    for epoch in range(cfg.epochs):
-        t0 = time.perf_counter()
-        model.train()
-        loss, mae = _loss_step(model, part, ex, comm, cfg, graph)
-        opt.step()
-        if ema is not None:
-            ema.update(model)
-        model.eval()
-        if ema is not None:
-            ema.swap(model)
-        val = _mae(comm, model, part, ex, graph)
-        if ema is not None:
-            ema.swap(model)
-        sched.step(val["mae"])
-        row = {
-            "epoch": epoch + 1,
-            "lr": opt.param_groups[0]["lr"],
-            "train_loss": loss,
-            "train_mae": mae,
-            "val_mae": val["mae"],
-            "val_mae_node": val["mae_node"],
-            "val_mae_edge": val["mae_edge"],
-            "seconds": time.perf_counter() - t0,
-        }
-        history.append(row)
-        if progress is not None and comm.rank == 0:
-            progress(epoch + 1, row)
-    state: dict[str, Any] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    history: list[dict[str, float]] = []
+    out = None if output is None else Path(output)
+    last = None if out is None else out / "last.pt"
+    start = 0
+    if last is not None and resume:
+        found = comm.broadcast_object(last.exists() if comm.rank == 0 else None)
+        if found:
+            training = comm.broadcast_object(
+                read_training_checkpoint(last, model.config)["training"] if comm.rank == 0 else None
+            )
+            state = restore_training(training, model=model, ema=ema, optimizer=opt, scheduler=sched)
+            start, history = int(state["epoch"]), list(state["history"])
+
+    def save_last(epochs_done: int) -> None:
+        if last is None or comm.rank != 0:
+            return
+        from atomshard.models.checkpoint import save_checkpoint
+
+        payload = training_payload(
+            model=model, ema=ema, optimizer=opt, scheduler=sched,
+            state={"epoch": epochs_done, "history": history},
+        )  # fmt: skip
+        save_checkpoint(
+            last, model, model_type="hamiltonian", config=model.config,
+            extra={"training": payload},
+        )  # fmt: skip
+
+    interrupted = False
+    with StopOnSigterm() as stop:
+        for epoch in range(start, cfg.epochs):
+            if _any_rank(comm, stop.received):  # one full-batch step per epoch
+                save_last(epoch)
+                if comm.rank == 0:
+                    print(f"SIGTERM: stopped before epoch {epoch + 1}; wrote {last}")
+                interrupted = True
+                break
+            history.append(_epoch(comm, model, part, ex, graph, cfg, opt, sched, ema, epoch))
+            if out is not None and comm.rank == 0:
+                write_metrics(out / METRICS_FILE, history, FIELDS)
+            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+                save_last(epoch + 1)
+            if progress is not None and comm.rank == 0:
+                progress(epoch + 1, history[-1])
+    state_dict: dict[str, Any] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return DistributedTrainResult(
-        state_dict=state,
+        state_dict=state_dict,
         ema_state=None if ema is None else {k: v.clone() for k, v in ema.shadow.items()},
         history=history,
+        interrupted=interrupted,
     )
+
+
+def _any_rank(comm: Communicator, flag: bool) -> bool:
+    if comm.world_size == 1:
+        return flag
+    mine = torch.tensor([float(flag)], dtype=torch.float64)
+    return bool(comm.all_reduce_max(mine, what="SIGTERM check")[0] > 0)
+
+
+def _epoch(
+    comm: Communicator,
+    model: HamiltonianModel,
+    part: HamiltonianPart,
+    ex: HaloExchange,
+    graph: AtomicGraph,
+    cfg: TrainingConfig,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    ema: WeightAverage | None,
+    epoch: int,
+) -> dict[str, float]:
+    """One full-batch step, the EMA weights' validation and the scheduler; the row."""
+    t0 = time.perf_counter()
+    model.train()
+    loss, mae = _loss_step(model, part, ex, comm, cfg, graph)
+    opt.step()
+    if ema is not None:
+        ema.update(model)
+    model.eval()
+    if ema is not None:
+        ema.swap(model)
+    val = _mae(comm, model, part, ex, graph)
+    if ema is not None:
+        ema.swap(model)
+    sched.step(val["mae"])
+    return {
+        "epoch": epoch + 1,
+        "lr": opt.param_groups[0]["lr"],
+        "train_loss": loss,
+        "train_mae": mae,
+        "val_mae": val["mae"],
+        "val_mae_node": val["mae_node"],
+        "val_mae_edge": val["mae_edge"],
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def _split_sample(
@@ -269,12 +350,14 @@ def train_rank(
     partition: PartitionSpec = "lownn",
     *,
     sample: Sample | None,
+    output: str | Path | None = None,
+    resume: bool = True,
 ) -> DistributedTrainResult | None:
     """One rank of :func:`fit_distributed` (rank 0 holds ``sample``); result on rank 0."""
     torch.manual_seed(cfg.seed)  # the serial trainer's initial weights, on every rank
     model = HamiltonianModel(config).to(comm.device)
     part = root_scatter(comm, _split_sample, sample, config, comm.world_size, partition)
-    res = train_distributed(comm, model, part, cfg)
+    res = train_distributed(comm, model, part, cfg, output=output, resume=resume)
     return res if comm.rank == 0 else None
 
 
@@ -287,36 +370,39 @@ def fit_distributed(
     partition: PartitionSpec = "lownn",
     output: str | Path | None = None,
     timeout_s: float = 600.0,
+    resume: bool = True,
 ) -> DistributedTrainResult:
     """Full-batch training on one structure over ``n_ranks`` local ranks.
 
-    With ``output``, writes ``model.pt`` (the EMA weights, like the serial ``best.pt``, or
-    the final weights without EMA; loads with ``load_model``), ``metrics.csv`` and
-    ``learning_curve.png`` (the trainers' one metrics path, :mod:`atomshard.train.metrics`).
+    With ``output``: ``last.pt`` every ``cfg.checkpoint_every`` epochs and ``metrics.csv``
+    every epoch while it runs (``resume`` continues from ``last.pt``), then ``model.pt``
+    (the EMA weights, like the serial ``best.pt``, or the final weights without EMA; loads
+    with ``load_model``) and ``learning_curve.png``. SIGTERM to this process reaches the
+    ranks, which stop after the same epoch with ``last.pt`` written (the result says
+    ``interrupted``; no ``model.pt`` then).
     """
     from atomshard.comm import NullCommunicator, launch
+    from atomshard.utils.signals import forward_to_children
 
     if n_ranks < 1:
         raise InputError(f"n_ranks must be at least 1, got {n_ranks}")
-    if n_ranks == 1:
-        res = train_rank(NullCommunicator(), config, cfg, partition, sample=sample)
-    else:
-        res = launch(
-            train_rank, n_ranks, config, cfg, partition, timeout_s=timeout_s,
-            root_only={"sample": sample},
-        )[0]  # fmt: skip
-    assert isinstance(res, DistributedTrainResult)
     if output is not None:
+        Path(output).mkdir(parents=True, exist_ok=True)
+    kw = {"output": output, "resume": resume}
+    if n_ranks == 1:
+        res = train_rank(NullCommunicator(), config, cfg, partition, sample=sample, **kw)
+    else:
+        with StopOnSigterm(forward=forward_to_children):
+            res = launch(
+                train_rank, n_ranks, config, cfg, partition, timeout_s=timeout_s,
+                root_only={"sample": sample}, **kw,
+            )[0]  # fmt: skip
+    assert isinstance(res, DistributedTrainResult)
+    if output is not None and not res.interrupted:
         from atomshard.models.checkpoint import save_checkpoint
-        from atomshard.train.metrics import (
-            HAMILTONIAN_PANELS,
-            METRICS_FILE,
-            plot_learning_curves,
-            write_metrics,
-        )
+        from atomshard.train.metrics import HAMILTONIAN_PANELS, plot_learning_curves
 
         out = Path(output)
-        out.mkdir(parents=True, exist_ok=True)
         model = HamiltonianModel(config)
         model.load_state_dict(res.ema_state if res.ema_state is not None else res.state_dict)
         save_checkpoint(
@@ -325,6 +411,5 @@ def fit_distributed(
                       **({} if not res.history else {"val_mae": res.history[-1]["val_mae"]})},
         )  # fmt: skip
         if res.history:
-            write_metrics(out / METRICS_FILE, res.history, list(res.history[0]))
             plot_learning_curves(res.history, out / "learning_curve.png", HAMILTONIAN_PANELS)
     return res
