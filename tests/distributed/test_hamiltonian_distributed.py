@@ -124,3 +124,27 @@ def test_training_steps_reach_serial_parameters(groups, tmp_path):
         for k, v in serial_best.items():
             if v.is_floating_point():
                 assert float((written[k] - v).abs().max()) <= 1e-10 * float(v.abs().max()) + 1e-300
+
+
+def test_distributed_training_checkpoints_and_resumes(tmp_path):
+    """2 ranks with an output folder: last.pt in the trainers' one layout and metrics.csv
+    while it runs; 2 epochs, then the same call with 4 resumes from last.pt and ends with
+    the weights of 4 epochs straight."""
+    from atomshard.train.metrics import read_metrics
+
+    cfg = config()
+    sample = synthetic_sample(structures()["quartz"], cfg)
+    straight = fit_distributed(cfg, sample, training_config(epochs=4), n_ranks=2)
+    run = tmp_path / "run"
+    first = fit_distributed(cfg, sample, training_config(epochs=2), n_ranks=2, output=run)
+    assert len(first.history) == 2
+    saved = read_checkpoint(run / "last.pt")["training"]
+    assert saved["state"]["epoch"] == 2 and set(saved) >= {"model", "ema", "optimizer"}
+    resumed = fit_distributed(cfg, sample, training_config(epochs=4), n_ranks=2, output=run)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == [1.0, 2.0, 3.0, 4.0]
+    for k, v in straight.state_dict.items():
+        if v.is_floating_point():
+            err = float((resumed.state_dict[k] - v).abs().max())
+            assert err <= 1e-12 * max(float(v.abs().max()), 1.0), f"{k}: {err:.2e}"
+    assert (run / "model.pt").exists() and (run / "learning_curve.png").exists()

@@ -388,14 +388,16 @@ def fit_distributed(
         raise InputError(f"n_ranks must be at least 1, got {n_ranks}")
     if output is not None:
         Path(output).mkdir(parents=True, exist_ok=True)
-    kw = {"output": output, "resume": resume}
     if n_ranks == 1:
-        res = train_rank(NullCommunicator(), config, cfg, partition, sample=sample, **kw)
+        res = train_rank(
+            NullCommunicator(), config, cfg, partition, sample=sample, output=output,
+            resume=resume,
+        )  # fmt: skip
     else:
         with StopOnSigterm(forward=forward_to_children):
             res = launch(
                 train_rank, n_ranks, config, cfg, partition, timeout_s=timeout_s,
-                root_only={"sample": sample}, **kw,
+                root_only={"sample": sample}, output=output, resume=resume,
             )[0]  # fmt: skip
     assert isinstance(res, DistributedTrainResult)
     if output is not None and not res.interrupted:
