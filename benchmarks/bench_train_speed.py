@@ -30,6 +30,12 @@ same model through e3nn's ``TensorProduct``, the reference path) and ``nequip``
 
     python benchmarks/bench_train_speed.py --out bench_out/train_speed
     python benchmarks/bench_train_speed.py --smoke --out /tmp/bts
+    python benchmarks/bench_train_speed.py --curves 300 --impls atomshard nequip --threads 1
+
+``--curves SECONDS`` instead trains each code for that many CPU seconds (all frames but
+the last fifth; AdamW lr 5e-3, no EMA, the same loop for both) and writes the validation
+energy and force MAE after every epoch against the training CPU time (``curves.json``,
+``curves.png``): time to accuracy.
 """
 
 from __future__ import annotations
@@ -141,6 +147,19 @@ def _atomshard_step(frames, config, impl: str, lr: float):
         opt.step()
         return float(loss.detach())
 
+    def evaluate(indices: list[int]) -> tuple[float, float]:
+        """Energy MAE (eV/atom) and force MAE (eV/Å) on ``indices``."""
+        from atomshard.train.batch import collate, predict_batch
+
+        model.eval()
+        batch = collate([samples[i] for i in indices])
+        pred = predict_batch(model, batch, forces=True)
+        model.train()
+        assert pred.forces is not None
+        de = ((pred.energy - batch.energy) / batch.n_atoms).abs().mean()
+        return float(de), float((pred.forces - batch.forces).abs().mean())
+
+    step.evaluate = evaluate  # type: ignore[attr-defined]
     return step
 
 
@@ -195,7 +214,52 @@ def _nequip_step(frames, config, lr: float):
         opt.step()
         return float(loss.detach())
 
+    def evaluate(indices: list[int]) -> tuple[float, float]:
+        data, energy, forces, n_atoms = data_of(indices)
+        model.eval()
+        out = model({k: v.clone() for k, v in data.items()})
+        model.train()
+        de = ((out["total_energy"].detach().reshape(-1) - energy) / n_atoms).abs().mean()
+        return float(de), float((out["forces"].detach() - forces).abs().mean())
+
+    step.evaluate = evaluate  # type: ignore[attr-defined]
     return step
+
+
+def run_curve(spec: dict) -> dict:
+    """Time to accuracy: train on all frames but the last ``n_val`` for ``curve_s`` CPU
+    seconds of training steps (shuffled batches, AdamW lr 5e-3, no EMA, the same loop for
+    both codes), validating after every epoch (not counted in the time)."""
+    import random
+
+    from atomshard.utils.process import configure_process
+
+    configure_process()
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    frames = load_frames(spec["dataset"], Path(spec["cache"]), spec["smoke"])
+    n_val = max(len(frames) // 5, 1)
+    config = _config(frames[:-n_val], spec["dtype"])  # statistics of the training frames
+    if spec["impl"] == "nequip":
+        step = _nequip_step(frames, config, 5e-3)
+    else:
+        step = _atomshard_step(frames, config, spec["impl"], 5e-3)
+    train_idx = list(range(len(frames) - n_val))
+    val_idx = list(range(len(frames) - n_val, len(frames)))
+    rng = random.Random(0)
+    rows, used = [], 0.0
+    while used < spec["curve_s"]:
+        order = train_idx[:]
+        rng.shuffle(order)
+        c0 = time.process_time()
+        for b in _batches(len(order), spec["batch_size"]):
+            step([order[i] for i in b])
+        used += time.process_time() - c0
+        e_mae, f_mae = step.evaluate(val_idx)  # type: ignore[attr-defined]
+        rows.append({"cpu_s": used, "energy_mae": e_mae, "force_mae": f_mae})
+    return {**spec, "curve": rows,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}  # fmt: skip
 
 
 def run_child(spec: dict) -> dict:
@@ -270,11 +334,20 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--profile", action="store_true", help="torch.profiler tables of atomshard")
     p.add_argument("--smoke", action="store_true", help="4 frames, 1 epoch, 1 round, 1 thread")
+    p.add_argument(
+        "--curves",
+        type=float,
+        default=0.0,
+        help="instead: time-to-accuracy curves, this many training CPU-s per code",
+    )
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child is not None:
-        print(json.dumps(run_child(json.loads(args.child))))
+        spec = json.loads(args.child)
+        print(json.dumps(run_curve(spec) if spec.get("curve_s") else run_child(spec)))
         return {}
+    if args.curves:
+        return curves(args)
     if args.smoke:
         args.epochs, args.rounds, args.threads = 1, 1, [1]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -351,6 +424,53 @@ def main(argv: list[str] | None = None) -> dict:
     (args.out / "bench_train_speed.json.tmp").replace(args.out / "bench_train_speed.json")
     _plot(table, args.out / "bench_train_speed.png")
     return report
+
+
+def curves(args: argparse.Namespace) -> dict:
+    """Validation E and F MAE against training CPU time, per implementation and data set
+    (1 thread each unless ``--threads`` says otherwise): ``curves.json``, ``curves.png``."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    out: dict = {"curve_s": args.curves, "note": "2 shared CPU cores; CPU seconds of training",
+                 "runs": []}  # fmt: skip
+    for dataset in args.datasets:
+        for impl in args.impls:
+            spec = {"impl": impl, "dataset": dataset, "threads": args.threads[0],
+                    "batch_size": args.batch_size, "dtype": args.dtype,
+                    "cache": str(args.cache or args.out), "out": str(args.out),
+                    "smoke": args.smoke, "curve_s": args.curves}  # fmt: skip
+            res = _spawn(spec)
+            out["runs"].append(res)
+            last = (res.get("curve") or [{}])[-1]
+            print(f"{impl:<15} {dataset:<6} epochs {len(res.get('curve') or [])}: "
+                  f"E MAE {1e3 * last.get('energy_mae', float('nan')):.2f} meV/atom, "
+                  f"F MAE {1e3 * last.get('force_mae', float('nan')):.1f} meV/Å "
+                  f"{res.get('error', '')}", flush=True)  # fmt: skip
+    with open(args.out / "curves.json.tmp", "w") as fh:
+        json.dump(out, fh, indent=1)
+    (args.out / "curves.json.tmp").replace(args.out / "curves.json")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for res in (r for r in out["runs"] if r.get("curve")):
+        t = [row["cpu_s"] for row in res["curve"]]
+        label = f"{res['impl']} {res['dataset']}"
+        style = "-" if res["dataset"] == "water" else "--"
+        axes[0].semilogy(t, [1e3 * r["energy_mae"] for r in res["curve"]], style,
+                         color=f"C{IMPLS.index(res['impl'])}", label=label)  # fmt: skip
+        axes[1].semilogy(t, [1e3 * r["force_mae"] for r in res["curve"]], style,
+                         color=f"C{IMPLS.index(res['impl'])}", label=label)  # fmt: skip
+    axes[0].set(xlabel="training CPU s", ylabel="val energy MAE (meV/atom)")
+    axes[1].set(xlabel="training CPU s", ylabel="val force MAE (meV/Å)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    tmp = args.out / "curves.tmp.png"
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(args.out / "curves.png")
+    plt.close(fig)
+    return out
 
 
 def _plot(table: list[dict], path: Path) -> None:
