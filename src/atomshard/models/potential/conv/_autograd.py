@@ -215,12 +215,16 @@ def _substituted(  # type: ignore[no-untyped-def]
     )
 
 
-def _differentiable_grads(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[no-untyped-def]
+def _differentiable_grads(  # type: ignore[no-untyped-def]
+    ctx, grad: torch.Tensor, saved: tuple[torch.Tensor, ...]
+) -> tuple[torch.Tensor | None, ...]:
     """The backward of :class:`_ChunkFunction` under ``create_graph`` (a force loss), as a
     differentiable graph: the radial weights re-formed by autograd (the MLP is small), the
     tensor product's backward a :class:`_ChunkGrad`, whose own backward uses the fused
-    kernels again; the MLP's part of the gradient by autograd."""
-    h, sh, edge_radial, src, dst, *_ = ctx.saved_tensors
+    kernels again; the MLP's part of the gradient by autograd. ``saved``: the chunk's
+    ``ctx.saved_tensors``, unpacked once by the caller (inside a layer checkpoint a saved
+    tensor may be unpacked only once per backward)."""
+    h, sh, edge_radial, src, dst, *_ = saved
     conv, radial, matrices = ctx.conv, ctx.radial, ctx.matrices
     # only what this backward pass reaches: a force evaluation under create_graph
     # (autograd.grad(E, positions)) wants neither the MLP's matrices nor, in the first
@@ -298,7 +302,7 @@ class _ChunkFunction(torch.autograd.Function):
         none6 = (None,) * 6
         need_h, need_sh, need_er = ctx.needs_input_grad[6:9]
         if torch.is_grad_enabled():  # create_graph (a force loss): see _ChunkGrad
-            return _differentiable_grads(ctx, grad)
+            return _differentiable_grads(ctx, grad, (h, sh, edge_radial, src, dst))
         need_m = _engine_needs(matrices)
         plan = conv.pad_plan(src, dst, ctx.n_nodes) if ctx.nodes else None
         with torch.enable_grad():
