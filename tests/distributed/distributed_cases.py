@@ -131,19 +131,25 @@ def build_model(kind):
     return _MODELS[kind]
 
 
+def random_nequip(cutoff: float = 3.5, n_layers: int = 3):
+    """A seeded float64 NequIP-class model for O and Si whose readout and scales are
+    random too (not the initial zeros and ones), so every term is exercised."""
+    from atomshard.models.potential import NequIPConfig, NequIPPotential
+
+    torch.manual_seed(0)
+    config = NequIPConfig(
+        species=(8, 14), channels=8, l_max=2, n_layers=n_layers, cutoff=cutoff, dtype="float64"
+    )
+    model = NequIPPotential(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, dtype=p.dtype))
+    return model
+
+
 def _build(kind: str):
     if kind == "nequip":
-        from atomshard.models.potential import NequIPConfig, NequIPPotential
-
-        torch.manual_seed(0)
-        config = NequIPConfig(
-            species=(8, 14), channels=8, l_max=2, n_layers=3, cutoff=3.5, dtype="float64"
-        )
-        model = NequIPPotential(config)
-        with torch.no_grad():  # random, non-trivial readout and scales
-            for p in model.parameters():
-                p.add_(0.1 * torch.randn(p.shape, dtype=p.dtype))
-        return model
+        return random_nequip()
     from atomshard.models.resolve import resolve_model
 
     return resolve_model(kind, dtype=torch.float64)

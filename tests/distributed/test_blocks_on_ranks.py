@@ -14,7 +14,6 @@ from __future__ import annotations
 import ase.io
 import numpy as np
 import pytest
-import torch
 
 from atomshard.comm import RankFailure, gather_by_id, run_on_ranks
 from atomshard.md import MDConfig, run_md, run_md_on_ranks
@@ -23,6 +22,7 @@ from atomshard.md.state import state_from_ase
 from tests.distributed.distributed_cases import (
     partitions,
     quartz,
+    random_nequip,
     rel,
     serial,
     slab,
@@ -38,17 +38,7 @@ def short_model():
     """3 message-passing layers with a 2 Å cutoff (Si–O bonds only): a block's receptive
     field is a few dozen atoms, so a 72-atom cell splits into many blocks. float64."""
     if not _MODEL:
-        from atomshard.models.potential import NequIPConfig, NequIPPotential
-
-        torch.manual_seed(0)
-        config = NequIPConfig(
-            species=(8, 14), channels=8, l_max=2, n_layers=3, cutoff=2.0, dtype="float64"
-        )
-        model = NequIPPotential(config)
-        with torch.no_grad():  # random, non-trivial readout and scales
-            for p in model.parameters():
-                p.add_(0.1 * torch.randn(p.shape, dtype=p.dtype))
-        _MODEL.append(model)
+        _MODEL.append(random_nequip(cutoff=2.0))
     return _MODEL[0]
 
 

@@ -25,18 +25,11 @@ def plugin() -> Path:
 
 def _nequip(folder: Path) -> Path:
     from atomshard.models.checkpoint import save_checkpoint
-    from atomshard.models.potential import NequIPConfig, NequIPPotential
+    from tests.distributed.distributed_cases import random_nequip
 
-    torch.manual_seed(0)
-    config = NequIPConfig(
-        species=(8, 14), channels=8, l_max=2, n_layers=3, cutoff=3.5, dtype="float64"
-    )
-    model = NequIPPotential(config)
-    with torch.no_grad():  # random, non-trivial readout and scales
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn(p.shape, dtype=p.dtype))
+    model = random_nequip()
     path = folder / "nequip.pt"
-    save_checkpoint(path, model, model_type="potential", config=config)
+    save_checkpoint(path, model, model_type="potential", config=model.config)
     return path
 
 
