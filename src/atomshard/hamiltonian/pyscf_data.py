@@ -219,10 +219,16 @@ class DatasetConfig:
     include_original: bool = True
 
     def __post_init__(self) -> None:
-        if self.n_configs < 1:
-            raise InputError(f"n_configs must be >= 1, got {self.n_configs!r}")
-        if not 0 <= self.rattle < 1.0:
-            raise InputError(f"rattle must be in [0, 1) Å, got {self.rattle!r}")
+        check_sampling(self.n_configs, self.rattle)
+
+
+def check_sampling(n_configs: int, rattle: float) -> None:
+    """The settings every configuration set shares (molecules here, cells in
+    :mod:`atomshard.hamiltonian.pyscf_pbc`): at least one configuration, a rattle in Å."""
+    if n_configs < 1:
+        raise InputError(f"n_configs must be >= 1, got {n_configs!r}")
+    if not 0 <= rattle < 1.0:
+        raise InputError(f"rattle must be in [0, 1) Å, got {rattle!r}")
 
 
 def _geometry(positions: np.ndarray, cfg: DatasetConfig, s: int, c: int) -> np.ndarray:

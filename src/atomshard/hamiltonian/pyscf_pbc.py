@@ -44,7 +44,7 @@ from atomshard.errors import InputError
 from atomshard.hamiltonian.basis import OrbitalBasis
 from atomshard.hamiltonian.blocks import BlockSet
 from atomshard.hamiltonian.files import write_block_file
-from atomshard.hamiltonian.pyscf_data import require_pyscf
+from atomshard.hamiltonian.pyscf_data import check_sampling, require_pyscf
 from atomshard.units import HARTREE
 from atomshard.utils.config import config_to_dict
 from atomshard.utils.signals import StopOnSigterm
@@ -334,10 +334,7 @@ class PbcDatasetConfig:
     include_original: bool = True
 
     def __post_init__(self) -> None:
-        if self.n_configs < 1:
-            raise InputError(f"n_configs must be >= 1, got {self.n_configs!r}")
-        if not 0 <= self.rattle < 1.0:
-            raise InputError(f"rattle must be in [0, 1) Å, got {self.rattle!r}")
+        check_sampling(self.n_configs, self.rattle)
         if not 0 <= self.strain < 0.2:
             raise InputError(f"strain must be in [0, 0.2), got {self.strain!r}")
         reps = tuple(int(r) for r in self.repeat)
