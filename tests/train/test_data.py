@@ -49,16 +49,17 @@ def test_bad_extxyz_lines_are_reported_with_file_and_line(tmp_path):
         read_dataset(cut)
 
 
-def test_frame_without_energy_names_the_frame_and_line(tmp_path):
+def test_frame_without_any_label_names_the_frame_and_line(tmp_path):
     import ase.io
 
     frames = tiny_frames(2)
     frames[1].calc = None
-    path = tmp_path / "noenergy.xyz"
+    path = tmp_path / "nolabels.xyz"
     ase.io.write(str(path), frames, format="extxyz")
     second = int(_lines(path)[0]) + 4  # comment line of frame 1
     with pytest.raises(
-        InputError, match=f"noenergy.xyz, frame 1 \\(line {second}\\): no reference"
+        InputError,
+        match=f"nolabels.xyz, frame 1 \\(line {second}\\): no reference energy, forces or stress",
     ):
         read_dataset(path)
 

@@ -20,10 +20,18 @@ def _frames(n: int) -> list[LabelledStructure]:
 
 @pytest.mark.distributed
 def test_two_rank_gradients_equal_one_rank_for_both_strategies():
+    import dataclasses
+
     frames = _frames(5)  # odd count: the shards differ in size
+    # frames without an energy: the energy term is over the global count of those with
+    # one (rank 0's shard of `mixed` has 1 of the 2, rank 1's the other; in `apart` rank
+    # 0 has none)
+    mixed = [dataclasses.replace(f, energy=None) if k in (0, 1, 4) else f
+             for k, f in enumerate(frames)]  # fmt: skip
+    apart = [mixed[0], mixed[2]]
     with LocalGroup(2, timeout_s=120, threads_per_rank=1) as group:
         # 5 frames, and 1 frame (rank 1 has an empty shard and contributes zeros)
-        for batch in (frames, frames[:1]):
+        for batch in (frames, frames[:1], mixed, apart):
             serial = rank_gradient(NullCommunicator(), batch, "allreduce")
             assert np.abs(serial).max() > 0
             for strategy in ("allreduce", "ddp"):

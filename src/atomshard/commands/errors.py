@@ -52,8 +52,10 @@ def run(args: argparse.Namespace) -> int:
     print(error_table(ev.errors, title=f"{args.model} on {args.data} ({len(samples)} frames)"))
     if args.json:
         with atomic_write(args.json) as fh:
+            # an error over no frames (no energies, no stress) is left out, not NaN
+            found = {k: v for k, v in ev.errors.items() if v == v}
             json.dump({"model": args.model, "data": args.data, "n_frames": len(samples),
-                       **ev.errors}, fh, indent=1)  # fmt: skip
+                       **found}, fh, indent=1)  # fmt: skip
     if args.parity:
         from atomshard.train.report import plot_parity
 

@@ -164,7 +164,7 @@ def _finish(block: dict, path: Path, lu: float, eu: float, ase, spc):
         atoms.info["comment"] = "\n".join(block["comment"])
     if block["charge"] is not None:
         atoms.info["charge"] = block["charge"]
-    if block["energy"] is not None:
-        forces = np.array(block["f"]) * (eu / lu)
-        atoms.calc = spc(atoms, energy=block["energy"] * eu, forces=forces)
+    # a structure without an 'energy' line keeps its forces (the atom lines always have them)
+    energy = block["energy"] * eu if block["energy"] is not None else None
+    atoms.calc = spc(atoms, energy=energy, forces=np.array(block["f"]) * (eu / lu))
     return atoms

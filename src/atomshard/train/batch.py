@@ -34,7 +34,8 @@ class Batch:
         cells: ``[n_systems, 3, 3]`` float64 Å
         periodic: ``[n_systems]`` bool, fully periodic with a positive volume
         n_atoms: ``[n_systems]`` float64, atom counts
-        energy: ``[n_systems]`` float64 eV (reference)
+        energy: ``[n_systems]`` float64 eV (reference; zero where ``energy_mask`` is False)
+        energy_mask: ``[n_systems]`` bool, system has a reference energy
         forces: ``[n_atoms, 3]`` float64 eV/Å (zeros where ``force_mask`` is False)
         force_mask: ``[n_atoms]`` bool, atom has a reference force
         stress: ``[n_systems, 3, 3]`` float64 eV/Å³ (zeros where ``stress_mask`` is False)
@@ -47,6 +48,7 @@ class Batch:
     periodic: torch.Tensor
     n_atoms: torch.Tensor
     energy: torch.Tensor
+    energy_mask: torch.Tensor
     forces: torch.Tensor
     force_mask: torch.Tensor
     stress: torch.Tensor
@@ -74,6 +76,7 @@ def collate(samples: Sequence[LabelledStructure], *, device: str = "cpu") -> Bat
     smask: list[bool] = []
     periodic: list[bool] = []
     energy: list[float] = []
+    emask: list[bool] = []
     counts: list[int] = []
     offset = 0
     for k, s in enumerate(samples):
@@ -98,7 +101,8 @@ def collate(samples: Sequence[LabelledStructure], *, device: str = "cpu") -> Bat
         stress.append(s.stress if has_s and s.stress is not None else np.zeros((3, 3)))
         smask.append(has_s)
         cells.append(st.cell)
-        energy.append(s.energy)
+        energy.append(s.energy if s.energy is not None else 0.0)
+        emask.append(s.energy is not None)
         counts.append(n)
         offset += n
     f64 = torch.float64
@@ -123,6 +127,7 @@ def collate(samples: Sequence[LabelledStructure], *, device: str = "cpu") -> Bat
         periodic=t(periodic, torch.bool),
         n_atoms=t(counts, f64),
         energy=t(energy, f64),
+        energy_mask=t(emask, torch.bool),
         forces=t(np.concatenate(forces), f64),
         force_mask=t(np.concatenate(fmask), torch.bool),
         stress=t(np.stack(stress), f64),

@@ -1,11 +1,13 @@
 """Labelled structures for training potentials: readers, validation and splits.
 
-A :class:`LabelledStructure` is one configuration with its reference energy and,
-when the file has them, forces and stress. Readers accept extended XYZ (pre-scanned so
-that a broken line is reported with its file and line number), ASE databases (``.db``),
-n2p2 ``input.data`` files (through :func:`atomshard.io.n2p2_data.read_n2p2_data`, units
-converted to Å and eV) and anything else ASE reads. Every error names the file and the
-frame, and where possible the line.
+A :class:`LabelledStructure` is one configuration with the reference labels its file
+has: an energy, forces, stress, or some of them (a frame with none is an error; the
+trainer trains each loss term on the frames that have its label). Readers accept
+extended XYZ (pre-scanned so that a broken line is reported with its file and line
+number), ASE databases (``.db``), n2p2 ``input.data`` files (through
+:func:`atomshard.io.n2p2_data.read_n2p2_data`, units converted to Å and eV) and
+anything else ASE reads. Every error names the file and the frame, and where possible
+the line.
 """
 
 from __future__ import annotations
@@ -27,14 +29,14 @@ class LabelledStructure:
 
     Shapes:
         structure: positions ``[n_atoms, 3]`` float64 Å, species ``[n_atoms]`` int64 Z
-        energy: total energy, eV
+        energy: total energy, eV, or None
         forces: ``[n_atoms, 3]`` float64 eV/Å, or None
         stress: ``[3, 3]`` float64 eV/Å³ (ASE sign convention), or None
         edges: ``(src, dst, shifts)`` at ``cutoff`` (see :meth:`with_edges`), or None
     """
 
     structure: Structure
-    energy: float
+    energy: float | None
     forces: np.ndarray | None
     stress: np.ndarray | None
     source: str
@@ -63,17 +65,19 @@ class LabelledStructure:
 
 
 def labelled_from_atoms(atoms: Any, source: str) -> LabelledStructure:
-    """Labels of an :class:`ase.Atoms` (through its calculator results or ``info``)."""
+    """Labels of an :class:`ase.Atoms` (through its calculator results or ``info``).
+
+    Any of energy, forces and stress may be missing, not all three.
+    """
     from ase.stress import voigt_6_to_full_3x3_stress
 
     structure = Structure.from_ase(atoms, name=source)
     results = dict(atoms.calc.results) if atoms.calc is not None else {}
     energy = results.get("energy", atoms.info.get("energy"))
-    if energy is None:
-        raise InputError(f"{source}: no reference energy (needs an 'energy' value)")
-    energy = float(energy)
-    if not np.isfinite(energy):
-        raise InputError(f"{source}: energy is not finite ({energy})")
+    if energy is not None:
+        energy = float(energy)
+        if not np.isfinite(energy):
+            raise InputError(f"{source}: energy is not finite ({energy})")
     forces = results.get("forces", atoms.arrays.get("forces"))
     if forces is not None:
         forces = np.array(forces, dtype=np.float64).reshape(structure.n_atoms, 3)
@@ -91,6 +95,8 @@ def labelled_from_atoms(atoms: Any, source: str) -> LabelledStructure:
             raise InputError(f"{source}: stress needs 6 (Voigt) or 9 values, got {stress.size}")
         if not np.isfinite(stress).all():
             raise InputError(f"{source}: stress is not finite")
+    if energy is None and forces is None and stress is None:
+        raise InputError(f"{source}: no reference energy, forces or stress (nothing to train on)")
     return LabelledStructure(
         structure=structure, energy=energy, forces=forces, stress=stress, source=source
     )

@@ -19,7 +19,8 @@ class Evaluation:
     """Predictions next to references, and their error summary.
 
     Shapes:
-        energy_per_atom_ref, energy_per_atom_pred: ``[n_structures]`` eV/atom
+        energy_per_atom_ref, energy_per_atom_pred: ``[n_with_energy]`` eV/atom (the
+            structures that have a reference energy)
         force_ref, force_pred: ``[n_force_components]`` eV/Å (structures with forces)
         stress_ref, stress_pred: ``[n_stress_components]`` eV/Å³ (periodic, with stress)
         errors: ``{energy,force,stress}_{mae,rmse}`` (NaN where absent)
@@ -50,8 +51,9 @@ def evaluate_model(
         pred = predict_batch(model, batch, forces=True, stress=want_stress)
         sums += error_sums(pred, batch)
         n = batch.n_atoms
-        cols["er"].append((batch.energy / n).numpy())
-        cols["ep"].append((pred.energy.detach() / n).numpy())
+        has_e = batch.energy_mask
+        cols["er"].append((batch.energy / n)[has_e].numpy())
+        cols["ep"].append((pred.energy.detach() / n)[has_e].numpy())
         assert pred.forces is not None
         cols["fr"].append(batch.forces[batch.force_mask].reshape(-1).numpy())
         cols["fp"].append(pred.forces.detach()[batch.force_mask].reshape(-1).numpy())

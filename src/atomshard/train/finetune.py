@@ -9,13 +9,15 @@ Two steps before training:
    those elements (tested). Models with the ``species`` self-connection (a tensor
    product with the one-hot) keep every element.
 2. **new energy shifts**: the per-species shifts are corrected by a least-squares fit of
-   the residuals ``E_ref - E_model`` on the training set (minimum norm when the
-   compositions are linearly dependent), so training starts without an energy offset.
+   the residuals ``E_ref - E_model`` on the training frames that have an energy
+   (minimum norm when the compositions are linearly dependent; none: the model's shifts
+   are kept, with a warning), so training starts without an energy offset.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,7 +28,7 @@ from atomshard.models.potential import NequIPConfig, NequIPPotential
 from atomshard.models.potential.config import replace
 from atomshard.train.batch import collate, predict_batch
 from atomshard.train.data import LabelledStructure
-from atomshard.train.statistics import fit_energy_shifts
+from atomshard.train.statistics import energy_shift_note, fit_energy_shifts
 
 
 def subset_species(
@@ -97,7 +99,11 @@ def refit_energy_shifts(
     model.load_state_dict(state)
     model.eval()
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    residual = np.array([s.energy for s in samples]) - _predicted_energies(model, samples)
+    note = energy_shift_note(samples, fallback="the model's own are kept")
+    if note is not None:
+        warnings.warn(note, stacklevel=2)
+    reference = np.array([s.energy if s.energy is not None else np.nan for s in samples])
+    residual = reference - _predicted_energies(model, samples)  # NaN rows are not read
     delta = fit_energy_shifts(samples, config.species, residual=residual)
     shifts = tuple(float(a + b) for a, b in zip(config.energy_shift, delta))  # type: ignore[arg-type]
     return replace(config, energy_shift=shifts), state, delta

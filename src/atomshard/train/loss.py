@@ -1,9 +1,11 @@
 """Loss and error metrics whose sums add up exactly over ranks.
 
-Each term is a *sum* of squared errors divided by a *global* count (systems, force
-components, stress components of the whole global batch), so the losses of the ranks'
+Each term is a *sum* of squared errors divided by a *global* count (systems with an
+energy, force components, stress components of the whole global batch), so the losses of the ranks'
 shards add up to the loss of the global batch and their gradients add up to its
-gradient: data parallelism changes the order of additions, not the objective.
+gradient: data parallelism changes the order of additions, not the objective. A term
+counts only the frames that have its label; a term no frame of the global batch has is
+left out (no division by zero).
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ class LossWeights:
 
 @dataclass(frozen=True)
 class Counts:
-    """Normalisers of one global batch: systems, force components, stress components."""
+    """Normalisers of one global batch: systems, systems with a reference energy, force
+    components, stress components."""
 
     n_systems: int
+    n_energy: int
     n_force: int
     n_stress: int
 
@@ -53,13 +57,14 @@ class Counts:
             and bool(np.all(s.structure.pbc))
             and abs(float(np.linalg.det(s.structure.cell))) > 0
         )
-        return cls(n_systems=len(samples), n_force=n_force, n_stress=n_stress)
+        n_energy = sum(1 for s in samples if s.energy is not None)
+        return cls(n_systems=len(samples), n_energy=n_energy, n_force=n_force, n_stress=n_stress)
 
 
 def _residuals(
     pred: BatchPrediction, batch: Batch
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    de = (pred.energy - batch.energy) / batch.n_atoms
+    de = ((pred.energy - batch.energy) / batch.n_atoms)[batch.energy_mask]
     df = None
     if pred.forces is not None:
         df = (pred.forces - batch.forces)[batch.force_mask]
@@ -74,11 +79,13 @@ def batch_loss(
 ) -> torch.Tensor:
     """This shard's share of the global-batch loss (a scalar with gradient).
 
-    ``w_E Σ(ΔE/N)² / n_systems + w_F Σ ΔF² / n_force + w_S Σ Δσ² / n_stress``, sums over
-    this shard, counts over the global batch.
+    ``w_E Σ(ΔE/N)² / n_energy + w_F Σ ΔF² / n_force + w_S Σ Δσ² / n_stress``, sums over
+    this shard's frames that have the label, counts over the global batch. The energy
+    term stays in the graph when no frame has an energy (an empty sum, exact zeros), so
+    every rank's backward reaches the same parameters.
     """
     de, df, ds = _residuals(pred, batch)
-    loss = weights.energy * (de**2).sum() / max(counts.n_systems, 1)
+    loss = weights.energy * (de**2).sum() / max(counts.n_energy, 1)
     if df is not None and weights.force > 0 and counts.n_force > 0:
         loss = loss + weights.force * (df**2).sum() / counts.n_force
     if ds is not None and weights.stress > 0 and counts.n_stress > 0:

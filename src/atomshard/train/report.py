@@ -38,7 +38,9 @@ def plot_parity(ev: Evaluation, path: Path | str, *, title: str = "") -> None:
             ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         ax.set(xlabel=f"reference {label}", ylabel=f"predicted {label}")
         ax.ticklabel_format(useOffset=False)
-        ax.set_title(f"RMSE {ev.errors[f'{key}_rmse'] * 1000:.2f} {units[key]}", fontsize=9)
+        rmse = ev.errors[f"{key}_rmse"]
+        text = f"RMSE {rmse * 1000:.2f} {units[key]}" if rmse == rmse else "no reference values"
+        ax.set_title(text, fontsize=9)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -63,7 +65,8 @@ def final_report(prepared: Prepared) -> dict[str, Any]:
         ev = evaluate_model(model, samples, batch_size=prepared.recipe.batch_size)
         plot_parity(ev, out / f"parity_{name}.png", title=f"best.pt on the {name} set")
         print(error_table(ev.errors, title=f"best.pt on the {name} set ({len(samples)} frames)"))
-        summary[name] = ev.errors
+        # an error over no frames (no energies, no stress) is left out, not NaN
+        summary[name] = {k: v for k, v in ev.errors.items() if v == v}
     with atomic_write(out / "errors.json") as fh:
         json.dump(summary, fh, indent=1)
     return summary

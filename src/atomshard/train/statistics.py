@@ -1,7 +1,8 @@
 """Per-species dataset statistics, computed once on the training split.
 
-- energy shifts: least-squares fit ``E_s ≈ Σ_Z n_{s,Z} shift_Z`` over structures ``s``
-  (minimum-norm solution when compositions are linearly dependent);
+- energy shifts: least-squares fit ``E_s ≈ Σ_Z n_{s,Z} shift_Z`` over the structures
+  ``s`` that have a reference energy (minimum-norm solution when compositions are
+  linearly dependent; zero shifts, with a warning, when none has one);
 - force scales: per-species root mean square of the force components (NequIP's
   ``per_species_forces_rms``), the SI's per-species energy scale; a species without
   reference forces falls back to the all-species value;
@@ -13,6 +14,7 @@ and are stored in the checkpoint metadata.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -34,6 +36,7 @@ class DatasetStatistics:
         force_rms_all: eV/Å over every atom with a reference force.
         avg_num_neighbors: mean number of incoming edges per atom.
         n_structures, n_atoms, n_edges: counts behind the numbers.
+        n_energy: structures with a reference energy (those the shifts are fitted on).
     """
 
     species: tuple[int, ...]
@@ -44,6 +47,7 @@ class DatasetStatistics:
     n_structures: int
     n_atoms: int
     n_edges: int
+    n_energy: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for a checkpoint's metadata."""
@@ -67,16 +71,44 @@ def composition_matrix(samples: Sequence[LabelledStructure], species: Sequence[i
 def fit_energy_shifts(
     samples: Sequence[LabelledStructure], species: Sequence[int], *, residual: np.ndarray | None
 ) -> np.ndarray:
-    """Least-squares per-species shifts (eV) of ``energy`` (or of ``residual`` if given).
+    """Least-squares per-species shifts (eV) of ``energy`` (or of ``residual`` if given),
+    fitted on the structures that have a reference energy (zeros if none has).
 
     Shapes:
-        residual: ``[n_structures]`` eV, or None for the reference energies
+        residual: ``[n_structures]`` eV (entries of structures without an energy are
+            not read), or None for the reference energies
         returns: ``[n_species]`` eV
     """
-    a = composition_matrix(samples, species)
-    b = np.array([s.energy for s in samples]) if residual is None else np.asarray(residual)
+    used = [k for k, s in enumerate(samples) if s.energy is not None]
+    if not used:
+        return np.zeros(len(species))
+    a = composition_matrix([samples[k] for k in used], species)
+    if residual is None:
+        b = np.array([samples[k].energy for k in used], dtype=np.float64)
+    else:
+        b = np.asarray(residual, dtype=np.float64)[used]
     solution, *_ = np.linalg.lstsq(a, b, rcond=None)
     return np.asarray(solution, dtype=np.float64)
+
+
+def energy_shift_note(samples: Sequence[LabelledStructure], *, fallback: str) -> str | None:
+    """The warning for shifts fitted on part of ``samples`` (None when all have energies).
+
+    Args:
+        fallback: what the shifts are when no structure has an energy.
+    """
+    n_energy = sum(1 for s in samples if s.energy is not None)
+    if n_energy == len(samples):
+        return None
+    if n_energy == 0:
+        return (
+            f"none of the {len(samples)} training frames has a reference energy: the "
+            f"per-species energy shifts are not fitted ({fallback})"
+        )
+    return (
+        f"per-species energy shifts fitted on the {n_energy} of {len(samples)} training "
+        "frames that have a reference energy"
+    )
 
 
 def compute_statistics(
@@ -87,6 +119,9 @@ def compute_statistics(
         raise InputError("cannot compute statistics of an empty training set")
     species = tuple(int(z) for z in species)
     shifts = fit_energy_shifts(samples, species, residual=None)
+    note = energy_shift_note(samples, fallback="zero")
+    if note is not None:
+        warnings.warn(note, stacklevel=2)
     sq = np.zeros(len(species))
     count = np.zeros(len(species))
     column = {z: i for i, z in enumerate(species)}
@@ -116,4 +151,5 @@ def compute_statistics(
         n_structures=len(samples),
         n_atoms=n_atoms,
         n_edges=n_edges,
+        n_energy=sum(1 for s in samples if s.energy is not None),
     )

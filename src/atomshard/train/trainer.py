@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from atomshard.comm import Communicator, NullCommunicator
+from atomshard.errors import InputError
 from atomshard.models.allegro import AllegroConfig, AllegroPotential
 from atomshard.models.checkpoint import read_checkpoint, save_checkpoint
 from atomshard.models.potential import NequIPConfig, NequIPPotential
@@ -114,9 +115,10 @@ def data_fingerprint(samples: Sequence[LabelledStructure]) -> str:
     digest = hashlib.sha256()
     for s in samples:
         st = s.structure
-        for arr in (st.species, st.positions, st.cell, np.array([s.energy])):
+        for arr in (st.species, st.positions, st.cell):
             digest.update(np.ascontiguousarray(arr).tobytes())
-        for label in (s.forces, s.stress):
+        energy = None if s.energy is None else np.array([s.energy])
+        for label in (energy, s.forces, s.stress):
             digest.update(b"-" if label is None else np.ascontiguousarray(label).tobytes())
     return digest.hexdigest()[:16]
 
@@ -126,9 +128,58 @@ def _names(samples: Sequence[LabelledStructure], most: int = 3) -> str:
     return shown + (f" and {len(samples) - most} more" if len(samples) > most else "")
 
 
+def _stages(recipe: RecipeConfig) -> list[int]:
+    return [1, 2] if recipe.stage2_epochs > 0 else [1]
+
+
+def check_loss_terms(train_set: Sequence[LabelledStructure], recipe: RecipeConfig) -> None:
+    """Refuse a recipe whose loss (in some stage) has no term any training frame has
+    the label of.
+
+    Raises:
+        InputError: naming the stage, its weights and the labels the frames carry.
+    """
+    import numpy as np
+
+    has = {
+        "energy": any(s.energy is not None for s in train_set),
+        "force": any(s.forces is not None for s in train_set),
+        "stress": any(
+            s.stress is not None
+            and bool(np.all(s.structure.pbc))
+            and abs(float(np.linalg.det(s.structure.cell))) > 0
+            for s in train_set
+        ),
+    }
+    for stage in _stages(recipe):
+        w = stage_weights(recipe, stage)
+        weighted = {"energy": w.energy, "force": w.force, "stress": w.stress}
+        if not any(weighted[k] > 0 and has[k] for k in has):
+            labels = ", ".join(k for k in has if has[k]) or "none"
+            raise InputError(
+                f"training stage {stage}: no loss term has data (weights energy={w.energy}, "
+                f"force={w.force}, stress={w.stress}; labels in the {len(train_set)} "
+                f"training frames: {labels})"
+            )
+
+
 def data_warnings(train_set: Sequence[LabelledStructure], recipe: RecipeConfig) -> list[str]:
     """One-line notes on training data the recipe cannot use in full (each a warning)."""
     out = []
+    no_energy = [s for s in train_set if s.energy is None]
+    energy_used = any(stage_weights(recipe, k).energy > 0 for k in _stages(recipe))
+    if no_energy and energy_used:
+        if len(no_energy) == len(train_set):
+            out.append(
+                f"none of the {len(train_set)} training frames has a reference energy "
+                f"({_names(no_energy)}): the energy term is empty, training on forces "
+                "(and stress) only"
+            )
+        else:
+            out.append(
+                f"{len(no_energy)} of {len(train_set)} training frames have no reference "
+                f"energy ({_names(no_energy)}): they enter the force (and stress) terms only"
+            )
     no_forces = [s for s in train_set if s.forces is None]
     if no_forces and recipe.force_weight > 0:
         out.append(
@@ -152,7 +203,8 @@ def data_warnings(train_set: Sequence[LabelledStructure], recipe: RecipeConfig) 
 
 def early_stop_metric(row: dict[str, float]) -> float:
     """Mean of the validation per-atom-energy and force RMSEs (those present)."""
-    values = [row[k] for k in ("val_energy_rmse", "val_force_rmse") if row[k] == row[k]]
+    values = [v for k in ("val_energy_rmse", "val_force_rmse")
+              if (v := row.get(k, math.nan)) == v]  # fmt: skip
     return sum(values) / len(values) if values else math.inf
 
 
@@ -387,6 +439,7 @@ def train_potential(
     """
     comm = comm or NullCommunicator()
     out = Path(output)
+    check_loss_terms(train_set, recipe)
     run = _Run(config, train_set, valid_set, recipe, out, comm, dict(metadata or {}), init_state)
     if run.rank == 0:
         for note in data_warnings(run.train_set, recipe):
@@ -442,7 +495,8 @@ def train_potential(
             row = {
                 "epoch": st.epoch, "stage": st.stage, "lr": lr, "train_loss": train_loss,
                 "val_loss": val["loss"], "time_s": st.elapsed_s,
-                **{f"val_{k}": v for k, v in val.items() if k.endswith(("mae", "rmse"))},
+                # an error over no frames (no energies, no stress) is left out, not NaN
+                **{f"val_{k}": v for k, v in val.items() if k.endswith(("mae", "rmse")) and v == v},
             }  # fmt: skip
             st.history.append(row)
             metric = early_stop_metric(row)
@@ -470,7 +524,8 @@ def train_potential(
             run.write_csv()
             if outer is not None:
                 outer.update(1)
-                outer.set_postfix(val_f_rmse=f"{row['val_force_rmse']:.3g}", lr=f"{lr:.1e}")
+                outer.set_postfix(val_f_rmse=f"{row.get('val_force_rmse', math.nan):.3g}",
+                                  lr=f"{lr:.1e}")  # fmt: skip
             if on_epoch is not None and run.rank == 0:
                 on_epoch(row)
             done_here += 1
