@@ -15,7 +15,8 @@ positions is all they need). Message-passing models get :class:`LammpsExchange`,
 their owners through LAMMPS's forward communication and whose backward adds the ghost
 rows' gradients into their owners through the reverse communication: the C++ side hands
 over two function pointers for that. Every rank calls them in the same order (one per
-layer, then one per layer backwards), as LAMMPS's communication requires.
+layer, then one per layer backwards, also where its energy does not depend on a layer's
+features: :func:`_edge_gradient`), as LAMMPS's communication requires.
 
 Forces come from ``g = ∂E/∂r`` of the owned energy: ``f[dst] += g``, ``f[src] -= g``
 (ghost rows too: LAMMPS sends them home with ``newton on``; with ``newton off`` this
@@ -29,7 +30,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
@@ -69,10 +70,14 @@ class _Rows:
 
 class _ExchangeFn(torch.autograd.Function):
     """Forward: owned rows in, all local rows out with ghosts from their owners. Backward:
-    the adjoint, ghost gradients added into their owners."""
+    the adjoint, ghost gradients added into their owners. ``anchor`` (an empty leaf that
+    requires grad) puts every exchange into the backward graph, whatever ``x`` depends on:
+    see :func:`_edge_gradient`."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, exchange: LammpsExchange) -> torch.Tensor:
+    def forward(
+        ctx: Any, x: torch.Tensor, exchange: LammpsExchange, anchor: torch.Tensor
+    ) -> torch.Tensor:
         n_owned, n_local = exchange.n_owned, exchange.n_local
         width = math.prod(x.shape[1:])
         rows = torch.zeros(n_local, width, dtype=torch.float64)
@@ -82,19 +87,25 @@ class _ExchangeFn(torch.autograd.Function):
         return rows.to(x.dtype).reshape(n_local, *x.shape[1:])
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, torch.Tensor]:
         exchange = ctx.exchange
         n_owned, n_local = exchange.n_owned, exchange.n_local
         rows = grad.reshape(n_local, -1).to(torch.float64, copy=True).contiguous()
-        exchange.rows.reverse(rows)
+        exchange.rows.reverse(rows)  # on every rank, also where x needs no gradient
+        anchor_grad = torch.zeros(0, dtype=torch.float64)
+        if not ctx.needs_input_grad[0]:
+            return None, None, anchor_grad
         out = torch.zeros(ctx.n_in, *ctx.shape, dtype=grad.dtype)
         out[:n_owned] = rows[:n_owned].reshape(n_owned, *ctx.shape).to(grad.dtype)
-        return out, None
+        return out, None, anchor_grad
 
 
 @dataclass
 class LammpsExchange:
     """``exchange(x)`` over LAMMPS's owned and ghost atoms (an OwnedRowsExchange).
+
+    Every output that takes part in autograd is kept in ``outputs`` (in call order), so
+    that :func:`_edge_gradient` runs the reverse exchange of each one on every rank.
 
     Shapes:
         x: ``[n_owned, ...]`` or ``[n_local, ...]``; returns ``[n_local, ...]``.
@@ -103,13 +114,20 @@ class LammpsExchange:
     rows: _Rows
     n_owned: int
     n_local: int
+    anchor: torch.Tensor = field(
+        default_factory=lambda: torch.zeros(0, dtype=torch.float64, requires_grad=True)
+    )
+    outputs: list[torch.Tensor] = field(default_factory=list)
 
     def __call__(self, x: torch.Tensor, /) -> torch.Tensor:
         if x.shape[0] not in (self.n_owned, self.n_local):
             raise ValueError(
                 f"exchange: {x.shape[0]} rows, expected {self.n_owned} or {self.n_local}"
             )
-        return _ExchangeFn.apply(x, self)
+        out = _ExchangeFn.apply(x, self, self.anchor)
+        if out.requires_grad:
+            self.outputs.append(out)
+        return out
 
 
 @dataclass
@@ -257,11 +275,7 @@ def compute(
         energies = h.model.atomic_energies(graph, edge_vec, exchange)[:nlocal]
         energies = energies.to(torch.float64)
         energy = energies.sum()
-        g = None
-        if energy.requires_grad:
-            (g,) = torch.autograd.grad(energy, edge_vec, allow_unused=True)
-    if g is None:
-        g = torch.zeros_like(edge_vec)
+        g = _edge_gradient(energy, edge_vec, exchange)
     r = edge_vec.detach()
     forces = torch.zeros(n, 3, dtype=torch.float64)
     forces.index_add_(0, dst, g).index_add_(0, src, g, alpha=-1.0)
@@ -282,6 +296,37 @@ def compute(
             per_atom.index_add_(0, src, w6, alpha=0.5).index_add_(0, dst, w6, alpha=0.5)
             _add_owned(h, per_atom, vatom_address, nlocal, n, newton)
     return (float(energy.detach()), *virial)  # type: ignore[return-value]
+
+
+def _edge_gradient(energy: torch.Tensor, edge_vec: torch.Tensor, exchange: Any) -> torch.Tensor:
+    """``g = dE/d(edge_vec)`` (zeros where E does not depend on it), with the reverse
+    exchange of every forward exchange run on every rank.
+
+    The peers of a rank wait in LAMMPS's reverse communication once per exchange. A rank
+    whose energy does not reach an exchange (no gradient there: energies detached, or a
+    model whose first features depend on the species only) would skip it and leave them
+    waiting, or answer the next message with the wrong rows. So every exchange output is
+    a root of the one backward pass, seeded with zeros, and the anchor every exchange
+    takes is an input: autograd then runs each exchange's backward exactly once, in the
+    reverse order of the forward (later exchanges depend on earlier ones, and autograd
+    runs independent nodes newest first), on every rank alike.
+
+    Shapes:
+        energy: ``[]`` float64 eV; edge_vec: ``[n_edges, 3]`` float64 Å; returns
+        ``[n_edges, 3]`` eV/Å.
+    """
+    roots, seeds, inputs = [], [], [edge_vec]
+    if energy.requires_grad:
+        roots.append(energy)
+        seeds.append(torch.ones_like(energy))
+    if isinstance(exchange, LammpsExchange):
+        roots.extend(exchange.outputs)
+        seeds.extend(torch.zeros_like(out) for out in exchange.outputs)
+        inputs.append(exchange.anchor)
+    if not roots:
+        return torch.zeros_like(edge_vec)
+    g = torch.autograd.grad(roots, inputs, seeds, allow_unused=True)[0]
+    return torch.zeros_like(edge_vec) if g is None else g
 
 
 def _add_owned(h: Handle, rows: torch.Tensor, address: int, nlocal: int, n: int, newton: int):
