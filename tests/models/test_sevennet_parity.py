@@ -26,6 +26,7 @@ from atomshard.testing.sevennet_reference import (  # noqa: E402
     SevenNetReference,
     parity_structures,
 )
+from tests.models.sevennet_cases import small_sevenn_checkpoint  # noqa: E402
 
 STRUCTURES = parity_structures()
 
@@ -156,49 +157,8 @@ def test_convert_refuses_unsafe_or_foreign_files(tmp_path):
     assert not (tmp_path / "out.pt").exists()
 
 
-def _small_current_sevenn_checkpoint(path):
-    """A random small model in sevenn's current layout with its default NequIP choices
-    (parity, species self-connection, polynomial cutoff) — unlike the pretrained ones."""
-    import copy
-
-    import sevenn._const as const
-    import sevenn._keys as keys
-    from sevenn.model_build import build_E3_equivariant_model
-
-    cfg = copy.deepcopy(const.DEFAULT_E3_EQUIVARIANT_MODEL_CONFIG)
-    cfg.update(
-        {
-            keys.CHEMICAL_SPECIES: ["O", "Si"],
-            keys.NUM_SPECIES: 2,
-            keys.TYPE_MAP: {8: 0, 14: 1},
-            keys.CUTOFF: 4.0,
-            keys.NODE_FEATURE_MULTIPLICITY: 8,
-            keys.LMAX: 2,
-            keys.NUM_CONVOLUTION: 3,
-            keys.CONV_DENOMINATOR: 7.5,
-            keys.SHIFT: [-3.0, -5.0],
-            keys.SCALE: [1.3, 1.1],
-            keys.RADIAL_BASIS: {keys.RADIAL_BASIS_NAME: "bessel", "bessel_basis_num": 6},
-            keys.CUTOFF_FUNCTION: {keys.CUTOFF_FUNCTION_NAME: "poly_cut", "poly_cut_p_value": 5},
-            "version": sevenn.__version__,
-        }
-    )
-    torch.manual_seed(0)
-    model = build_E3_equivariant_model(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(0.1 * torch.randn_like(p))
-    torch.save({"config": cfg, "model_state_dict": model.state_dict()}, path)
-    return path
-
-
 def test_current_layout_with_parity_and_species_self_connection(tmp_path):
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        source = _small_current_sevenn_checkpoint(tmp_path / "small.pth")
+    source = small_sevenn_checkpoint(tmp_path / "small.pth")
     model = load_model(
         convert_sevennet_checkpoint(source, tmp_path / "small.pt"), dtype=torch.float64
     )
