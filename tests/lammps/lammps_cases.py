@@ -100,10 +100,19 @@ def write_data(path: Path, atoms: ase.Atoms, elements: tuple[str, ...]) -> ase.A
 
 
 def case_input(
-    data: Path, model: Path, elements: tuple[str, ...], cell: Cell, dtype: str = ""
+    data: Path,
+    model: Path,
+    elements: tuple[str, ...],
+    cell: Cell,
+    dtype: str = "",
+    *,
+    tiled: bool = False,
 ) -> str:
-    """The input lines of one ``run 0`` evaluation (after a ``clear``)."""
+    """The input lines of one ``run 0`` evaluation (after a ``clear``); ``tiled``: with
+    ``comm_style tiled`` and the subdomains cut by ``balance 1.0 rcb`` (instead of the
+    cell's ``processors`` grid)."""
     style = f"pair_style atomshard{' dtype ' + dtype if dtype else ''}"
+    layout = "comm_style tiled" if tiled else f"processors {cell.processors}"
     sa = " ".join(f"c_sa[{k}]" for k in range(1, 7))
     pv = " ".join(f"c_pv[{k}]" for k in range(1, 7))
     return f"""clear
@@ -111,7 +120,7 @@ units metal
 atom_style atomic
 atom_modify map array
 boundary {cell.boundary}
-processors {cell.processors}
+{layout}
 read_data {data}
 {style}
 pair_coeff * * {model} {" ".join(elements)}
@@ -122,6 +131,7 @@ thermo_style custom step pe vol {pv}
 thermo_modify format float %.17g
 dump d all custom 1 {data.with_suffix(".dump")} id fx fy fz c_pe {sa}
 dump_modify d sort id format float %.17g
+{"balance 1.0 rcb" if tiled else ""}
 run 0
 undump d
 """

@@ -3,10 +3,14 @@
 Small random models (NequIP-class with 3 message-passing layers, Allegro, a synthetic
 Behler-Parrinello/n2p2 potential) on a triclinic cell thinner than twice the cutoff, a
 2-atom cell shorter than the cutoff (ghosts of ghosts), a slab (boundary p p f) and a box
-whose atoms leave some ranks' subdomains empty; on 1 and 2 MPI ranks (newton on and off)
-and, for the message-passing model, 4. float64: energy and virial within 1e-10 relative,
-forces and per-atom energies within 1e-10 eV/Å (eV); float32 within float32 noise. Each
-configuration is one ``lmp`` run that evaluates its cases (``clear`` between them).
+whose atoms leave some ranks' subdomains empty; on 1 and 2 MPI ranks (newton on and off),
+on 4 (every model on the triclinic cell, the slab and the box with empty subdomains, and
+the message-passing model on the 2-atom cell), and on 3 ranks with ``comm_style tiled``
+and ``balance 1.0 rcb`` (the slab and the box: tiled communication refuses a cutoff
+longer than a periodic box length, so not the two small cells). float64: energy and
+virial within 1e-10 relative, forces and per-atom energies within 1e-10 eV/Å (eV);
+float32 within float32 noise. Each configuration is one ``lmp`` run that evaluates its
+cases (``clear`` between them).
 """
 
 from __future__ import annotations
@@ -39,19 +43,31 @@ CASES = [(m, c) for m in ("nequip", "allegro", "bp") for c in cells()] + [
     ("nequip32", "triclinic"),
     ("nequip32", "empty"),
 ]
-#: (ranks, newton) -> the cases it runs (newton off: the message-passing and the BP model;
-#: 4 ranks on this 2-core box: the message-passing model on the awkward cells)
+#: (ranks, newton, comm_style) -> the cases it runs (newton off: the message-passing and
+#: the BP model; 4 ranks: 36 atoms give every rank some, "empty" and "tiny" leave ranks
+#: without; tiled on 3 ranks: uneven rcb cuts)
 CONFIGS = {
-    (1, "on"): CASES,
-    (2, "on"): CASES,
-    (2, "off"): [c for c in CASES if c[0] in ("nequip", "bp")],
-    (4, "on"): [("nequip", "empty"), ("nequip", "tiny"), ("nequip", "triclinic")],
+    (1, "on", "brick"): CASES,
+    (2, "on", "brick"): CASES,
+    (2, "off", "brick"): [c for c in CASES if c[0] in ("nequip", "bp")],
+    (4, "on", "brick"): [
+        *((m, c) for m in ("nequip", "allegro", "bp") for c in ("triclinic", "slab", "empty")),
+        ("nequip", "tiny"),
+    ],
+    (3, "on", "tiled"): [
+        ("nequip", "slab"),
+        ("nequip", "empty"),
+        ("allegro", "slab"),
+        ("bp", "slab"),
+    ],
 }
+ONE = (1, "on", "brick")
 
 
 @pytest.fixture(scope="module")
 def cases(exports, tmp_path_factory):
-    """Data files, the input text of every case and the float64 references."""
+    """Data files, the ``case_input`` arguments of every case and the float64
+    references."""
     folder = tmp_path_factory.mktemp("parity")
     structures = cells()
     inputs, refs, models = {}, {}, {}
@@ -60,7 +76,7 @@ def cases(exports, tmp_path_factory):
         cell = structures[cell_name]
         data = folder / f"{model_name}-{cell_name}.data"
         atoms = write_data(data, with_elements(cell.atoms, elements), elements)
-        inputs[model_name, cell_name] = case_input(data, exports[model_name], elements, cell)
+        inputs[model_name, cell_name] = (data, exports[model_name], elements, cell)
         ref_name = model_name.removesuffix("32")
         if ref_name not in models:
             models[ref_name] = load_export(exports[ref_name])[0]
@@ -70,23 +86,26 @@ def cases(exports, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(plugin, cases):
-    """{(ranks, newton): {(model, cell): Result}}, one lmp run per configuration."""
+    """{(ranks, newton, comm_style): {(model, cell): Result}}, one lmp run per
+    configuration."""
     folder, inputs, _ = cases
     out = {}
-    for (ranks, newton), chosen in CONFIGS.items():
-        text = "".join(inputs[case] for case in chosen)
+    for (ranks, newton, comm), chosen in CONFIGS.items():
+        text = "".join(case_input(*inputs[case], tiled=comm == "tiled") for case in chosen)
         done = run_lammps(folder, text, ranks, newton=newton)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         blocks = thermo_blocks((folder / "log.lammps").read_text())
         assert len(blocks) == len(chosen)
-        out[ranks, newton] = {  # the next configuration's dumps overwrite these
+        out[ranks, newton, comm] = {  # the next configuration's dumps overwrite these
             case: lammps_result(block[0], read_dump(folder / f"{case[0]}-{case[1]}.dump"))
             for case, block in zip(chosen, blocks)
         }
     return out
 
 
-@pytest.mark.parametrize("config", list(CONFIGS), ids=[f"{r}ranks-newton{n}" for r, n in CONFIGS])
+@pytest.mark.parametrize(
+    "config", list(CONFIGS), ids=[f"{r}ranks-newton{n}-{c}" for r, n, c in CONFIGS]
+)
 def test_lammps_equals_atomshard(runs, cases, config):
     refs = cases[2]
     for case, got in runs[config].items():
@@ -101,7 +120,7 @@ def test_lammps_equals_atomshard(runs, cases, config):
 
 
 def test_per_atom_virial_sums_to_global_and_agrees_across_ranks(runs):
-    one = runs[1, "on"]
+    one = runs[ONE]
     for config, results in runs.items():
         for case, got in results.items():
             assert got.per_atom_virial is not None
