@@ -1,6 +1,8 @@
 """What production LAMMPS runs use, with pair_style atomshard: NVE with neighbour-list
 rebuilds, velocity, fix momentum, a dump with forces and rerun (1 vs 2 ranks: the same
-thermo), fix npt (the pressure moves to its target) and minimize (cg)."""
+thermo), fix nvt (the temperature settles at its target, the thermostat's conserved
+energy stays put; 1 vs 2 ranks: the same first steps), fix npt (the pressure moves to its
+target) and minimize (cg)."""
 
 from __future__ import annotations
 
@@ -32,6 +34,22 @@ unfix 1
 unfix 2
 undump t
 rerun traj.dump dump x y z
+"""
+
+NVT = """units metal
+atom_style atomic
+atom_modify map array
+read_data {data}
+pair_style atomshard
+pair_coeff * * {model} O Si
+neighbor 0.5 bin
+timestep 0.001
+velocity all create 100 42 loop geom
+fix 1 all nvt temp 600 600 0.01
+thermo 5
+thermo_style custom step temp pe etotal econserve
+thermo_modify format float %.17g
+run {steps}
 """
 
 NPT_MIN = """units metal
@@ -83,6 +101,23 @@ def test_nve_same_thermo_on_1_and_2_ranks_and_rerun(plugin, exports, data, tmp_p
     for rerun in (np.array(one[1]), np.array(two[1])):  # rerun of the dumped frames
         assert np.allclose(rerun[:, 0], md1[:, 0])
         assert np.max(np.abs(rerun[:, 1] - md1[:, 1])) < 1e-9  # same pe from the dump
+
+
+def test_nvt_on_2_ranks_settles_at_the_target(plugin, exports, data, tmp_path):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    text = NVT.format(data=data, model=exports["nequip"], steps=20)
+    one = np.array(_run(tmp_path / "one", text, 1)[0])
+    text = NVT.format(data=data, model=exports["nequip"], steps=80)
+    two = np.array(_run(tmp_path / "two", text, 2)[0])
+    assert one.shape == (5, 5) and two.shape == (17, 5)
+    scale = np.maximum(np.abs(one), 1.0)
+    assert np.max(np.abs(two[:5] - one) / scale) < 1e-9  # the same first 20 steps
+    temp, etotal, conserved = two[:, 1], two[:, 3], two[:, 4]
+    assert temp[0] == pytest.approx(100.0)
+    assert abs(temp[8:].mean() - 600.0) < 0.15 * 600.0  # steps 40-80: at the target
+    assert np.ptp(etotal) > 1.0  # the thermostat moves energy in and out ...
+    assert np.ptp(conserved) < 1e-2  # ... and its conserved quantity stays put
 
 
 def test_npt_and_minimize_on_2_ranks(plugin, exports, data, tmp_path):
