@@ -98,8 +98,8 @@ def test_python_without_atomshard_is_one_lammps_error(plugin, tmp_path, quartz_i
 
 
 def _other_python() -> str | None:
-    """An interpreter of another minor version than this one, if one is installed (on
-    PATH, or one of pyenv's)."""
+    """An interpreter (3.8 or newer) of another minor version than this one, if one is
+    installed (on PATH, or one of pyenv's)."""
     candidates = [shutil.which(f"python3.{minor}") for minor in range(8, 16)]
     if shutil.which("pyenv"):
         root = subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip()
@@ -112,7 +112,8 @@ def _other_python() -> str | None:
             capture_output=True,
             text=True,
         )
-        if done.returncode == 0 and done.stdout.strip() not in ("", str(sys.version_info.minor)):
+        minor = int(done.stdout) if done.returncode == 0 and done.stdout.strip() else 0
+        if minor >= 8 and minor != sys.version_info.minor:
             return path
     return None
 
