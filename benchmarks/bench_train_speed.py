@@ -25,8 +25,14 @@ Peak RSS is the process's.
 ``--profile`` also writes torch.profiler tables of atomshard's step (``profile_*.txt``).
 
 Implementations: ``atomshard`` (the default fused convolution), ``atomshard-e3nn`` (the
-same model through e3nn's ``TensorProduct``, the reference path) and ``nequip``
-(``nequip.model.NequIPGNNModel`` from the nequip 0.19.1 in the project's venv).
+same model through e3nn's ``TensorProduct``, the reference path), ``nequip``
+(``nequip.model.NequIPGNNModel`` from the nequip 0.19.1 in the project's venv) and, with
+``--mace-python PATH``, ``mace``: mace-torch's closest model (``_train_mace.py`` says which
+and how it differs) under the interpreter of its own environment, which mace-torch's
+e3nn 0.4.4 pin keeps apart from the project's. Make that environment with::
+
+    python3.11 -m venv /work/venvs/mace
+    /work/venvs/mace/bin/pip install torch==2.13.0 mace-torch   # 0.3.16 was measured
 
     python benchmarks/bench_train_speed.py --out bench_out/train_speed
     python benchmarks/bench_train_speed.py --smoke --out /tmp/bts
@@ -36,6 +42,29 @@ same model through e3nn's ``TensorProduct``, the reference path) and ``nequip``
 the last fifth; AdamW lr 5e-3, no EMA, the same loop for both) and writes the validation
 energy and force MAE after every epoch against the training CPU time (``curves.json``,
 ``curves.png``): time to accuracy.
+
+``--ddp`` instead measures data-parallel training on ``--ranks`` (default 2) local CPU
+processes of ``--threads`` (first value) threads each, gloo, for ``atomshard`` and
+``nequip``: every rank takes the strided shard ``batch[rank::ranks]`` of the same global
+batch of ``batch_size x ranks`` structures (so each rank steps on ``--batch-size``
+structures, as the serial runs do) and gradients are summed over the ranks before the
+optimiser step. atomshard runs its trainer's own path (``ForceModel``, ``GradientSync``
+with the default ``allreduce`` strategy that ``atomshard train --ranks 2`` uses: one
+all-reduce of all gradients after backward, ``shard_loss``). nequip's
+``NequIPGNNModel`` runs the plain loop above inside
+``torch.nn.parallel.DistributedDataParallel`` (bucketed all-reduce overlapped with
+backward), not through nequip's PyTorch Lightning trainer with its DDP strategy:
+Lightning would add its trainer, data module, metrics and logging to the timed loop,
+which the serial comparison leaves out, so the two rows would no longer measure the same
+step; DDP around the same model is what Lightning's DDP strategy wraps it in. Both sides'
+process groups are joined the same way (``atomshard.comm.init_communicator``, gloo on
+localhost). Each epoch starts after a barrier; throughput is the atoms of the whole data
+set per epoch over the slowest rank's epoch wall time, and over the CPU seconds of all
+ranks together (``atoms/CPU-s``, the figure to trust on a loaded box); peak RSS is per
+rank. Writes ``bench_train_ddp.json`` and ``bench_train_ddp.png``.
+
+    python benchmarks/bench_train_speed.py --ddp --datasets water --threads 1 --rounds 2 \\
+        --out bench_out/train_ddp
 """
 
 from __future__ import annotations
@@ -52,7 +81,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 WATER = HERE.parents[1] / "shared/data/n2p2/H2O_RPBE-D3/train/input.data"
-IMPLS = ("atomshard", "atomshard-e3nn", "nequip")
+IMPLS = ("atomshard", "atomshard-e3nn", "nequip", "mace")
+#: environment the mace interpreter must not inherit from this one
+_FOREIGN_DROP_ENV = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
 #: the model of the comparison (both codes)
 CHANNELS, L_MAX, N_LAYERS, CUTOFF, N_RADIAL, RADIAL = 32, 2, 3, 5.0, 8, (64, 64)
 
@@ -119,17 +150,32 @@ def _config(frames, dtype: str):
     )  # fmt: skip
 
 
+def _model_info(dtype: str) -> dict:
+    return {"channels": CHANNELS, "l_max": L_MAX, "n_layers": N_LAYERS, "cutoff": CUTOFF,
+            "n_radial": N_RADIAL, "radial_hidden": list(RADIAL), "dtype": dtype,
+            "parity": True}  # fmt: skip
+
+
 def _batches(n: int, batch_size: int) -> list[list[int]]:
     return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
 
 
-def _atomshard_step(frames, config, impl: str, lr: float):
-    """A closure running one training step on a list of frame indices."""
+def _atomshard_step(frames, config, impl: str, lr: float, comm=None):
+    """A closure running one training step on a list of frame indices.
+
+    With ``comm`` (data parallel) the indices are the global batch: this rank trains on
+    its shard and the gradients are summed over the ranks, as the trainer does.
+    """
     import torch
 
     from atomshard.models.potential import NequIPPotential
     from atomshard.train.loss import LossWeights
-    from atomshard.train.parallel import ForceModel, backward_to_parameters, shard_loss
+    from atomshard.train.parallel import (
+        ForceModel,
+        GradientSync,
+        backward_to_parameters,
+        shard_loss,
+    )
 
     torch.manual_seed(0)
     model = NequIPPotential.from_config(config)
@@ -139,11 +185,15 @@ def _atomshard_step(frames, config, impl: str, lr: float):
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-6)
     samples = [f.with_edges(config.cutoff) for f in frames]
     weights = LossWeights(1.0, 1.0, 0.0)
+    sync = GradientSync("allreduce", comm, fm) if comm is not None else None
+    rank, world = (comm.rank, comm.world_size) if comm is not None else (0, 1)
 
     def step(indices: list[int]) -> float:
-        loss = shard_loss(fm, [samples[i] for i in indices], 0, 1, weights)
+        loss = shard_loss(fm, [samples[i] for i in indices], rank, world, weights)
         opt.zero_grad(set_to_none=True)
         backward_to_parameters(loss, fm)  # as the trainer does
+        if sync is not None:
+            sync.after_backward()
         opt.step()
         return float(loss.detach())
 
@@ -160,11 +210,16 @@ def _atomshard_step(frames, config, impl: str, lr: float):
         return float(de), float((pred.forces - batch.forces).abs().mean())
 
     step.evaluate = evaluate  # type: ignore[attr-defined]
+    step.n_params = sum(p.numel() for p in model.parameters())  # type: ignore[attr-defined]
     return step
 
 
-def _nequip_step(frames, config, lr: float):
-    """The same step with nequip's ``NequIPGNNModel`` (same sizes, statistics, loss)."""
+def _nequip_step(frames, config, lr: float, rank: int = 0, world: int = 1):
+    """The same step with nequip's ``NequIPGNNModel`` (same sizes, statistics, loss).
+
+    With ``world > 1`` the model is wrapped in ``DistributedDataParallel`` (the process
+    group already joined) and each rank trains on its shard of the global batch.
+    """
     import torch
     from ase.data import chemical_symbols
     from nequip.model import NequIPGNNModel
@@ -184,6 +239,11 @@ def _nequip_step(frames, config, lr: float):
     )  # fmt: skip
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-6)
+    forward = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model)
     samples = [f.with_edges(config.cutoff) for f in frames]
     type_of = {z: i for i, z in enumerate(config.species)}
     cache: dict[tuple[int, ...], tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -205,8 +265,8 @@ def _nequip_step(frames, config, lr: float):
         return cache[key]
 
     def step(indices: list[int]) -> float:
-        data, energy, forces, n_atoms = data_of(indices)
-        out = model({k: v.clone() for k, v in data.items()})
+        data, energy, forces, n_atoms = data_of(indices[rank::world])
+        out = forward({k: v.clone() for k, v in data.items()})
         de = (out["total_energy"].reshape(-1) - energy) / n_atoms
         loss = (de**2).mean() + ((out["forces"] - forces) ** 2).mean()
         opt.zero_grad(set_to_none=True)
@@ -223,6 +283,7 @@ def _nequip_step(frames, config, lr: float):
         return float(de), float((out["forces"].detach() - forces).abs().mean())
 
     step.evaluate = evaluate  # type: ignore[attr-defined]
+    step.n_params = sum(p.numel() for p in model.parameters())  # type: ignore[attr-defined]
     return step
 
 
@@ -298,6 +359,7 @@ def run_child(spec: dict) -> dict:
         "atoms_per_cpu_s": n_atoms / statistics.median(epoch_cpu_s),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "last_loss": losses[-1],
+        "n_params": step.n_params,  # type: ignore[attr-defined]
     }
     if spec.get("profile") and impl != "nequip":
         from torch.profiler import profile
@@ -311,9 +373,188 @@ def run_child(spec: dict) -> dict:
     return out
 
 
+def run_ddp_rank(spec: dict) -> dict:
+    """One rank of a data-parallel measurement (``--ddp``): its epochs' wall and CPU
+    seconds and its peak RSS."""
+    from atomshard.utils.process import configure_process
+
+    configure_process()
+    import torch
+
+    from atomshard.comm import init_communicator
+
+    torch.set_num_threads(spec["threads"])
+    rank, world = spec["rank"], spec["ranks"]
+    comm = init_communicator(backend="gloo", rank=rank, world_size=world,
+                             master_addr="127.0.0.1", master_port=spec["port"])  # fmt: skip
+    frames = load_frames(spec["dataset"], Path(spec["cache"]), spec["smoke"])
+    config = _config(frames, spec["dtype"])
+    if spec["impl"] == "nequip":
+        step = _nequip_step(frames, config, 1e-3, rank, world)
+    else:
+        step = _atomshard_step(frames, config, spec["impl"], 1e-3, comm)
+    batches = _batches(len(frames), spec["batch_size"] * world)  # global batches
+    for b in batches:  # warm-up epoch
+        step(b)
+    epoch_s, epoch_cpu_s, losses = [], [], []
+    for _ in range(spec["epochs"]):
+        comm.barrier(what="epoch start")
+        t0, c0 = time.perf_counter(), time.process_time()
+        for b in batches:
+            losses.append(step(b))
+        epoch_s.append(time.perf_counter() - t0)
+        epoch_cpu_s.append(time.process_time() - c0)
+    comm.barrier(what="done")
+    comm.close()
+    return {"rank": rank, "epoch_s": epoch_s, "epoch_cpu_s": epoch_cpu_s, "last_loss": losses[-1],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+            "n_frames": len(frames), "atoms_per_epoch": sum(f.n_atoms for f in frames)}  # fmt: skip
+
+
+def _spawn_ranks(spec: dict) -> dict:
+    """``spec["ranks"]`` worker processes of one data-parallel run, combined."""
+    import os
+
+    from atomshard.comm import free_port
+
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"])}
+    procs = []
+    for rank in range(spec["ranks"]):
+        child = json.dumps({**spec, "rank": rank, "port": port})
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", child]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, env=env))  # fmt: skip
+    ranks, error = [], None
+    for rank, proc in enumerate(procs):
+        try:
+            out, err = proc.communicate(timeout=3600)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            out, err = proc.communicate()
+        lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            tail = (err.strip().splitlines() or ["(no output)"])[-1]
+            error = error or f"rank {rank}: {tail[:300]}"
+            continue
+        ranks.append(json.loads(lines[-1]))
+    if error is not None:
+        return {**spec, "error": error}
+    n_atoms = ranks[0]["atoms_per_epoch"]
+    wall = [max(r["epoch_s"][k] for r in ranks) for k in range(spec["epochs"])]
+    cpu = [sum(r["epoch_cpu_s"][k] for r in ranks) for k in range(spec["epochs"])]
+    return {
+        **spec,
+        "n_frames": ranks[0]["n_frames"],
+        "atoms_per_epoch": n_atoms,
+        "epoch_s": wall,
+        "epoch_cpu_s": cpu,
+        "atoms_per_s": n_atoms / statistics.median(wall),
+        "atoms_per_cpu_s": n_atoms / statistics.median(cpu),
+        "peak_rss_mb_per_rank": [r["peak_rss_mb"] for r in ranks],
+        "last_loss": [r["last_loss"] for r in ranks],
+    }
+
+
+def ddp(args: argparse.Namespace) -> dict:
+    """Data-parallel throughput of atomshard and nequip (see the module docstring):
+    ``bench_train_ddp.json``, ``bench_train_ddp.png``."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    impls = [i for i in args.impls if i in ("atomshard", "nequip")]
+    threads = args.threads[0]
+    runs: dict[str, list[dict]] = {}
+    for r in range(args.rounds):
+        for dataset in args.datasets:
+            for impl in impls:
+                spec = {"impl": impl, "dataset": dataset, "threads": threads,
+                        "ranks": args.ranks, "epochs": args.epochs,
+                        "batch_size": args.batch_size, "dtype": args.dtype,
+                        "cache": str(args.cache or args.out), "smoke": args.smoke}  # fmt: skip
+                res = _spawn_ranks(spec)
+                runs.setdefault(f"{impl}|{dataset}", []).append(res)
+                rate, cpu = res.get("atoms_per_s"), res.get("atoms_per_cpu_s")
+                print(f"round {r + 1} {impl:<10} {dataset:<6} {args.ranks} ranks x {threads}t: "
+                      + (f"{rate:8.1f} atoms/s, {cpu:8.1f} atoms/CPU-s, peak RSS/rank "
+                         f"{max(res['peak_rss_mb_per_rank']):.0f} MB" if rate
+                         else res.get("error", "?")), flush=True)  # fmt: skip
+    table = []
+    for key, rs in runs.items():
+        impl, dataset = key.split("|")
+        ok = [x for x in rs if "atoms_per_s" in x]
+        table.append({
+            "impl": impl, "dataset": dataset, "threads": threads, "ranks": args.ranks,
+            "atoms_per_s": statistics.median(x["atoms_per_s"] for x in ok) if ok else None,
+            "atoms_per_cpu_s": (statistics.median(x["atoms_per_cpu_s"] for x in ok)
+                                if ok else None),
+            "rounds": [x.get("atoms_per_s") for x in rs],
+            "rounds_cpu": [x.get("atoms_per_cpu_s") for x in rs],
+            "peak_rss_mb": max(max(x["peak_rss_mb_per_rank"]) for x in ok) if ok else None,
+            "error": next((x["error"] for x in rs if "error" in x), None),
+        })  # fmt: skip
+    print(f"\n{'impl':<10} {'data':<6} {'ranks':>5} {'atoms/s':>9} {'x nequip':>9} "
+          f"{'atoms/CPU-s':>12} {'x nequip':>9} {'RSS/rank MB':>12} {'x nequip':>9}")  # fmt: skip
+    for row in table:
+        ref = next((x for x in table if x["impl"] == "nequip" and x["dataset"] == row["dataset"]),
+                   None)  # fmt: skip
+        ok = ref and ref["atoms_per_s"] and row["atoms_per_s"]
+        row["vs_nequip"] = row["atoms_per_s"] / ref["atoms_per_s"] if ok else None
+        row["cpu_vs_nequip"] = row["atoms_per_cpu_s"] / ref["atoms_per_cpu_s"] if ok else None
+        row["rss_vs_nequip"] = row["peak_rss_mb"] / ref["peak_rss_mb"] if ok else None
+        f = lambda v, fmt: format(v, fmt) if v is not None else "-"  # noqa: E731
+        print(f"{row['impl']:<10} {row['dataset']:<6} {row['ranks']:>5} "
+              f"{f(row['atoms_per_s'], '9.1f')} {f(row['vs_nequip'], '9.2f')} "
+              f"{f(row['atoms_per_cpu_s'], '12.1f')} {f(row['cpu_vs_nequip'], '9.2f')} "
+              f"{f(row['peak_rss_mb'], '12.0f')} {f(row['rss_vs_nequip'], '9.2f')}"
+              + (f"  ERROR {row['error']}" if row["error"] else ""))  # fmt: skip
+    import torch
+
+    report = {
+        "benchmark": "train_speed_ddp",
+        "model": _model_info(args.dtype),
+        "ranks": args.ranks,
+        "threads_per_rank": threads,
+        "batch_size_per_rank": args.batch_size,
+        "epochs": args.epochs,
+        "rounds": args.rounds,
+        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "torch": torch.__version__,
+        "note": "2 CPU cores shared with other jobs; medians over interleaved rounds; "
+        "atoms/CPU-s counts the CPU seconds of all ranks",
+        "table": table,
+        "runs": runs,
+    }
+    with open(args.out / "bench_train_ddp.json.tmp", "w") as fh:
+        json.dump(report, fh, indent=1)
+    (args.out / "bench_train_ddp.json.tmp").replace(args.out / "bench_train_ddp.json")
+    _plot(table, args.out / "bench_train_ddp.png", ranks=args.ranks)
+    return report
+
+
+def _mace_payload(spec: dict) -> str:
+    """What ``_train_mace.py`` reads on stdin: the spec, statistics and frames as arrays."""
+    frames = load_frames(spec["dataset"], Path(spec["cache"]), spec["smoke"])
+    config = _config(frames, spec["dtype"])
+    stats = {"species": list(config.species), "energy_shift": list(config.energy_shift),
+             "energy_scale": list(config.energy_scale),
+             "avg_num_neighbors": float(config.avg_num_neighbors[0])}  # fmt: skip
+    rows = [{"numbers": f.structure.species.tolist(), "positions": f.structure.positions.tolist(),
+             "cell": f.structure.cell.tolist(), "pbc": [bool(b) for b in f.structure.pbc],
+             "energy": f.energy, "forces": f.forces.tolist()} for f in frames]  # fmt: skip
+    return json.dumps({"spec": spec, "stats": stats, "frames": rows})
+
+
 def _spawn(spec: dict) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    stdin, env = None, None
+    if spec["impl"] == "mace":
+        import os
+
+        cmd = [spec["python"], str(HERE / "_train_mace.py")]
+        stdin = _mace_payload(spec)
+        env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_DROP_ENV}
+    res = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False,
+                         env=env)  # fmt: skip
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
     if res.returncode != 0 or not lines:
         tail = (res.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -325,7 +566,12 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("bench_out/train_speed"))
     p.add_argument("--cache", type=Path, default=None, help="bulk-set cache (default: --out)")
-    p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
+    p.add_argument("--impls", nargs="+", default=None, choices=IMPLS,
+                   help="default: all but mace, and mace with --mace-python")  # fmt: skip
+    p.add_argument("--mace-python", default=None,
+                   help="python of an environment with mace-torch (the mace row)")  # fmt: skip
+    p.add_argument("--mace-irreps", default=None,
+                   help="mace hidden irreps (default: _train_mace.HIDDEN)")  # fmt: skip
     p.add_argument("--datasets", nargs="+", default=["water", "bulk"], choices=["water", "bulk"])
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--rounds", type=int, default=2)
@@ -340,16 +586,31 @@ def main(argv: list[str] | None = None) -> dict:
         default=0.0,
         help="instead: time-to-accuracy curves, this many training CPU-s per code",
     )
+    p.add_argument(
+        "--ddp",
+        action="store_true",
+        help="instead: data-parallel throughput on --ranks local processes",
+    )
+    p.add_argument("--ranks", type=int, default=2, help="ranks of --ddp")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.impls is None:
+        args.impls = [i for i in IMPLS if i != "mace" or args.mace_python]
+    if "mace" in args.impls and not args.mace_python and args.child is None:
+        p.error("--impls mace needs --mace-python PATH (see _train_mace.py)")
     if args.child is not None:
         spec = json.loads(args.child)
-        print(json.dumps(run_curve(spec) if spec.get("curve_s") else run_child(spec)))
+        if spec.get("curve_s"):
+            print(json.dumps(run_curve(spec)))
+        else:
+            print(json.dumps(run_ddp_rank(spec) if "rank" in spec else run_child(spec)))
         return {}
     if args.curves:
         return curves(args)
     if args.smoke:
         args.epochs, args.rounds, args.threads = 1, 1, [1]
+    if args.ddp:
+        return ddp(args)
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.cache or args.out
     runs: dict[str, list[dict]] = {}
@@ -360,7 +621,9 @@ def main(argv: list[str] | None = None) -> dict:
                     spec = {"impl": impl, "dataset": dataset, "threads": threads,
                             "epochs": args.epochs, "batch_size": args.batch_size,
                             "dtype": args.dtype, "cache": str(cache), "out": str(args.out),
-                            "smoke": args.smoke, "profile": args.profile and r == 0}  # fmt: skip
+                            "smoke": args.smoke, "profile": args.profile and r == 0,
+                            "python": args.mace_python,
+                            "mace_irreps": args.mace_irreps}  # fmt: skip
                     res = _spawn(spec)
                     runs.setdefault(f"{impl}|{dataset}|{threads}", []).append(res)
                     rate, cpu = res.get("atoms_per_s"), res.get("atoms_per_cpu_s")
@@ -400,16 +663,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     report = {
         "benchmark": "train_speed",
-        "model": {
-            "channels": CHANNELS,
-            "l_max": L_MAX,
-            "n_layers": N_LAYERS,
-            "cutoff": CUTOFF,
-            "n_radial": N_RADIAL,
-            "radial_hidden": list(RADIAL),
-            "dtype": args.dtype,
-            "parity": True,
-        },
+        "model": _model_info(args.dtype),
         "batch_size": args.batch_size,
         "epochs": args.epochs,
         "rounds": args.rounds,
@@ -433,7 +687,7 @@ def curves(args: argparse.Namespace) -> dict:
     out: dict = {"curve_s": args.curves, "note": "2 shared CPU cores; CPU seconds of training",
                  "runs": []}  # fmt: skip
     for dataset in args.datasets:
-        for impl in args.impls:
+        for impl in (i for i in args.impls if i != "mace"):  # no curves for mace
             spec = {"impl": impl, "dataset": dataset, "threads": args.threads[0],
                     "batch_size": args.batch_size, "dtype": args.dtype,
                     "cache": str(args.cache or args.out), "out": str(args.out),
@@ -473,7 +727,7 @@ def curves(args: argparse.Namespace) -> dict:
     return out
 
 
-def _plot(table: list[dict], path: Path) -> None:
+def _plot(table: list[dict], path: Path, *, ranks: int = 1) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -487,9 +741,11 @@ def _plot(table: list[dict], path: Path) -> None:
         vals = [next((r["atoms_per_cpu_s"] or 0 for r in table if r["impl"] == impl
                       and (r["dataset"], r["threads"]) == key), 0) for key in keys]  # fmt: skip
         ax.bar([i + k * width for i in range(len(keys))], vals, width, label=impl)
+    on = f"{ranks} ranks x " if ranks > 1 else ""
     ax.set_xticks([i + width * (len(impls) - 1) / 2 for i in range(len(keys))],
-                  [f"{d}\n{t} thread{'s' if t > 1 else ''}" for d, t in keys])  # fmt: skip
-    ax.set(ylabel="training atoms / CPU-s", title="force-loss training throughput (batch 4)")
+                  [f"{d}\n{on}{t} thread{'s' if t > 1 else ''}" for d, t in keys])  # fmt: skip
+    per = " per rank" if ranks > 1 else ""
+    ax.set(ylabel="training atoms / CPU-s", title=f"force-loss training throughput (batch 4{per})")
     ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
