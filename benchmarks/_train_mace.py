@@ -22,7 +22,8 @@ carries both, so it has more features per layer; MACE with both parities,
 ``32x0e+32x0o+32x1o+32x1e+32x2e+32x2o``, builds and trains but is about 3x slower and
 4x larger in memory than with one); the per-species energy shifts enter as
 MACE's ``atomic_energies`` (the same per-atom constants); the energy scale is one number
-(the mean of the per-species force RMS values) where NequIP has one per species.
+(the mean of the per-species force RMS values) where NequIP has one per species. A
+one-element set (the Si cells) gets an unused second element, see :func:`padded_species`.
 
 A step: forward with ``compute_force=True`` (mace takes the forces by autograd with
 ``create_graph`` when ``training=True``), per-atom energy + force MSE, backward, AdamW
@@ -88,6 +89,19 @@ def build_model(stats: dict, dtype: str = "float32", hidden: str = HIDDEN):
     return model
 
 
+def padded_species(stats: dict) -> dict:
+    """``stats`` with a second, unused element: mace-torch 0.3.16 with ``correlation=1``
+    fails on a one-element model (``symmetric_contraction``'s ``out.view`` of a
+    non-contiguous tensor); the extra one-hot column is always zero, so energies and
+    forces are those of the one-element model."""
+    z = stats["species"][0]
+    extra = 1 if z != 1 else 2
+    return {**stats, "species": sorted([z, extra]),
+            "energy_shift": [0.0, *stats["energy_shift"]] if extra < z
+            else [*stats["energy_shift"], 0.0],
+            "energy_scale": stats["energy_scale"] * 2}  # fmt: skip
+
+
 def run(payload: dict) -> dict:
     spec, stats = payload["spec"], payload["stats"]
     _configure(spec["threads"])
@@ -99,6 +113,8 @@ def run(payload: dict) -> dict:
     from mace.tools.utils import AtomicNumberTable
 
     frames = payload["frames"]
+    if len(stats["species"]) == 1:
+        stats = padded_species(stats)
     hidden = spec.get("mace_irreps") or HIDDEN
     model = build_model(stats, spec["dtype"], hidden)
     real = torch.get_default_dtype()

@@ -745,7 +745,8 @@ def _plot(table: list[dict], path: Path, *, ranks: int = 1) -> None:
     ax.set_xticks([i + width * (len(impls) - 1) / 2 for i in range(len(keys))],
                   [f"{d}\n{on}{t} thread{'s' if t > 1 else ''}" for d, t in keys])  # fmt: skip
     per = " per rank" if ranks > 1 else ""
-    ax.set(ylabel="training atoms / CPU-s", title=f"force-loss training throughput (batch 4{per})")
+    ax.set_title(f"force-loss training throughput\n(batch 4{per})", fontsize=9)
+    ax.set(ylabel="training atoms / CPU-s")
     ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
