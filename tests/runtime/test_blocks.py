@@ -24,6 +24,7 @@ from atomshard.runtime.blocks import (
     auto_max_atoms,
     block_graph,
     compute_properties_in_blocks,
+    dst_pointer,
     evaluate,
     plan_blocks,
     resolve_max_atoms,
@@ -128,6 +129,30 @@ def test_layer_output_on_the_inner_rows_only(model, quartz, convolution):
         model.set_convolution("fused")
     assert rows[2] < block.n_atoms and inner.shape == (rows[2], full.shape[1])
     assert float((inner - full[: rows[2]]).abs().max()) <= 1e-12 * float(full.abs().max())
+
+
+@pytest.mark.parametrize("n_hops", [1, 2, 3])
+def test_indexed_block_graph_is_the_same_block(quartz, n_hops):
+    """Gathering a block's edges through the destination index (``ptr``: cost of the
+    block, not of the whole edge list) gives the very same atoms, edges, order and
+    shells as the scan of every edge; a graph whose edges are not sorted by destination
+    gets no index."""
+    ptr = dst_pointer(quartz)
+    assert ptr is not None and int(ptr[-1]) == quartz.n_edges
+    part = torch.as_tensor(np.random.default_rng(n_hops).integers(0, 6, quartz.n_atoms))
+    for b in range(6):
+        plain = block_graph(quartz, part == b, n_hops)
+        fast = block_graph(quartz, part == b, n_hops, ptr=ptr)
+        for name in ("atoms", "edges", "src", "dst"):
+            assert torch.equal(getattr(plain, name), getattr(fast, name)), name
+        assert plain.shells == fast.shells
+    order = torch.randperm(quartz.n_edges, generator=torch.Generator().manual_seed(0))
+    shuffled = AtomicGraph(
+        positions=quartz.positions, species=quartz.species, cell=quartz.cell, pbc=quartz.pbc,
+        src=quartz.src[order], dst=quartz.dst[order], shifts=quartz.shifts[order],
+        cutoff=quartz.cutoff,
+    )  # fmt: skip
+    assert dst_pointer(shuffled) is None
 
 
 def test_block_graph_shells_cover_the_receptive_field(quartz):

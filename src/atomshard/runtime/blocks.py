@@ -84,10 +84,51 @@ class Block:
         return int(self.atoms.shape[0])
 
 
-def block_graph(graph: AtomicGraph, own: torch.Tensor, n_hops: int) -> Block:
-    """The block of atoms ``own`` (bool ``[n_atoms]`` mask) with its ``n_hops`` shells."""
+def dst_pointer(graph: AtomicGraph) -> torch.Tensor | None:
+    """``[n_atoms + 1]`` int64 start of every atom's incoming edges where the edges are
+    sorted by destination (as :func:`~atomshard.graph.neighbor_list` builds them), so that
+    the edges into atom ``a`` are ``ptr[a]:ptr[a + 1]``; None where they are not sorted.
+
+    With it :func:`block_graph` costs the size of the block, not of the whole graph: a
+    million-atom system split into hundreds of blocks no longer scans every edge per
+    block.
+    """
+    dst = graph.dst
+    if dst.numel() > 1 and not bool((dst[1:] >= dst[:-1]).all()):
+        return None
+    counts = torch.bincount(dst, minlength=graph.n_atoms)
+    ptr = torch.zeros(graph.n_atoms + 1, dtype=torch.int64, device=dst.device)
+    torch.cumsum(counts, 0, out=ptr[1:])
+    return ptr
+
+
+def _edges_into(ptr: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
+    """Edges into ``atoms`` (int64), atom by atom in the order given, each atom's edges in
+    ascending order: the concatenated ranges ``ptr[a]:ptr[a + 1]``."""
+    starts = ptr.index_select(0, atoms)
+    counts = ptr.index_select(0, atoms + 1) - starts
+    total = int(counts.sum())
+    if total == 0:
+        return torch.zeros(0, dtype=torch.int64, device=ptr.device)
+    offsets = torch.cumsum(counts, 0) - counts  # where each atom's run starts in the output
+    return torch.repeat_interleave(starts - offsets, counts, output_size=total) + torch.arange(
+        total, device=ptr.device
+    )
+
+
+def block_graph(
+    graph: AtomicGraph, own: torch.Tensor, n_hops: int, *, ptr: torch.Tensor | None = None
+) -> Block:
+    """The block of atoms ``own`` (bool ``[n_atoms]`` mask) with its ``n_hops`` shells.
+
+    ``ptr`` (:func:`dst_pointer` of ``graph``, computed once for many blocks) gathers each
+    block's edges from its own atoms instead of scanning the whole edge list; the block is
+    the same either way.
+    """
     if n_hops < 1:
         raise ValueError(f"n_hops must be >= 1, got {n_hops}")
+    if ptr is not None:
+        return _block_graph_indexed(graph, own, n_hops, ptr)
     n = graph.n_atoms
     hops = torch.full((n,), n_hops + 1, dtype=torch.int64, device=graph.device)
     hops[own] = 0
@@ -111,6 +152,35 @@ def block_graph(graph: AtomicGraph, own: torch.Tensor, n_hops: int) -> Block:
     counts = torch.searchsorted(dst, rows[:n_hops].contiguous())
     shells = Shells(rows=tuple(int(r) for r in rows), edges=tuple(int(c) for c in counts))
     return Block(atoms=atoms, edges=edges, src=src, dst=dst, shells=shells)
+
+
+def _block_graph_indexed(
+    graph: AtomicGraph, own: torch.Tensor, n_hops: int, ptr: torch.Tensor
+) -> Block:
+    """:func:`block_graph` through the destination index: shell ``k`` is the sources of the
+    edges into shell ``k - 1`` not reached before, each shell in ascending atom order."""
+    n, device = graph.n_atoms, graph.device
+    reached = own.clone()
+    shells = [torch.nonzero(own).squeeze(1)]
+    for _ in range(n_hops):
+        sources = graph.src.index_select(0, _edges_into(ptr, shells[-1]))
+        new = torch.zeros_like(reached)
+        new[sources] = True
+        new &= ~reached
+        reached |= new
+        shells.append(torch.nonzero(new).squeeze(1))
+    atoms = torch.cat(shells)
+    sizes = torch.tensor([s.shape[0] for s in shells], dtype=torch.int64)
+    rows = torch.cumsum(sizes, 0)
+    position = torch.full((n,), -1, dtype=torch.int64, device=device)
+    position[atoms] = torch.arange(atoms.shape[0], device=device)
+    inner = atoms[: int(rows[n_hops - 1])]  # the atoms whose incoming edges the block uses
+    edges = _edges_into(ptr, inner)
+    dst = position.index_select(0, graph.dst.index_select(0, edges))
+    src = position.index_select(0, graph.src.index_select(0, edges))
+    counts = torch.searchsorted(dst, rows[:n_hops].to(device).contiguous())
+    shells_out = Shells(rows=tuple(int(r) for r in rows), edges=tuple(int(c) for c in counts))
+    return Block(atoms=atoms, edges=edges, src=src, dst=dst, shells=shells_out)
 
 
 def memory_available() -> int | None:
@@ -215,9 +285,12 @@ def plan_blocks(
     k = max(2, math.ceil(n_all / max_atoms)) if n > 1 else 1
     k = min(k, n)
     largest = 0
+    ptr = dst_pointer(graph)
     for _ in range(MAX_PLAN_ROUNDS):
         part = full(torch.as_tensor(partition(counted, k, method=method), device=device))
-        largest = max((block_graph(graph, part == b, n_hops).n_atoms for b in range(k)), default=0)
+        largest = max(
+            (block_graph(graph, part == b, n_hops, ptr=ptr).n_atoms for b in range(k)), default=0
+        )
         if largest <= max_atoms:
             return part
         if k >= n:
@@ -249,9 +322,10 @@ def _leading_subgraph(graph: AtomicGraph, n: int) -> AtomicGraph:
 def iter_blocks(graph: AtomicGraph, part: torch.Tensor, n_hops: int) -> Iterator[Block]:
     """The blocks of ``part``, built one at a time (empty blocks and block -1, atoms that
     are only halo, skipped)."""
+    ptr = dst_pointer(graph)
     for b in torch.unique(part).tolist():
         if b >= 0:
-            yield block_graph(graph, (part == b).to(graph.device), n_hops)
+            yield block_graph(graph, (part == b).to(graph.device), n_hops, ptr=ptr)
 
 
 def resolve_max_atoms(
