@@ -83,15 +83,17 @@ class _ExchangeFn(torch.autograd.Function):
         rows = torch.zeros(n_local, width, dtype=torch.float64)
         rows[:n_owned] = x[:n_owned].reshape(n_owned, width)
         exchange.rows.forward(rows)
-        ctx.exchange, ctx.n_in, ctx.shape = exchange, int(x.shape[0]), tuple(x.shape[1:])
+        # not the exchange itself: it holds the outputs, whose node is this ctx (a cycle
+        # that autograd's nodes keep the garbage collector from freeing)
+        ctx.rows, ctx.n_owned, ctx.n_local = exchange.rows, n_owned, n_local
+        ctx.n_in, ctx.shape = int(x.shape[0]), tuple(x.shape[1:])
         return rows.to(x.dtype).reshape(n_local, *x.shape[1:])
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, torch.Tensor]:
-        exchange = ctx.exchange
-        n_owned, n_local = exchange.n_owned, exchange.n_local
+        n_owned, n_local = ctx.n_owned, ctx.n_local
         rows = grad.reshape(n_local, -1).to(torch.float64, copy=True).contiguous()
-        exchange.rows.reverse(rows)  # on every rank, also where x needs no gradient
+        ctx.rows.reverse(rows)  # on every rank, also where x needs no gradient
         anchor_grad = torch.zeros(0, dtype=torch.float64)
         if not ctx.needs_input_grad[0]:
             return None, None, anchor_grad
@@ -271,11 +273,15 @@ def compute(
         cutoff=h.cutoff,
     )
     exchange = LammpsExchange(h.rows, nlocal, n) if h.message_passing else identity_exchange
-    with torch.enable_grad():
-        energies = h.model.atomic_energies(graph, edge_vec, exchange)[:nlocal]
-        energies = energies.to(torch.float64)
-        energy = energies.sum()
-        g = _edge_gradient(energy, edge_vec, exchange)
+    try:
+        with torch.enable_grad():
+            energies = h.model.atomic_energies(graph, edge_vec, exchange)[:nlocal]
+            energies = energies.to(torch.float64)
+            energy = energies.sum()
+            g = _edge_gradient(energy, edge_vec, exchange)
+    finally:
+        if isinstance(exchange, LammpsExchange):
+            exchange.outputs.clear()  # nothing of this step's graph outlives the step
     r = edge_vec.detach()
     forces = torch.zeros(n, 3, dtype=torch.float64)
     forces.index_add_(0, dst, g).index_add_(0, src, g, alpha=-1.0)
