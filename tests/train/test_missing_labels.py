@@ -172,3 +172,22 @@ def test_readers_keep_frames_without_an_energy(tmp_path):
     got = read_dataset(data, length_unit="angstrom", energy_unit="ev")
     assert got[0].energy == -1.0 and got[1].energy is None
     np.testing.assert_allclose(got[1].forces[:, 0], [0.2, -0.2])
+
+
+def test_stress_only_validation_still_picks_a_best_model(tmp_path):
+    """Validation frames with a stress but no energy or forces: early stopping and best.pt
+    follow the validation stress RMSE (they followed an inf before, so best.pt was never
+    written and the end-of-run report failed on it)."""
+    from atomshard.train.trainer import early_stop_metric
+
+    assert early_stop_metric({"val_energy_rmse": 2.0, "val_force_rmse": 4.0}) == 3.0
+    assert early_stop_metric({"val_stress_rmse": 0.5, "val_loss": 9.0}) == 0.5
+    assert early_stop_metric({"val_loss": 9.0}) == 9.0
+    assert early_stop_metric({}) == math.inf
+    frames = _frames(no_energy=())
+    valid = [dataclasses.replace(f, energy=None, forces=None) for f in frames[:2]]
+    assert all(v.stress is not None for v in valid)
+    recipe = RecipeConfig(**{**RECIPE, "stress_weight": 1.0})
+    result = train_potential(tiny_config(dtype="float32"), frames, valid, recipe, tmp_path)
+    assert result.epochs_run == 2 and (tmp_path / "best.pt").is_file()
+    assert all(math.isfinite(row["val_stress_rmse"]) for row in result.history)

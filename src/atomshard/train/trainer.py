@@ -202,10 +202,18 @@ def data_warnings(train_set: Sequence[LabelledStructure], recipe: RecipeConfig) 
 
 
 def early_stop_metric(row: dict[str, float]) -> float:
-    """Mean of the validation per-atom-energy and force RMSEs (those present)."""
+    """Mean of the validation per-atom-energy and force RMSEs (those present); where the
+    validation frames have neither (stress-only labels), their stress RMSE, else the
+    validation loss. Never inf for a finite validation: best.pt is always written."""
     values = [v for k in ("val_energy_rmse", "val_force_rmse")
               if (v := row.get(k, math.nan)) == v]  # fmt: skip
-    return sum(values) / len(values) if values else math.inf
+    if values:
+        return sum(values) / len(values)
+    for key in ("val_stress_rmse", "val_loss"):
+        value = row.get(key, math.nan)
+        if value == value and value is not None:
+            return float(value)
+    return math.inf
 
 
 def _build_model(config: NequIPConfig | AllegroConfig) -> NequIPPotential | AllegroPotential:
