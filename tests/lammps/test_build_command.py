@@ -49,3 +49,15 @@ def test_defines_compile_to_the_same_strings(tmp_path):
     subprocess.run(cmd, check=True, capture_output=True, timeout=120)
     shown = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
     assert shown == "|".join(values.values())
+
+
+def test_colon_in_libpython_folder_is_one_clear_error(tmp_path):
+    """The loader splits a run path at ':', so such a folder would build a plugin that
+    cannot find libpython at run time: refused before compiling, naming the folder."""
+    import pytest
+
+    from atomshard.errors import InputError
+
+    tc = dataclasses.replace(build.toolchain(), libpython=Path("/data/run:1/lib/libpython3.11.so"))
+    with pytest.raises(InputError, match=r"libpython \(/data/run:1/lib\) contains ':'"):
+        build.compile_command(tc, "g++", tmp_path / "plugin.so")

@@ -192,7 +192,17 @@ def c_string_define(name: str, value: str) -> str:
 
 def compile_command(tc: Toolchain, cxx: str, output: Path) -> list[str]:
     """The compiler's argv building the plugin into ``output`` (no shell: every path is
-    one entry, whatever it contains)."""
+    one entry, whatever it contains).
+
+    Raises:
+        InputError: libpython's folder holds a ``:``, which the loader's run path (a
+            colon-separated list) cannot carry.
+    """
+    if ":" in str(tc.libpython.parent):
+        raise InputError(
+            f"the folder of libpython ({tc.libpython.parent}) contains ':', which a shared "
+            "library's run path cannot hold; use a Python environment whose path has no ':'"
+        )
     src = _source_dir()
     return [
         cxx,
