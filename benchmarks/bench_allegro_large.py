@@ -17,6 +17,7 @@ Usage:
     python benchmarks/bench_allegro_large.py --n-side 70 --block-atoms 12000 --threads 2 \
         --out bench_out/allegro_large
     python benchmarks/bench_allegro_large.py --n-side 12 --block-atoms 3000 --check --out /tmp/al
+    python benchmarks/bench_allegro_large.py --smoke --out /tmp/al_smoke     # seconds
 
 Writes ``allegro_large.json`` into ``--out`` and prints a summary.
 """
@@ -45,14 +46,19 @@ def main(argv: list[str] | None = None) -> dict:
                    help="molecules per box edge (70: 1.03 M atoms)")  # fmt: skip
     p.add_argument("--block-atoms", type=int, default=12000,
                    help="most atoms in one block's graph, halo included")  # fmt: skip
+    p.add_argument("--n-blocks", type=int, default=None,
+                   help="split into this many blocks instead (ignores --block-atoms)")  # fmt: skip
     p.add_argument("--method", default="grid", choices=["grid", "lownn", "metis"],
                    help="partitioner for the blocks")  # fmt: skip
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--stress", action="store_true", help="also the virial")
     p.add_argument("--check", action="store_true", help="compare with one whole evaluation")
+    p.add_argument("--smoke", action="store_true", help="81 atoms, 3 blocks, float64, --check")
     p.add_argument("--out", type=Path, default=Path("bench_out/allegro_large"))
     args = p.parse_args(argv)
+    if args.smoke:
+        args.n_side, args.n_blocks, args.dtype, args.check = 3, 3, "float64", True
 
     import torch
 
@@ -65,7 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     report: dict = {
-        "n_side": args.n_side, "block_atoms": args.block_atoms, "method": args.method,
+        "n_side": args.n_side, "block_atoms": args.block_atoms, "n_blocks_asked": args.n_blocks,
+        "method": args.method,
         "dtype": args.dtype, "threads": args.threads, "stress": args.stress,
         "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
     }  # fmt: skip
@@ -90,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{graph.n_edges:,} edges ({graph.n_edges / graph.n_atoms:.1f} per atom)", flush=True)
     phase("graph")
     part = plan_blocks(graph, model.capabilities().n_hops, max_atoms=args.block_atoms,
-                       method=args.method)  # fmt: skip
+                       n_blocks=args.n_blocks, method=args.method)  # fmt: skip
     report["n_blocks"] = int(part.max()) + 1
     print(f"{report['n_blocks']} blocks", flush=True)
     phase("plan")

@@ -244,3 +244,16 @@ def test_channel_bilinear_gradients_and_second_derivatives(monkeypatch, sparse, 
 
     assert torch.autograd.gradcheck(fn, (a, b, w))
     assert torch.autograd.gradgradcheck(fn, (a, b, w))
+
+
+def test_bench_allegro_large_smoke(tmp_path):
+    """The million-atom benchmark's path on 81 atoms: three blocks give the whole graph's
+    energy and forces (float64)."""
+    import json
+
+    from tests.bench_scripts import load_benchmark
+
+    load_benchmark("bench_allegro_large").main(["--smoke", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "allegro_large.json").read_text())
+    assert report["n_atoms"] == 81 and report["n_blocks"] == 3 and report["finite"]
+    assert report["check_energy_rel"] <= 1e-12 and report["check_force_max_abs"] <= 1e-10

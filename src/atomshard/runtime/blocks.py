@@ -127,6 +127,11 @@ def block_graph(
     """
     if n_hops < 1:
         raise ValueError(f"n_hops must be >= 1, got {n_hops}")
+    if own.dtype != torch.bool or own.shape != (graph.n_atoms,):
+        raise ValueError(
+            f"own must be a bool mask of shape ({graph.n_atoms},), got {own.dtype} "
+            f"{tuple(own.shape)}"
+        )
     if ptr is not None:
         return _block_graph_indexed(graph, own, n_hops, ptr)
     n = graph.n_atoms
