@@ -39,3 +39,27 @@ def time_steps(step: Callable[[], float], n_atoms: int, steps: int, warmup: int)
         "rss_before_first_step_mb": rss_before,
         "energy_ev": energy,
     }
+
+
+def time_epochs(
+    step: Callable[[object], float],
+    batches: list,
+    epochs: int,
+    before_epoch: Callable[[], None] | None = None,
+) -> tuple[list[float], list[float], list[float]]:
+    """One untimed warm-up epoch over ``batches``, then ``epochs`` timed ones (the training
+    benchmarks: bench_train_speed serially and on ranks, its mace worker): wall and CPU
+    seconds of each epoch and the loss ``step(batch)`` returned at every step.
+    ``before_epoch`` runs before each timed epoch, outside its time (a barrier on ranks)."""
+    for batch in batches:
+        step(batch)
+    epoch_s, epoch_cpu_s, losses = [], [], []
+    for _ in range(epochs):
+        if before_epoch is not None:
+            before_epoch()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        for batch in batches:
+            losses.append(step(batch))
+        epoch_s.append(time.perf_counter() - start)
+        epoch_cpu_s.append(time.process_time() - cpu_start)
+    return epoch_s, epoch_cpu_s, losses

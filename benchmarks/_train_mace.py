@@ -39,7 +39,6 @@ import platform
 import resource
 import statistics
 import sys
-import time
 from pathlib import Path
 
 #: MACE's usual hidden features: one parity per l (``spec["mace_irreps"]`` may say other)
@@ -149,15 +148,10 @@ def run(payload: dict) -> dict:
         return float(loss.detach())
 
     n_atoms = sum(len(f["numbers"]) for f in frames)
-    for item in batches:  # warm-up epoch
-        step(item)
-    epoch_s, epoch_cpu_s, losses = [], [], []
-    for _ in range(spec["epochs"]):
-        t0, c0 = time.perf_counter(), time.process_time()
-        for item in batches:
-            losses.append(step(item))
-        epoch_s.append(time.perf_counter() - t0)
-        epoch_cpu_s.append(time.process_time() - c0)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _timing import time_epochs
+
+    epoch_s, epoch_cpu_s, losses = time_epochs(step, batches, spec["epochs"])
     import e3nn
     import mace
 

@@ -340,15 +340,10 @@ def run_child(spec: dict) -> dict:
         step = _atomshard_step(frames, config, impl, 1e-3)
     batches = _batches(len(frames), spec["batch_size"])
     n_atoms = sum(f.n_atoms for f in frames)
-    for b in batches:  # warm-up epoch
-        step(b)
-    epoch_s, epoch_cpu_s, losses = [], [], []
-    for _ in range(spec["epochs"]):
-        t0, c0 = time.perf_counter(), time.process_time()
-        for b in batches:
-            losses.append(step(b))
-        epoch_s.append(time.perf_counter() - t0)
-        epoch_cpu_s.append(time.process_time() - c0)
+    sys.path.insert(0, str(HERE))
+    from _timing import time_epochs
+
+    epoch_s, epoch_cpu_s, losses = time_epochs(step, batches, spec["epochs"])
     out = {
         **spec,
         "n_frames": len(frames),
@@ -394,16 +389,12 @@ def run_ddp_rank(spec: dict) -> dict:
     else:
         step = _atomshard_step(frames, config, spec["impl"], 1e-3, comm)
     batches = _batches(len(frames), spec["batch_size"] * world)  # global batches
-    for b in batches:  # warm-up epoch
-        step(b)
-    epoch_s, epoch_cpu_s, losses = [], [], []
-    for _ in range(spec["epochs"]):
-        comm.barrier(what="epoch start")
-        t0, c0 = time.perf_counter(), time.process_time()
-        for b in batches:
-            losses.append(step(b))
-        epoch_s.append(time.perf_counter() - t0)
-        epoch_cpu_s.append(time.process_time() - c0)
+    sys.path.insert(0, str(HERE))
+    from _timing import time_epochs
+
+    epoch_s, epoch_cpu_s, losses = time_epochs(
+        step, batches, spec["epochs"], before_epoch=lambda: comm.barrier(what="epoch start")
+    )
     comm.barrier(what="done")
     comm.close()
     return {"rank": rank, "epoch_s": epoch_s, "epoch_cpu_s": epoch_cpu_s, "last_loss": losses[-1],
