@@ -45,21 +45,31 @@ def time_epochs(
     step: Callable[[object], float],
     batches: list,
     epochs: int,
+    n_atoms: int,
     before_epoch: Callable[[], None] | None = None,
-) -> tuple[list[float], list[float], list[float]]:
+) -> dict:
     """One untimed warm-up epoch over ``batches``, then ``epochs`` timed ones (the training
-    benchmarks: bench_train_speed serially and on ranks, its mace worker): wall and CPU
-    seconds of each epoch and the loss ``step(batch)`` returned at every step.
+    benchmarks: bench_train_speed serially and on ranks, its mace worker). Returns the wall
+    and CPU seconds of each epoch, atoms (``n_atoms`` per epoch) per median wall and CPU
+    second, the peak RSS (MB) and the last loss ``step(batch)`` returned.
     ``before_epoch`` runs before each timed epoch, outside its time (a barrier on ranks)."""
     for batch in batches:
         step(batch)
-    epoch_s, epoch_cpu_s, losses = [], [], []
+    epoch_s, epoch_cpu_s, loss = [], [], float("nan")
     for _ in range(epochs):
         if before_epoch is not None:
             before_epoch()
         start, cpu_start = time.perf_counter(), time.process_time()
         for batch in batches:
-            losses.append(step(batch))
+            loss = step(batch)
         epoch_s.append(time.perf_counter() - start)
         epoch_cpu_s.append(time.process_time() - cpu_start)
-    return epoch_s, epoch_cpu_s, losses
+    return {
+        "atoms_per_epoch": n_atoms,
+        "epoch_s": epoch_s,
+        "epoch_cpu_s": epoch_cpu_s,
+        "atoms_per_s": n_atoms / statistics.median(epoch_s),
+        "atoms_per_cpu_s": n_atoms / statistics.median(epoch_cpu_s),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "last_loss": loss,
+    }

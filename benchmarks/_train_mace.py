@@ -36,8 +36,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import platform
-import resource
-import statistics
 import sys
 from pathlib import Path
 
@@ -151,7 +149,7 @@ def run(payload: dict) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _timing import time_epochs
 
-    epoch_s, epoch_cpu_s, losses = time_epochs(step, batches, spec["epochs"])
+    timing = time_epochs(step, batches, spec["epochs"], n_atoms)
     import e3nn
     import mace
 
@@ -161,13 +159,7 @@ def run(payload: dict) -> dict:
     return {
         **spec,
         "n_frames": len(frames),
-        "atoms_per_epoch": n_atoms,
-        "epoch_s": epoch_s,
-        "epoch_cpu_s": epoch_cpu_s,
-        "atoms_per_s": n_atoms / statistics.median(epoch_s),
-        "atoms_per_cpu_s": n_atoms / statistics.median(epoch_cpu_s),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "last_loss": losses[-1],
+        **timing,
         "model_description": f"ScaleShiftMACE, hidden {hidden}, max_ell 2, "
         f"3 interactions, correlation 1, 5 A, {spec['dtype']}",
         "n_params": sum(p.numel() for p in model.parameters()),

@@ -343,17 +343,11 @@ def run_child(spec: dict) -> dict:
     sys.path.insert(0, str(HERE))
     from _timing import time_epochs
 
-    epoch_s, epoch_cpu_s, losses = time_epochs(step, batches, spec["epochs"])
+    timing = time_epochs(step, batches, spec["epochs"], n_atoms)
     out = {
         **spec,
         "n_frames": len(frames),
-        "atoms_per_epoch": n_atoms,
-        "epoch_s": epoch_s,
-        "epoch_cpu_s": epoch_cpu_s,
-        "atoms_per_s": n_atoms / statistics.median(epoch_s),
-        "atoms_per_cpu_s": n_atoms / statistics.median(epoch_cpu_s),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "last_loss": losses[-1],
+        **timing,
         "n_params": step.n_params,  # type: ignore[attr-defined]
     }
     if spec.get("profile") and impl != "nequip":
@@ -392,14 +386,12 @@ def run_ddp_rank(spec: dict) -> dict:
     sys.path.insert(0, str(HERE))
     from _timing import time_epochs
 
-    epoch_s, epoch_cpu_s, losses = time_epochs(
-        step, batches, spec["epochs"], before_epoch=lambda: comm.barrier(what="epoch start")
-    )
+    n_atoms = sum(f.n_atoms for f in frames)  # the whole set, over all ranks, per epoch
+    timing = time_epochs(step, batches, spec["epochs"], n_atoms,
+                         before_epoch=lambda: comm.barrier(what="epoch start"))  # fmt: skip
     comm.barrier(what="done")
     comm.close()
-    return {"rank": rank, "epoch_s": epoch_s, "epoch_cpu_s": epoch_cpu_s, "last_loss": losses[-1],
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-            "n_frames": len(frames), "atoms_per_epoch": sum(f.n_atoms for f in frames)}  # fmt: skip
+    return {"rank": rank, "n_frames": len(frames), **timing}
 
 
 def _spawn_ranks(spec: dict) -> dict:

@@ -27,3 +27,18 @@ def test_bench_train_speed_ddp_smoke(tmp_path):
     saved = json.loads((tmp_path / "bench_train_ddp.json").read_text())
     assert saved["ranks"] == 2 and saved["batch_size_per_rank"] == 4
     assert (tmp_path / "bench_train_ddp.png").is_file()
+
+
+@pytest.mark.needs_shared_data
+def test_bench_train_speed_serial_smoke(tmp_path):
+    """The one-process rows (the shared epoch-timing loop of the workers): every row
+    times its epochs and reports throughput and memory."""
+    pytest.importorskip("nequip")
+    module = load_benchmark("bench_train_speed")
+    report = module.main(["--smoke", "--datasets", "water", "--impls", "atomshard", "nequip",
+                          "--out", str(tmp_path)])  # fmt: skip
+    rows = {row["impl"]: row for row in report["table"]}
+    assert set(rows) == {"atomshard", "nequip"}
+    for row in rows.values():
+        assert row["error"] is None, row["error"]
+        assert row["atoms_per_s"] > 0 and row["atoms_per_cpu_s"] > 0 and row["peak_rss_mb"] > 0
