@@ -50,6 +50,9 @@ def test_failure_on_one_rank_stops_all_ranks(plugin, exports, tmp_path, monkeypa
     done = run_lammps(tmp_path, text, 2, timeout=180)  # a hang fails by TimeoutExpired
     out = done.stdout + done.stderr
     assert done.returncode != 0, out[-2000:]
-    words = "load" if where == "load" else "model"
-    assert f"ERROR on proc 1: pair atomshard: RuntimeError: injected {words} failure" in out
+    if where == "load":  # the ranks agree, and rank 0 reports rank 1's message
+        assert ("ERROR: pair atomshard: loading the model failed on 1 of 2 ranks (rank 1: "
+                "RuntimeError: injected load failure on rank 1)") in out  # fmt: skip
+    else:  # the others wait in a communication: rank 1 alone stops the run
+        assert "ERROR on proc 1: pair atomshard: RuntimeError: injected model failure" in out
     assert "Segmentation" not in out and "Traceback" not in out

@@ -243,16 +243,25 @@ void PairAtomshard::coeff(int narg, char **arg)
                                  PyLong_FromVoidPtr((void *) &atomshard_forward_rows),
                                  PyLong_FromVoidPtr((void *) &atomshard_reverse_rows));
   // Every rank loads the file. When it fails on some ranks only (a file missing on one
-  // node), error->all on those alone would leave the others waiting in its barrier.
+  // node), error->all on those alone would leave the others waiting in its barrier, and
+  // error->one aborts, which can lose the failing rank's message on the way out of
+  // mpiexec. So the ranks agree: the lowest failing rank's message goes to every rank and
+  // all of them stop with one error->all.
   PyObject *loaded = bridge_try("load", args);
   const std::string problem = loaded ? "" : python_message();
   int failed = loaded ? 0 : 1, n_failed = 0;
   MPI_Allreduce(&failed, &n_failed, 1, MPI_INT, MPI_SUM, world);
-  if (n_failed == comm->nprocs) error->all(FLERR, "pair atomshard: {}", problem);
-  if (failed) error->one(FLERR, "pair atomshard: {}", problem);
-  if (n_failed)
-    error->all(FLERR, "pair atomshard: loading the model failed on {} of {} ranks", n_failed,
-               comm->nprocs);
+  if (n_failed) {
+    int mine = failed ? comm->me : comm->nprocs, first = 0;
+    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, world);
+    int length = (comm->me == first) ? (int) problem.size() : 0;
+    MPI_Bcast(&length, 1, MPI_INT, first, world);
+    std::string message = (comm->me == first) ? problem : std::string(length, ' ');
+    MPI_Bcast(&message[0], length, MPI_CHAR, first, world);
+    if (n_failed == comm->nprocs) error->all(FLERR, "pair atomshard: {}", message);
+    error->all(FLERR, "pair atomshard: loading the model failed on {} of {} ranks (rank {}: {})",
+               n_failed, comm->nprocs, first, message);
+  }
   Py_XDECREF(handle);
   handle = loaded;
   PyObject *cut = PyObject_GetAttrString(handle, "cutoff");
