@@ -77,17 +77,20 @@ def _engine_needs(tensors: Sequence[torch.Tensor]) -> list[bool]:
     """Whether the running backward pass wants a gradient for each of ``tensors`` (leaves
     that require grad): a force evaluation (``autograd.grad(E, positions)``) does not want
     the parameters', a training step does. Falls back to "yes" where torch cannot tell."""
-    needs = []
-    for t in tensors:
-        if not t.requires_grad:
-            needs.append(False)
-            continue
-        try:
-            node = torch.autograd.graph.get_gradient_edge(t).node
-            needs.append(bool(torch._C._will_engine_execute_node(node)))
-        except (AttributeError, RuntimeError):
-            needs.append(True)
-    return needs
+    return [_engine_reaches(t) for t in tensors]
+
+
+def _engine_reaches(t: torch.Tensor) -> bool:
+    """Whether the running backward pass wants a gradient for ``t`` (see
+    :func:`_engine_needs`, which asks it for the MLP's matrices; this for the chunk's
+    other inputs)."""
+    if not t.requires_grad:
+        return False
+    try:
+        node = torch.autograd.graph.get_gradient_edge(t).node
+        return bool(torch._C._will_engine_execute_node(node))
+    except (AttributeError, RuntimeError):
+        return True
 
 
 def _rows_grad(ctx, g_rows: torch.Tensor, src: torch.Tensor) -> torch.Tensor | None:  # type: ignore[no-untyped-def]
@@ -304,6 +307,11 @@ class _ChunkFunction(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph (a force loss): see _ChunkGrad
             return _differentiable_grads(ctx, grad, (h, sh, edge_radial, src, dst))
         need_m = _engine_needs(matrices)
+        # a training step's backward into the parameters (the loss's gradient through
+        # this forward) reaches neither sh nor, unless the radial basis is trainable, the
+        # radial basis: both depend on the positions alone
+        need_sh = need_sh and _engine_reaches(sh)
+        need_er = need_er and _engine_reaches(edge_radial)
         plan = conv.pad_plan(src, dst, ctx.n_nodes) if ctx.nodes else None
         with torch.enable_grad():
             er = edge_radial.detach().requires_grad_(need_er)
@@ -322,8 +330,11 @@ class _ChunkFunction(torch.autograd.Function):
             if not ctx.keep:  # re-formed in place, outside autograd
                 weights = conv.nodes_weights(hidden.detach(), last.detach())
             y_t = plan.y_t(sh)
-            g_rows, g_y, g_w = conv._chunk_nodes_grads(grad, h, y_t, weights.detach(), plan)
-            g_sh, rows = plan.unpad(g_y), plan.src
+            g_rows, g_y, g_w = conv._chunk_nodes_grads(
+                grad, h, y_t, weights.detach(), plan, (need_h, need_sh, True)
+            )
+            g_sh = plan.unpad(g_y) if g_y is not None else None
+            rows = plan.src
         if plan is not None:  # the last matrix's backward by hand, path by path
             need = (hidden.requires_grad, last.requires_grad)
             g_hidden, g_last = conv._nodes_mlp_grads(
