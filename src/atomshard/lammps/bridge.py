@@ -40,8 +40,11 @@ from atomshard.graph import AtomicGraph
 from atomshard.models.base import Potential, identity_exchange
 from atomshard.utils.process import configure_process
 
-#: C signature of the pair style's row communication: (pair, rows [n_local, width], width)
-_ROWS_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
+#: C signature of the pair style's row communication: (pair, rows [n_local, width], width,
+#: bytes per value)
+_ROWS_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int)
+#: what the pair style's row communication carries as it is (others travel as float64)
+_COMM_DTYPES = (torch.float64, torch.float32)
 #: values per atom the pair style's own communication needs (forces 3, per-atom virial 6)
 _OWN_WIDTH = 6
 _THREADS_SET = False
@@ -50,7 +53,8 @@ _MODELS: dict[tuple[str, int, int, str], tuple[torch.nn.Module, Any]] = {}
 
 
 class _Rows:
-    """LAMMPS's ghost communication of ``[n_local, width]`` float64 rows (in place)."""
+    """LAMMPS's ghost communication of ``[n_local, width]`` rows (in place), float64 or
+    float32 (which travels as float32: half the bytes, no conversion)."""
 
     def __init__(self, pair: int, forward: int, reverse: int) -> None:
         self.pair = ctypes.c_void_p(pair)
@@ -59,13 +63,15 @@ class _Rows:
 
     def forward(self, rows: torch.Tensor) -> None:
         """Ghost rows := their owners' rows."""
-        assert rows.dtype == torch.float64 and rows.is_contiguous() and rows.dim() == 2
-        self._forward(self.pair, ctypes.c_void_p(rows.data_ptr()), int(rows.shape[1]))
+        assert rows.dtype in _COMM_DTYPES and rows.is_contiguous() and rows.dim() == 2
+        self._forward(self.pair, ctypes.c_void_p(rows.data_ptr()), int(rows.shape[1]),
+                      rows.element_size())  # fmt: skip
 
     def reverse(self, rows: torch.Tensor) -> None:
         """Owner rows += their ghosts' rows (ghost rows are left partial)."""
-        assert rows.dtype == torch.float64 and rows.is_contiguous() and rows.dim() == 2
-        self._reverse(self.pair, ctypes.c_void_p(rows.data_ptr()), int(rows.shape[1]))
+        assert rows.dtype in _COMM_DTYPES and rows.is_contiguous() and rows.dim() == 2
+        self._reverse(self.pair, ctypes.c_void_p(rows.data_ptr()), int(rows.shape[1]),
+                      rows.element_size())  # fmt: skip
 
 
 class _ExchangeFn(torch.autograd.Function):
@@ -80,25 +86,32 @@ class _ExchangeFn(torch.autograd.Function):
     ) -> torch.Tensor:
         n_owned, n_local = exchange.n_owned, exchange.n_local
         width = math.prod(x.shape[1:])
-        rows = torch.zeros(n_local, width, dtype=torch.float64)
+        comm = x.dtype if x.dtype in _COMM_DTYPES else torch.float64
+        # every ghost row is written by the forward communication: no need to clear it
+        rows = torch.empty(n_local, width, dtype=comm)
         rows[:n_owned] = x[:n_owned].reshape(n_owned, width)
         exchange.rows.forward(rows)
         # not the exchange itself: it holds the outputs, whose node is this ctx (a cycle
         # that autograd's nodes keep the garbage collector from freeing)
         ctx.rows, ctx.n_owned, ctx.n_local = exchange.rows, n_owned, n_local
-        ctx.n_in, ctx.shape = int(x.shape[0]), tuple(x.shape[1:])
+        ctx.n_in, ctx.shape, ctx.comm = int(x.shape[0]), tuple(x.shape[1:]), comm
         return rows.to(x.dtype).reshape(n_local, *x.shape[1:])
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, torch.Tensor]:
         n_owned, n_local = ctx.n_owned, ctx.n_local
-        rows = grad.reshape(n_local, -1).to(torch.float64, copy=True).contiguous()
+        # a copy: the reverse communication adds into it in place
+        rows = grad.reshape(n_local, -1).to(ctx.comm, memory_format=torch.contiguous_format,
+                                            copy=True)  # fmt: skip
         ctx.rows.reverse(rows)  # on every rank, also where x needs no gradient
         anchor_grad = torch.zeros(0, dtype=torch.float64)
         if not ctx.needs_input_grad[0]:
             return None, None, anchor_grad
+        owned = rows[:n_owned].reshape(n_owned, *ctx.shape).to(grad.dtype)
+        if ctx.n_in == n_owned:
+            return owned, None, anchor_grad
         out = torch.zeros(ctx.n_in, *ctx.shape, dtype=grad.dtype)
-        out[:n_owned] = rows[:n_owned].reshape(n_owned, *ctx.shape).to(grad.dtype)
+        out[:n_owned] = owned
         return out, None, anchor_grad
 
 

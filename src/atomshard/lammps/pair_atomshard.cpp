@@ -17,6 +17,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstring>
 
 using namespace LAMMPS_NS;
@@ -31,14 +32,14 @@ using namespace LAMMPS_NS;
 namespace {
 
 // What Python calls back during compute: ghost rows from their owners, and back.
-extern "C" void atomshard_forward_rows(void *pair, double *rows, int width)
+extern "C" void atomshard_forward_rows(void *pair, void *rows, int width, int itemsize)
 {
-  static_cast<PairAtomshard *>(pair)->forward_rows(rows, width);
+  static_cast<PairAtomshard *>(pair)->forward_rows(rows, width, itemsize);
 }
 
-extern "C" void atomshard_reverse_rows(void *pair, double *rows, int width)
+extern "C" void atomshard_reverse_rows(void *pair, void *rows, int width, int itemsize)
 {
-  static_cast<PairAtomshard *>(pair)->reverse_rows(rows, width);
+  static_cast<PairAtomshard *>(pair)->reverse_rows(rows, width, itemsize);
 }
 
 // The Python that already runs in this process (LAMMPS driven from Python): join it only
@@ -309,7 +310,9 @@ void PairAtomshard::compute(int eflag, int vflag)
   const int nghost = atom->nghost;
   double **x = atom->x;
 
-  // edges src -> dst of the full list within the model cutoff (dst owned)
+  // edges src -> dst of the full list within the model cutoff (dst owned), sorted by
+  // (dst, src) as atomshard's own neighbour lists are: a destination's sources are then
+  // read in memory order (LAMMPS lists them bin by bin, owned and ghost rows mixed)
   edge_src.clear();
   edge_dst.clear();
   const int inum = list->inum;
@@ -320,6 +323,7 @@ void PairAtomshard::compute(int eflag, int vflag)
     const int i = ilist[ii];
     const int *jlist = firstneigh[i];
     const int jnum = numneigh[i];
+    const size_t first = edge_src.size();
     for (int jj = 0; jj < jnum; jj++) {
       const int j = jlist[jj] & NEIGHMASK;
       const double dx = x[j][0] - x[i][0];
@@ -330,6 +334,7 @@ void PairAtomshard::compute(int eflag, int vflag)
         edge_dst.push_back(i);
       }
     }
+    std::sort(edge_src.begin() + first, edge_src.end());
   }
 
   Gil gil;
@@ -357,67 +362,97 @@ void PairAtomshard::compute(int eflag, int vflag)
 }
 
 /* ---------------------------------------------------------------------- */
-// Ghost-row communication of [n_local, width] rows, `chunk` doubles per atom at a time.
+// Ghost-row communication of [n_local, width] rows of doubles or floats: `chunk` doubles
+// of buffer per atom at a time (2 * chunk floats). A row's values are copied bytewise
+// into the buffer (floats two per double, the last double's spare half zeroed), and added
+// as their own type in the reverse direction, so float rows move half the bytes of
+// doubles and are never converted.
 
-void PairAtomshard::forward_rows(double *rows, int width)
+void PairAtomshard::forward_rows(void *rows, int width, int itemsize)
 {
-  comm_rows = rows;
+  comm_rows = static_cast<char *>(rows);
+  comm_itemsize = itemsize;
   comm_width = width;
-  for (comm_offset = 0; comm_offset < width; comm_offset += chunk) {
-    comm_count = std::min(chunk, width - comm_offset);
-    comm_forward = comm_count;
+  const int per_pass = chunk * (8 / itemsize);
+  for (comm_offset = 0; comm_offset < width; comm_offset += per_pass) {
+    comm_count = std::min(per_pass, width - comm_offset);
+    comm_slots = (comm_count * itemsize + 7) / 8;
+    comm_forward = comm_slots;
     comm->forward_comm(this);
   }
   comm_forward = chunk;
 }
 
-void PairAtomshard::reverse_rows(double *rows, int width)
+void PairAtomshard::reverse_rows(void *rows, int width, int itemsize)
 {
-  comm_rows = rows;
+  comm_rows = static_cast<char *>(rows);
+  comm_itemsize = itemsize;
   comm_width = width;
-  for (comm_offset = 0; comm_offset < width; comm_offset += chunk) {
-    comm_count = std::min(chunk, width - comm_offset);
-    comm_reverse = comm_count;
+  const int per_pass = chunk * (8 / itemsize);
+  for (comm_offset = 0; comm_offset < width; comm_offset += per_pass) {
+    comm_count = std::min(per_pass, width - comm_offset);
+    comm_slots = (comm_count * itemsize + 7) / 8;
+    comm_reverse = comm_slots;
     comm->reverse_comm(this);
   }
   comm_reverse = chunk;
 }
 
+namespace {
+
+// Row `i`'s values [offset, offset + count) into `slots` doubles at `buf` (bytewise).
+inline void pack_row(const char *rows, int i, int width, int offset, int count, int itemsize,
+                     int slots, double *buf)
+{
+  buf[slots - 1] = 0.0;    // the spare half of an odd float count
+  std::memcpy(buf, rows + ((size_t) i * width + offset) * itemsize, (size_t) count * itemsize);
+}
+
+template <typename T> inline void add_row(T *row, const double *buf, int count)
+{
+  const char *bytes = reinterpret_cast<const char *>(buf);
+  for (int k = 0; k < count; k++) {
+    T value;
+    std::memcpy(&value, bytes + k * sizeof(T), sizeof(T));
+    row[k] += value;
+  }
+}
+
+}    // namespace
+
 int PairAtomshard::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*/,
                                      int * /*pbc*/)
 {
-  int m = 0;
-  for (int i = 0; i < n; i++) {
-    const double *row = comm_rows + (size_t) list[i] * comm_width + comm_offset;
-    for (int k = 0; k < comm_count; k++) buf[m++] = row[k];
-  }
-  return m;
+  for (int i = 0; i < n; i++)
+    pack_row(comm_rows, list[i], comm_width, comm_offset, comm_count, comm_itemsize, comm_slots,
+             buf + (size_t) i * comm_slots);
+  return n * comm_slots;
 }
 
 void PairAtomshard::unpack_forward_comm(int n, int first, double *buf)
 {
-  int m = 0;
-  for (int i = first; i < first + n; i++) {
-    double *row = comm_rows + (size_t) i * comm_width + comm_offset;
-    for (int k = 0; k < comm_count; k++) row[k] = buf[m++];
-  }
+  const size_t bytes = (size_t) comm_count * comm_itemsize;
+  for (int i = 0; i < n; i++)
+    std::memcpy(comm_rows + ((size_t) (first + i) * comm_width + comm_offset) * comm_itemsize,
+                buf + (size_t) i * comm_slots, bytes);
 }
 
 int PairAtomshard::pack_reverse_comm(int n, int first, double *buf)
 {
-  int m = 0;
-  for (int i = first; i < first + n; i++) {
-    const double *row = comm_rows + (size_t) i * comm_width + comm_offset;
-    for (int k = 0; k < comm_count; k++) buf[m++] = row[k];
-  }
-  return m;
+  for (int i = 0; i < n; i++)
+    pack_row(comm_rows, first + i, comm_width, comm_offset, comm_count, comm_itemsize, comm_slots,
+             buf + (size_t) i * comm_slots);
+  return n * comm_slots;
 }
 
 void PairAtomshard::unpack_reverse_comm(int n, int *list, double *buf)
 {
-  int m = 0;
   for (int i = 0; i < n; i++) {
-    double *row = comm_rows + (size_t) list[i] * comm_width + comm_offset;
-    for (int k = 0; k < comm_count; k++) row[k] += buf[m++];
+    char *row = comm_rows + ((size_t) list[i] * comm_width + comm_offset) * comm_itemsize;
+    const double *values = buf + (size_t) i * comm_slots;
+    if (comm_itemsize == 8)
+      add_row(reinterpret_cast<double *>(row), values, comm_count);
+    else
+      add_row(reinterpret_cast<float *>(row), values, comm_count);
   }
 }

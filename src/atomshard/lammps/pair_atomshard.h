@@ -34,10 +34,11 @@ class PairAtomshard : public Pair {
   int pack_reverse_comm(int, int, double *) override;
   void unpack_reverse_comm(int, int *, double *) override;
 
-  // rows [n_local, width] of doubles: ghost rows filled from their owners / ghost rows
-  // added into their owners (called back from Python during compute)
-  void forward_rows(double *rows, int width);
-  void reverse_rows(double *rows, int width);
+  // rows [n_local, width] of doubles (itemsize 8) or floats (itemsize 4): ghost rows
+  // filled from their owners / ghost rows added into their owners (called back from
+  // Python during compute). Float rows travel as floats, two per double of the buffers.
+  void forward_rows(void *rows, int width, int itemsize);
+  void reverse_rows(void *rows, int width, int itemsize);
 
  private:
   PyObject *handle = nullptr;    // the bridge's model handle (a new reference)
@@ -45,8 +46,10 @@ class PairAtomshard : public Pair {
   double cutoff_sq = 0.0;
   std::string dtype_override;    // "" or float32/float64 (pair_style keyword)
   int chunk = 0;                 // doubles per atom in one communication
-  double *comm_rows = nullptr;   // the rows being communicated
-  int comm_width = 0, comm_offset = 0, comm_count = 0;
+  char *comm_rows = nullptr;     // the rows being communicated
+  int comm_itemsize = 8;         // bytes per value of comm_rows (8: double, 4: float)
+  int comm_width = 0, comm_offset = 0, comm_count = 0;    // in values
+  int comm_slots = 0;            // doubles per atom of the current communication
   std::vector<int64_t> edge_src, edge_dst;
 
   void allocate();
