@@ -5,7 +5,11 @@ SevenNet-0 in its own dtype, on 1 and 2 ranks × ``--threads`` threads, in inter
 rounds. Per-step time: ``atomshard md``'s median step time
 (``MDResult.median_step_seconds``); for LAMMPS the same, the median of the step-to-step
 differences of the elapsed time (``thermo 1``, keyword ``cpu``) of a second ``run`` (a
-first short ``run`` pays the start-up: model load, first kernels). Memory: the
+first short ``run`` pays the start-up: model load, first kernels). CPU time per step (what
+a box shared with other jobs barely moves, unlike the wall time): LAMMPS's loop time of the
+timed ``run`` times its "% CPU use" over its steps (the mean over ranks), and the mean of
+``atomshard md``'s per-step process CPU seconds (``MDResult.step_cpu_seconds``, rank 0)
+over the same number of last steps. Memory: the
 largest RSS any one process of the run reached (the ranks, sampled every 0.1 s with
 psutil over the whole process tree). Writes ``bench_lammps.json`` and
 ``bench_lammps.png``.
@@ -81,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     atoms = read_structures(args.structure, repeat=parse_repeat(args.repeat))[0]
     elements = sorted(set(atoms.get_chemical_symbols()))
     times: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     rss: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
@@ -102,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
                 env["OMP_NUM_THREADS"] = str(args.threads)
                 stdout, peak = _run_sampled(argv_l, env=env, cwd=scratch)
                 _record(times, rss, f"lammps-{n}", _median_step(stdout), peak)
+                cpu.setdefault(f"lammps-{n}", []).append(_loop_cpu_per_step(stdout))
                 job = {
                     "structure": args.structure, "repeat": args.repeat, "model": args.model,
                     "steps": args.steps + args.warmup, "temperature": args.temperature,
@@ -110,13 +116,20 @@ def main(argv: list[str] | None = None) -> dict:
                 }  # fmt: skip
                 argv_a = [sys.executable, __file__, "--atomshard-run", json.dumps(job)]
                 stdout, peak = _run_sampled(argv_a, env=dict(os.environ), cwd=scratch)
-                step = json.loads(stdout.strip().splitlines()[-1])["median_step_seconds"]
-                _record(times, rss, f"atomshard-{n}", step, peak)
+                md = json.loads(stdout.strip().splitlines()[-1])
+                _record(times, rss, f"atomshard-{n}", md["median_step_seconds"], peak)
+                cpu.setdefault(f"atomshard-{n}", []).append(
+                    statistics.fmean(md["step_cpu_seconds"][-args.steps :])
+                )
                 print(
                     f"round {round_}, {n} rank(s): LAMMPS {times[f'lammps-{n}'][-1] * 1e3:.1f} "
-                    f"ms/step, atomshard md {times[f'atomshard-{n}'][-1] * 1e3:.1f} ms/step"
+                    f"ms/step ({cpu[f'lammps-{n}'][-1] * 1e3:.1f} CPU-ms), atomshard md "
+                    f"{times[f'atomshard-{n}'][-1] * 1e3:.1f} ms/step "
+                    f"({cpu[f'atomshard-{n}'][-1] * 1e3:.1f} CPU-ms)",
+                    flush=True,
                 )
     median = {k: statistics.median(v) for k, v in times.items()}
+    median_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     report = {
         "benchmark": "bench_lammps",
         "n_atoms": len(atoms),
@@ -128,6 +141,11 @@ def main(argv: list[str] | None = None) -> dict:
         "threads_per_rank": args.threads,
         "seconds_per_step": median,
         "all_rounds": times,
+        "cpu_seconds_per_step": median_cpu,
+        "all_rounds_cpu": cpu,
+        "lammps_over_atomshard_cpu": {
+            n: median_cpu[f"lammps-{n}"] / median_cpu[f"atomshard-{n}"] - 1.0 for n in args.ranks
+        },
         "peak_rss_mb_largest_process": {k: max(v) for k, v in rss.items()},
         "lammps_over_atomshard": {
             n: median[f"lammps-{n}"] / median[f"atomshard-{n}"] - 1.0 for n in args.ranks
@@ -146,7 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"({report['peak_rss_mb_largest_process'][f'lammps-{n}']:.0f} MB/rank), atomshard md "
             f"{median[f'atomshard-{n}'] * 1e3:.1f} ms/step "
             f"({report['peak_rss_mb_largest_process'][f'atomshard-{n}']:.0f} MB/rank): LAMMPS "
-            f"{100 * report['lammps_over_atomshard'][n]:+.1f} %"
+            f"{100 * report['lammps_over_atomshard'][n]:+.1f} % (CPU per step "
+            f"{100 * report['lammps_over_atomshard_cpu'][n]:+.1f} %)"
         )
     (out / "bench_lammps.json").write_text(json.dumps(report, indent=2))
     _plot(out / "bench_lammps.png", median, report)
@@ -191,6 +210,16 @@ def _median_step(stdout: str) -> float:
     return statistics.median(b - a for a, b in itertools.pairwise(elapsed))
 
 
+def _loop_cpu_per_step(stdout: str) -> float:
+    """CPU seconds per step and rank of the last ``run`` of a LAMMPS log: its loop time
+    times its "% CPU use" (the mean over ranks), over its steps."""
+    tail = stdout.split("Loop time of")[-1]
+    words = tail.split()
+    loop, steps = float(words[0]), int(words[words.index("for") + 1])
+    percent = float(tail.split("% CPU use")[0].split()[-1])
+    return loop * percent / 100.0 / steps
+
+
 def _record(times: dict, rss: dict, key: str, step: float, peak_mb: float) -> None:
     times.setdefault(key, []).append(step)
     rss.setdefault(key, []).append(peak_mb)
@@ -211,7 +240,10 @@ def _atomshard_run(job: dict) -> dict:
     )  # fmt: skip
     result = run_md_on_ranks(config, job["ranks"], progress=False, threads_per_rank=job["threads"])
     assert result is not None
-    report = {"median_step_seconds": result.median_step_seconds}
+    report = {
+        "median_step_seconds": result.median_step_seconds,
+        "step_cpu_seconds": list(result.step_cpu_seconds),
+    }
     print(json.dumps(report))
     return report
 

@@ -10,4 +10,6 @@ def test_bench_lammps_smoke(plugin, tmp_path):
     assert report["n_atoms"] == 9
     assert set(report["seconds_per_step"]) == {"lammps-1", "atomshard-1"}
     assert all(t > 0 for t in report["seconds_per_step"].values())
+    assert set(report["cpu_seconds_per_step"]) == {"lammps-1", "atomshard-1"}
+    assert all(t > 0 for t in report["cpu_seconds_per_step"].values())
     assert (tmp_path / "bench_lammps.json").is_file() and (tmp_path / "bench_lammps.png").is_file()

@@ -67,6 +67,7 @@ def test_observers_zero_momentum_and_no_files(tmp_path, monkeypatch, argon, lj):
         observers=[Observer(on_root, every=4), Observer(on_every_rank, every=5, all_ranks=True)],
     )
     assert result is not None and result.output is None and result.steps == 12
+    assert len(result.step_cpu_seconds) == 12 and all(c >= 0 for c in result.step_cpu_seconds)
     assert seen["root"] == [0, 4, 8, 12] and seen["all"] == [0, 5, 10]
     for p, ang in seen["momenta"][1:]:  # Langevin noise adds momentum; it is removed at 4, 8, 12
         assert p < 1e-10 and ang < 1e-9

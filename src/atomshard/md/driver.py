@@ -87,6 +87,9 @@ class MDResult:
     #: median wall time of one step (the whole loop body, outputs included), s; robust
     #: to the slow first steps of a process and to the steps that rebuild or write files
     median_step_seconds: float = float("nan")
+    #: this process's CPU seconds of each step (rank 0; all threads): unlike the wall
+    #: time, it barely moves when other jobs share the cores
+    step_cpu_seconds: tuple[float, ...] = ()
 
 
 def _initial_state(config: MDConfig, device: str, atoms: Any = None) -> MDState:
@@ -323,10 +326,11 @@ def run_md(
     done_minimizing = converged(state, config)
     t_start = time.perf_counter()
     step_seconds: list[float] = []
+    step_cpu: list[float] = []
     try:
         with StopOnSigterm() as sigterm:
             while state.step < config.steps and not done_minimizing:
-                t_step = time.perf_counter()
+                t_step, c_step = time.perf_counter(), time.process_time()
                 ensemble_step(state, ff, config)
                 done_minimizing = converged(state, config)
                 if config.zero_momentum and state.step % config.zero_momentum == 0:
@@ -343,6 +347,7 @@ def run_md(
                         refresh=False,
                     )
                 step_seconds.append(time.perf_counter() - t_step)
+                step_cpu.append(time.process_time() - c_step)
                 stop[0] = float(sigterm.received)
                 if distributed:  # every rank stops after the same step
                     stop = comm.all_reduce_max(stop, what="stop request")
@@ -391,6 +396,7 @@ def run_md(
         wall_seconds=wall,
         steps_per_second=rate,
         median_step_seconds=statistics.median(step_seconds) if step_seconds else float("nan"),
+        step_cpu_seconds=tuple(step_cpu),
         ns_per_day=rate * config.dt * 86400e-6,
         neighbor_builds=getattr(ff, "n_builds", 0),
         final_temperature=temperature,
