@@ -575,6 +575,13 @@ def main(argv: list[str] | None = None) -> dict:
         help="instead: data-parallel throughput on --ranks local processes",
     )
     p.add_argument("--ranks", type=int, default=2, help="ranks of --ddp")
+    p.add_argument(
+        "--merge-curves",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="instead: merge the curves.json of separate --curves runs into --out",
+    )
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.impls is None:
@@ -588,6 +595,8 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             print(json.dumps(run_ddp_rank(spec) if "rank" in spec else run_child(spec)))
         return {}
+    if args.merge_curves:
+        return merge_curves(args.merge_curves, args.out)
     if args.curves:
         return curves(args)
     if args.smoke:
@@ -682,9 +691,59 @@ def curves(args: argparse.Namespace) -> dict:
                   f"E MAE {1e3 * last.get('energy_mae', float('nan')):.2f} meV/atom, "
                   f"F MAE {1e3 * last.get('force_mae', float('nan')):.1f} meV/Å "
                   f"{res.get('error', '')}", flush=True)  # fmt: skip
-    with open(args.out / "curves.json.tmp", "w") as fh:
+    return write_curves(args.out, out)
+
+
+def reach_times(runs: list[dict], reference: str = "nequip") -> list[dict]:
+    """For each data set: the reference code's last validation E and F MAE, and the
+    training CPU seconds after which every code first had both at or below them."""
+    rows = []
+    for dataset in sorted({r["dataset"] for r in runs if r.get("curve")}):
+        ref = next((r for r in runs if r.get("curve") and r["dataset"] == dataset
+                    and r["impl"] == reference), None)  # fmt: skip
+        if ref is None:
+            continue
+        target = ref["curve"][-1]
+        for run in (r for r in runs if r.get("curve") and r["dataset"] == dataset):
+            hit = next((row["cpu_s"] for row in run["curve"]
+                        if row["energy_mae"] <= target["energy_mae"]
+                        and row["force_mae"] <= target["force_mae"]), None)  # fmt: skip
+            rows.append({"dataset": dataset, "impl": run["impl"],
+                         "reference": reference, "reference_cpu_s": target["cpu_s"],
+                         "reference_energy_mae": target["energy_mae"],
+                         "reference_force_mae": target["force_mae"],
+                         "final_cpu_s": run["curve"][-1]["cpu_s"],
+                         "final_energy_mae": run["curve"][-1]["energy_mae"],
+                         "final_force_mae": run["curve"][-1]["force_mae"],
+                         "reaches_reference_at_cpu_s": hit})  # fmt: skip
+    return rows
+
+
+def merge_curves(paths: list[Path], out_dir: Path) -> dict:
+    """One curves.json/png (and the reach table) from the curves.json of separate runs
+    (e.g. each code run at the same time on a core of its own)."""
+    out: dict = {"curve_s": None, "note": "merged: " + ", ".join(map(str, paths)), "runs": []}
+    for path in paths:
+        part = json.loads(Path(path).read_text())
+        out["runs"].extend(part["runs"])
+        out["curve_s"] = max(out["curve_s"] or 0, part.get("curve_s") or 0)
+    return write_curves(out_dir, out)
+
+
+def write_curves(out_dir: Path, out: dict) -> dict:
+    """``curves.json`` (with the reach table) and ``curves.png`` of ``out`` in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out["reach"] = reach_times(out["runs"])
+    for row in out["reach"]:
+        hit = row["reaches_reference_at_cpu_s"]
+        print(f"{row['impl']:<15} {row['dataset']:<6} reaches {row['reference']}'s "
+              f"{row['reference_cpu_s']:.0f}-CPU-s MAE (E {1e3 * row['reference_energy_mae']:.2f}"
+              f" meV/atom, F {1e3 * row['reference_force_mae']:.1f} meV/Å) at "
+              + (f"{hit:.0f} CPU-s" if hit is not None else "never in its "
+                 f"{row['final_cpu_s']:.0f} CPU-s"), flush=True)  # fmt: skip
+    with open(out_dir / "curves.json.tmp", "w") as fh:
         json.dump(out, fh, indent=1)
-    (args.out / "curves.json.tmp").replace(args.out / "curves.json")
+    (out_dir / "curves.json.tmp").replace(out_dir / "curves.json")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -699,13 +758,17 @@ def curves(args: argparse.Namespace) -> dict:
                          color=f"C{IMPLS.index(res['impl'])}", label=label)  # fmt: skip
         axes[1].semilogy(t, [1e3 * r["force_mae"] for r in res["curve"]], style,
                          color=f"C{IMPLS.index(res['impl'])}", label=label)  # fmt: skip
+    for row in out["reach"]:
+        if row["impl"] == row["reference"]:
+            axes[0].axhline(1e3 * row["reference_energy_mae"], color="grey", lw=0.6, ls=":")
+            axes[1].axhline(1e3 * row["reference_force_mae"], color="grey", lw=0.6, ls=":")
     axes[0].set(xlabel="training CPU s", ylabel="val energy MAE (meV/atom)")
     axes[1].set(xlabel="training CPU s", ylabel="val force MAE (meV/Å)")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    tmp = args.out / "curves.tmp.png"
+    tmp = out_dir / "curves.tmp.png"
     fig.savefig(tmp, dpi=110)
-    tmp.replace(args.out / "curves.png")
+    tmp.replace(out_dir / "curves.png")
     plt.close(fig)
     return out
 
