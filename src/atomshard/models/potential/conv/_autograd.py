@@ -173,6 +173,79 @@ class _ChunkGrad(torch.autograd.Function):
         return (None, None, None, *out)
 
 
+class _PathMajor(torch.autograd.Function):
+    """Node-layout radial weights ``[n_slots, weight_numel]`` (``hidden @ last`` of
+    :meth:`FusedUVUConvolution.radial_hidden` with ``nodes``) in the flat path-major
+    order of :meth:`NodeLayout.nodes_weights` (each path's ``[n_slots, u]`` contiguous):
+    a copy, whose backward (the inverse copy, :class:`_PathMinor`) is differentiable again."""
+
+    @staticmethod
+    def forward(ctx, conv, w2d):  # type: ignore[no-untyped-def]
+        ctx.conv = conv
+        return conv.path_major(w2d)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[no-untyped-def]
+        return None, _PathMinor.apply(ctx.conv, grad)
+
+
+class _PathMinor(torch.autograd.Function):
+    """The inverse of :class:`_PathMajor`."""
+
+    @staticmethod
+    def forward(ctx, conv, flat):  # type: ignore[no-untyped-def]
+        ctx.conv = conv
+        return conv.path_minor(flat)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[no-untyped-def]
+        return None, _PathMajor.apply(ctx.conv, grad)
+
+
+class _TriFunction(torch.autograd.Function):
+    """A stored chunk's node sums ``T(h, y, w)`` from inputs that autograd formed: the
+    (padded) spherical harmonics ``y`` and the radial weights ``w`` (the MLP run by
+    autograd, on the slots in the node layout).
+
+    Used for a training step's stored chunks (:meth:`FusedUVUConvolution._node_chunk`):
+    the radial MLP then has one autograd graph, shared by the force backward and the
+    loss's backward, instead of being run again inside each (:class:`_ChunkFunction`
+    re-forms it under ``create_graph`` and once more in the loss's backward, and the
+    gradients of its largest matrix are formed twice). The backward is a :class:`_ChunkGrad`
+    under ``create_graph``, else the hand-written backward directly; either forms only
+    the gradients the running pass reaches (a training step's does not reach ``y``).
+    Autograd keeps the MLP's hidden activations, ``[n_edges, hidden]`` per layer, next
+    to the radial weights a stored chunk keeps anyway; eval mode and recomputed chunks
+    (large systems) keep the :class:`_ChunkFunction` path, which keeps neither.
+    """
+
+    @staticmethod
+    def forward(ctx, conv, geo, sink, h, y, w):  # type: ignore[no-untyped-def]
+        ctx.conv, ctx.geo, ctx.sink = conv, geo, sink
+        ctx.h_shape = h.shape
+        ctx.save_for_backward(h, y, w)
+        return conv._tri_sums(geo, h, y, w)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[no-untyped-def]
+        h, y, w = ctx.saved_tensors
+        conv, geo = ctx.conv, ctx.geo
+        need = tuple(
+            bool(n and _engine_reaches(t)) for n, t in zip(ctx.needs_input_grad[3:6], (h, y, w))
+        )
+        if not any(need):
+            return (None,) * 6
+        if torch.is_grad_enabled():  # create_graph (a force loss): see _ChunkGrad
+            g_h, g_y, g_w = _ChunkGrad.apply(conv, geo, need, grad, h, y, w)
+        elif ctx.sink is not None:  # several chunks: the rows' gradients into the sink
+            g_rows, g_y, g_w = conv._tri_grads(geo, grad, h, y, w, need, rows=True)
+            g_h = _rows_grad(ctx, g_rows, geo.src) if need[0] else None
+        else:
+            g_h, g_y, g_w = conv._tri_grads(geo, grad, h, y, w, need)
+        g_h, g_y, g_w = (g if n else None for g, n in zip((g_h, g_y, g_w), need))
+        return None, None, None, g_h, g_y, g_w
+
+
 def _substituted(  # type: ignore[no-untyped-def]
     conv,
     geo: Any,

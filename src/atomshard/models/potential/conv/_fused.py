@@ -19,9 +19,11 @@ from torch.utils.checkpoint import checkpoint
 from atomshard.models.potential.conv._autograd import (
     _ChunkFunction,
     _EdgeRows,
+    _PathMajor,
     _RowSink,
     _Source,
     _substituted,
+    _TriFunction,
 )
 from atomshard.models.potential.conv._edges import EdgeLayout
 from atomshard.models.potential.conv._nodes import NodeLayout, _edges_by_rows, _PadPlan
@@ -196,9 +198,11 @@ class FusedUVUConvolution(EdgeLayout, NodeLayout, OverlappedForward):
         y: torch.Tensor,
         w: torch.Tensor,
         need: tuple[bool, bool, bool],
+        rows: bool = False,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """The backward of :meth:`_tri_sums` for the node sums' gradient ``grad``: the
-        gradients of ``h`` (all its rows), ``y`` and ``w``, those ``need`` asks for."""
+        gradients of ``h`` (all its rows; with ``rows`` those of the gathered rows
+        ``h[geo.src]`` instead), ``y`` and ``w``, those ``need`` asks for."""
         g_rows: torch.Tensor | None
         g_y: torch.Tensor | None
         g_w: torch.Tensor | None
@@ -209,7 +213,7 @@ class FusedUVUConvolution(EdgeLayout, NodeLayout, OverlappedForward):
             g_rows, g_y, g_w = self._chunk_nodes_grads(grad, h, y_t, w.contiguous(), geo, need)
         g_h = None
         if need[0] and g_rows is not None:
-            g_h = h.new_zeros(h.shape).index_add_(0, geo.src, g_rows)
+            g_h = g_rows if rows else h.new_zeros(h.shape).index_add_(0, geo.src, g_rows)
         return g_h, g_y if need[1] else None, g_w if need[2] else None
 
     def _tri_double(
@@ -378,13 +382,21 @@ class FusedUVUConvolution(EdgeLayout, NodeLayout, OverlappedForward):
             src.split(edge_sizes),
             dst.split(edge_sizes),
         )
+        # a training step's stored chunks: the radial MLP by autograd (_TriFunction)
+        shared_mlp = (
+            not do_recompute
+            and self.training
+            and self.chunk_backward == "manual"
+            and torch.is_grad_enabled()
+            and any(m.requires_grad for m in radial.weights)
+        )
         for n0, n_c, sh_c, radial_c, src_c, dst_c in pieces:
             args = (radial, post, h, sh_c, radial_c, src_c, dst_c - n0, n_c, sink, nodes)
             recomputed = do_recompute and torch.is_grad_enabled()
             if recomputed and self.chunk_backward == "autograd":
                 outs.append(checkpoint(self._node_chunk, *args, use_reentrant=False))
             else:
-                outs.append(self._node_chunk(*args, recompute=recomputed))
+                outs.append(self._node_chunk(*args, recompute=recomputed, shared_mlp=shared_mlp))
             if recomputed and not h.is_cuda:  # a large system: see release_free_heap
                 release_free_heap()
         return outs
@@ -402,12 +414,26 @@ class FusedUVUConvolution(EdgeLayout, NodeLayout, OverlappedForward):
         sink: _RowSink | None = None,
         nodes: bool = False,
         recompute: bool = False,
+        shared_mlp: bool = False,
     ) -> torch.Tensor:
         """One chunk's output rows: a :class:`_ChunkFunction` (hand-written backward; the
         radial weights kept unless ``recompute``), or by autograd directly with
         ``chunk_backward="autograd"`` or no gradient wanted; in the node layout with
-        ``nodes`` (``h`` in ``au_perm`` column order)."""
-        if self.chunk_backward == "manual" and torch.is_grad_enabled():
+        ``nodes`` (``h`` in ``au_perm`` column order). With ``shared_mlp`` (a training
+        step's stored chunks) the radial weights and the padded ``Y`` are formed by
+        autograd and the tensor product is a :class:`_TriFunction`."""
+        if shared_mlp:
+            geo: _PadPlan | _EdgeRows
+            if nodes:
+                geo = self.pad_plan(src, dst, n_nodes)
+                y, edge_radial = geo.pad(sh), geo.pad(edge_radial)
+            else:
+                geo, y = _EdgeRows(src, dst, n_nodes), sh
+            weights = self.radial_weights(radial, edge_radial, nodes=nodes)
+            if nodes:  # each path's weights one contiguous matrix (see nodes_weights)
+                weights = _PathMajor.apply(self, weights)
+            sums = _TriFunction.apply(self, geo, sink, h, y, weights)
+        elif self.chunk_backward == "manual" and torch.is_grad_enabled():
             sums = _ChunkFunction.apply(
                 self,
                 radial,
