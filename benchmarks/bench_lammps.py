@@ -14,8 +14,17 @@ largest RSS any one process of the run reached (the ranks, sampled every 0.1 s w
 psutil over the whole process tree). Writes ``bench_lammps.json`` and
 ``bench_lammps.png``.
 
+``--control`` (with ranks 1 and 2) adds, in every round, two independent 1-rank LAMMPS runs
+of half the structure (the repeat halved along the longest cell vector, where LAMMPS cuts
+its 2-rank decomposition) started together: the same work per process as a 2-rank run
+with no communication between them. ``two_process_ceiling`` (1-rank time over twice
+theirs) is what two processes sharing this machine (memory bandwidth, caches, the
+hypervisor) can reach at all; ``lammps_2_over_half_pair`` what the decomposition and the
+ghost exchange cost on top of it.
+
     python benchmarks/bench_lammps.py --repeat 4x4x4 --steps 20 --ranks 1 2   # 576 atoms
     python benchmarks/bench_lammps.py --repeat 8x8x8 --steps 10 --ranks 1 2   # 4,608 atoms
+    python benchmarks/bench_lammps.py --repeat 8x8x8 --steps 5 --ranks 1 2 --control
     python benchmarks/bench_lammps.py --smoke
 """
 
@@ -67,6 +76,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="threads per rank")
     parser.add_argument("--out", default="bench-out/lammps")
     parser.add_argument("--smoke", action="store_true", help="9 atoms, 2 steps, 1 rank, 1 round")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="also two concurrent 1-rank runs of half the structure (the 2-process ceiling)",
+    )
     parser.add_argument("--atomshard-run", help=argparse.SUPPRESS)  # internal: one md run
     args = parser.parse_args(argv)
     if args.atomshard_run:
@@ -82,7 +96,12 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     build_plugin()
-    atoms = read_structures(args.structure, repeat=parse_repeat(args.repeat))[0]
+    repeat = parse_repeat(args.repeat)
+    atoms = read_structures(args.structure, repeat=repeat)[0]
+    control = args.control and 1 in args.ranks and 2 in args.ranks
+    half_repeat = _halved(repeat, atoms.cell.lengths()) if control else None
+    if control and half_repeat is None:
+        raise SystemExit(f"--control: no even repeat factor in {args.repeat} to halve")
     elements = sorted(set(atoms.get_chemical_symbols()))
     times: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
@@ -101,7 +120,29 @@ def main(argv: list[str] | None = None) -> dict:
             temperature=args.temperature, steps=args.steps, warmup=args.warmup,
         )  # fmt: skip
         script.write_text(text)
+        if half_repeat is not None:
+            half = read_structures(args.structure, repeat=half_repeat)[0]
+            half_data = scratch / "half.data"
+            ase.io.write(half_data, half, format="lammps-data", specorder=elements, masses=True)
+            half_script = scratch / "half.lmp"
+            half_script.write_text(text.replace(str(data), str(half_data)))
         for round_ in range(args.rounds):
+            if half_repeat is not None:
+                pair = []
+                for k in range(2):
+                    argv_h, env_h = lammps_command(
+                        half_script, 1, ["-log", str(scratch / f"half{k}.lammps")]
+                    )
+                    env_h["OMP_NUM_THREADS"] = str(args.threads)
+                    pair.append((argv_h, env_h))
+                steps_h = [_median_step(o) for o in _run_together(pair, cwd=scratch)]
+                times.setdefault("lammps-half-pair", []).append(statistics.fmean(steps_h))
+                print(
+                    f"round {round_}, two concurrent 1-rank LAMMPS runs of half the structure: "
+                    + ", ".join(f"{1e3 * t:.1f}" for t in steps_h)
+                    + " ms/step",
+                    flush=True,
+                )
             for n in args.ranks:
                 argv_l, env = lammps_command(script, n, ["-log", str(scratch / "log.lammps")])
                 env["OMP_NUM_THREADS"] = str(args.threads)
@@ -158,6 +199,18 @@ def main(argv: list[str] | None = None) -> dict:
         report["efficiency_2_ranks"] = {
             e: median[f"{e}-1"] / (2 * median[f"{e}-2"]) for e in ("lammps", "atomshard")
         }
+    if control:
+        half_pair = median.pop("lammps-half-pair")
+        report["half_repeat"] = "x".join(map(str, half_repeat or ()))
+        report["half_pair_seconds_per_step"] = half_pair
+        report["two_process_ceiling"] = median["lammps-1"] / (2 * half_pair)
+        report["lammps_2_over_half_pair"] = median["lammps-2"] / half_pair - 1.0
+        print(
+            f"control: two concurrent half runs {half_pair * 1e3:.1f} ms/step; 2-process "
+            f"ceiling {100 * report['two_process_ceiling']:.1f} % (LAMMPS 2 ranks reach "
+            f"{100 * report['efficiency_2_ranks']['lammps']:.1f} %, "
+            f"{100 * report['lammps_2_over_half_pair']:+.1f} % over the half pair)"
+        )
     for n in args.ranks:
         print(
             f"{n} rank(s): LAMMPS {median[f'lammps-{n}'] * 1e3:.1f} ms/step "
@@ -196,6 +249,40 @@ def _run_sampled(argv: list[str], *, env: dict, cwd: Path) -> tuple[str, float]:
         if proc.returncode != 0:
             raise SystemExit(f"{argv[0]} failed:\n{stdout[-3000:]}{err.read()[-3000:]}")
     return stdout, peak / 2**20
+
+
+def _halved(repeat: tuple[int, int, int], lengths) -> tuple[int, int, int] | None:  # type: ignore[no-untyped-def]
+    """``repeat`` with the factor of the longest cell vector (of those with an even factor)
+    halved; None when no factor is even."""
+    even = [a for a in range(3) if repeat[a] % 2 == 0]
+    if not even:
+        return None
+    axis = max(even, key=lambda a: float(lengths[a]))
+    out = list(repeat)
+    out[axis] //= 2
+    return (out[0], out[1], out[2])
+
+
+def _run_together(jobs: list[tuple[list[str], dict]], *, cwd: Path) -> list[str]:
+    """Start every ``(argv, env)`` at once, wait for all; their stdouts."""
+    files = [tempfile.TemporaryFile("w+") for _ in jobs]
+    try:
+        procs = [
+            subprocess.Popen(argv, env=env, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, text=True)
+            for (argv, env), f in zip(jobs, files)
+        ]
+        outs = []
+        for (argv, _), proc, f in zip(jobs, procs, files):
+            proc.wait()
+            f.seek(0)
+            text = f.read()
+            if proc.returncode != 0:
+                raise SystemExit(f"{argv[0]} failed:\n{text[-3000:]}")
+            outs.append(text)
+        return outs
+    finally:
+        for f in files:
+            f.close()
 
 
 def _median_step(stdout: str) -> float:
