@@ -293,6 +293,15 @@ void PairAtomshard::init_style()
   comm_forward = chunk;
   comm_reverse = chunk;
   comm_reverse_off = chunk;
+  // Under pair_style hybrid (or hybrid/overlay, hybrid/scaled) the buffers are sized by the
+  // hybrid style's values, which it took from its sub-styles at `pair_style` time, before
+  // pair_coeff gave this style its model (and chunk): raise them here.
+  Pair *top = force->pair;
+  if (top && top != this) {
+    top->comm_forward = std::max(top->comm_forward, chunk);
+    top->comm_reverse = std::max(top->comm_reverse, chunk);
+    top->comm_reverse_off = std::max(top->comm_reverse_off, chunk);
+  }
 }
 
 double PairAtomshard::init_one(int i, int j)
@@ -306,6 +315,12 @@ double PairAtomshard::init_one(int i, int j)
 void PairAtomshard::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
+  // Under pair_style hybrid, type pairs given to another sub-style are skipped from this
+  // style's list: the model would see part of each environment (wrong numbers, silently).
+  if (list->iskip || list->ijskip)
+    error->all(FLERR, "pair atomshard: under pair_style hybrid every type pair must stay "
+               "with atomshard (pair_coeff * * atomshard MODEL ...; no other sub-style on its "
+               "type pairs): use pair_style hybrid/overlay to add other styles to the model");
   const int nlocal = atom->nlocal;
   const int nghost = atom->nghost;
   double **x = atom->x;
