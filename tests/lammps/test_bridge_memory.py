@@ -63,3 +63,30 @@ def test_exchange_is_freed_after_the_step_and_gradient_is_exact():
 
     plain = gradient(identity_exchange)
     assert float((g - plain).abs().max()) <= 1e-12 * float(plain.abs().max())
+
+
+def test_position_free_exchange_has_no_reverse_and_the_same_gradient():
+    """The NequIP-class model's first exchange carries Linear_1 of the species embedding
+    (``position_free_exchanges`` = 1): the bridge sends it without autograd, so it runs
+    one reverse exchange fewer than forward ones, and the edge gradient is unchanged."""
+    model = random_nequip(n_layers=3)
+    assert model.capabilities().position_free_exchanges == 1
+    for p in model.parameters():  # as the bridge loads a model
+        p.requires_grad_(False)
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.rattle(0.05, seed=4)
+    graph = AtomicGraph.from_ase(atoms, model.cutoff)
+    n = graph.n_atoms
+
+    def gradient(exchange):
+        vec = graph.edge_vectors().detach().requires_grad_(True)
+        with torch.enable_grad():
+            energy = model.atomic_energies(graph, vec, exchange).to(torch.float64).sum()
+            return _edge_gradient(energy, vec, exchange)
+
+    comm = _NoComm()
+    exchange = LammpsExchange(comm, n, n, position_free=1)  # type: ignore[arg-type]
+    g = gradient(exchange)
+    assert comm.calls == ["forward"] * 3 + ["reverse"] * 2
+    plain = gradient(identity_exchange)
+    assert float((g - plain).abs().max()) <= 1e-12 * float(plain.abs().max())

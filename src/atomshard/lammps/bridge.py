@@ -120,7 +120,10 @@ class LammpsExchange:
     """``exchange(x)`` over LAMMPS's owned and ghost atoms (an OwnedRowsExchange).
 
     Every output that takes part in autograd is kept in ``outputs`` (in call order), so
-    that :func:`_edge_gradient` runs the reverse exchange of each one on every rank.
+    that :func:`_edge_gradient` runs the reverse exchange of each one on every rank. The
+    first ``position_free`` calls (the model's ``position_free_exchanges``: rows that do
+    not depend on the positions, on any rank) are sent without autograd: no gradient is
+    formed for them and no reverse exchange runs, on every rank alike.
 
     Shapes:
         x: ``[n_owned, ...]`` or ``[n_local, ...]``; returns ``[n_local, ...]``.
@@ -133,12 +136,18 @@ class LammpsExchange:
         default_factory=lambda: torch.zeros(0, dtype=torch.float64, requires_grad=True)
     )
     outputs: list[torch.Tensor] = field(default_factory=list)
+    position_free: int = 0
+    calls: int = 0
 
     def __call__(self, x: torch.Tensor, /) -> torch.Tensor:
         if x.shape[0] not in (self.n_owned, self.n_local):
             raise ValueError(
                 f"exchange: {x.shape[0]} rows, expected {self.n_owned} or {self.n_local}"
             )
+        self.calls += 1
+        if self.calls <= self.position_free:
+            with torch.no_grad():
+                return _ExchangeFn.apply(x.detach(), self, self.anchor)
         out = _ExchangeFn.apply(x, self, self.anchor)
         if out.requires_grad:
             self.outputs.append(out)
@@ -162,6 +171,7 @@ class Handle:
     message_passing: bool
     rows: _Rows
     path: str
+    position_free_exchanges: int = 0
 
 
 def _configure_process() -> None:
@@ -231,7 +241,8 @@ def load(
         p.requires_grad_(False)
     if hasattr(model, "checkpoint"):  # recomputing layers would repeat exchanges on one rank
         setattr(model, "checkpoint", False)  # noqa: B010 (not every Potential has it)
-    message_passing = bool(model.capabilities().needs_feature_exchange)
+    caps = model.capabilities()
+    message_passing = bool(caps.needs_feature_exchange)
     return Handle(
         model=model,
         species_of_type=torch.tensor(zs, dtype=torch.int64),
@@ -240,6 +251,7 @@ def load(
         message_passing=message_passing,
         rows=_Rows(pair, forward, reverse),
         path=str(path),
+        position_free_exchanges=int(caps.position_free_exchanges),
     )
 
 
@@ -285,7 +297,11 @@ def compute(
         shifts=torch.zeros(n_edges, 3, dtype=torch.int64),
         cutoff=h.cutoff,
     )
-    exchange = LammpsExchange(h.rows, nlocal, n) if h.message_passing else identity_exchange
+    exchange = (
+        LammpsExchange(h.rows, nlocal, n, position_free=h.position_free_exchanges)
+        if h.message_passing
+        else identity_exchange
+    )
     try:
         with torch.enable_grad():
             energies = h.model.atomic_energies(graph, edge_vec, exchange)[:nlocal]

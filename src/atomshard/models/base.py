@@ -114,6 +114,10 @@ class Capabilities:
         checkpoint_free_atoms: the most atoms one evaluation may hold before the model
             turns on layer checkpoints by itself, or None (no such switch, or set
             outright).
+        position_free_exchanges: how many of the first exchanges of ``atomic_energies``
+            carry rows that do not depend on the positions (the first layer's input is a
+            function of the species alone), by construction, on every rank: an engine
+            may send those rows without their gradients' reverse exchange.
     """
 
     cutoff: float
@@ -123,6 +127,7 @@ class Capabilities:
     takes_shells: bool = False
     activation_bytes_per_atom: int | None = None
     checkpoint_free_atoms: int | None = None
+    position_free_exchanges: int = 0
 
 
 class Potential(nn.Module):
@@ -144,6 +149,8 @@ class Potential(nn.Module):
     #: whether :meth:`atomic_energies` takes ``shells=`` (:class:`Shells`) and then works,
     #: layer by layer, only on the atoms and edges the owned atoms' energies still need
     takes_shells: bool = False
+    #: leading exchanges whose rows never depend on the positions (see Capabilities)
+    position_free_exchanges: int = 0
 
     def capabilities(self) -> Capabilities:
         """What this model tells the engine (read afresh: run-time settings may change the
@@ -156,6 +163,7 @@ class Potential(nn.Module):
             takes_shells=bool(self.takes_shells),
             activation_bytes_per_atom=self.activation_bytes_per_atom(),
             checkpoint_free_atoms=self.checkpoint_free_atoms(),
+            position_free_exchanges=int(self.position_free_exchanges),
         )
 
     def activation_bytes_per_atom(self) -> int | None:

@@ -289,6 +289,9 @@ class NequIPPotential(Potential):
 
     config_class = NequIPConfig
     takes_shells = True
+    #: the first layer's exchanged rows, Linear_1 of the species embedding, never depend
+    #: on the positions
+    position_free_exchanges = 1
     z_to_index: torch.Tensor
     energy_shift: torch.Tensor
     energy_scale: torch.Tensor
