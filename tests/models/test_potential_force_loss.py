@@ -80,10 +80,17 @@ def test_force_loss_gradients_float64(case, layout):
     stress = case != "molecule"
     ref, ref_names = _loss_grads(model, frames, "e3nn", stress)
     assert "_ChunkGradBackward" not in ref_names
-    for options in ({}, {"chunk_edges": 17, "recompute": True}):
+    for options in (
+        {},
+        {"chunk_edges": 17, "recompute": False},
+        {"chunk_edges": 17, "recompute": True},
+    ):
         got, names = _loss_grads(model, frames, "fused", stress, **options)
         # the first backward is the fused one, differentiable by its own backward
         assert "_ChunkGradBackward" in names
+        # stored chunks (one, or several feeding the row sink) share the radial MLP's
+        # autograd graph between the force backward and the loss's (_TriFunction)
+        assert ("_TriFunctionBackward" in names) == (not options.get("recompute")), options
         assert _rel(got, ref) <= 1e-10, (case, layout, options)
 
 
