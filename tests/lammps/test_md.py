@@ -129,3 +129,48 @@ def test_npt_and_minimize_on_2_ranks(plugin, exports, data, tmp_path):
     assert np.ptp(volume) > 1.0  # the box moved
     pe = minim[:, 1]  # cg's line searches only ever lower the energy
     assert pe[-1] < pe[0] - 0.1 and np.all(np.diff(pe) <= 1e-8)
+
+
+BALANCED = """units metal
+atom_style atomic
+atom_modify map array
+{layout}
+read_data {data}
+pair_style atomshard
+pair_coeff * * {model} O Si
+neighbor 0.5 bin
+neigh_modify every 1 delay 0 check yes
+timestep 0.0005
+velocity all create 600 42 loop geom
+fix 1 all nve
+{balance}
+thermo 10
+thermo_style custom step pe ke etotal press pxy
+thermo_modify format float %.17g
+run 40
+"""
+
+
+@pytest.mark.parametrize("newton", ["on", "off"])
+def test_fix_balance_during_a_run_on_3_ranks(plugin, exports, tmp_path, newton):
+    """``comm_style tiled`` with ``fix balance ... rcb`` re-cutting the subdomains every 5
+    steps while the atoms move (3 uneven ranks): the trajectory of 1 rank, to 1e-9."""
+    atoms = builtin_structure("quartz", (2, 2, 2))  # 10.8 Å along z: tiled needs > cutoff
+    atoms.rattle(0.02, seed=9)
+    data = tmp_path / "q72.data"
+    write_data(data, atoms, ("O", "Si"))
+    runs = {}
+    for name, ranks, layout, balance in (
+        ("one", 1, "", ""),
+        ("three", 3, "comm_style tiled", "fix b all balance 5 1.0 rcb"),
+    ):
+        (tmp_path / name).mkdir()
+        text = BALANCED.format(layout=layout, data=data, model=exports["nequip"], balance=balance)
+        done = run_lammps(tmp_path / name, text, ranks, newton=newton)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        runs[name] = np.array(thermo_blocks((tmp_path / name / "log.lammps").read_text())[0])
+    one, three = runs["one"], runs["three"]
+    assert one.shape == (5, 6)
+    scale = np.maximum(np.abs(one), 1.0)
+    assert np.max(np.abs(one - three) / scale) < 1e-9
+    assert np.ptp(one[:, 1]) > 0.01  # the atoms moved
