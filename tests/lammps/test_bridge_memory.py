@@ -37,12 +37,12 @@ class _NoComm:
         self.calls.append("reverse")
 
 
-def test_exchange_is_freed_after_the_step_and_gradient_is_exact():
-    model = random_nequip(n_layers=2)
+def _silicon_gradient(model, seed: int):
+    """A rattled 8-atom silicon cell's graph, and ``gradient(exchange)``: the bridge's edge
+    gradient of the model's energy evaluated with that exchange."""
     atoms = bulk("Si", "diamond", a=5.43, cubic=True)
-    atoms.rattle(0.05, seed=3)
+    atoms.rattle(0.05, seed=seed)
     graph = AtomicGraph.from_ase(atoms, model.cutoff)
-    n = graph.n_atoms
 
     def gradient(exchange):
         vec = graph.edge_vectors().detach().requires_grad_(True)
@@ -50,6 +50,13 @@ def test_exchange_is_freed_after_the_step_and_gradient_is_exact():
             energy = model.atomic_energies(graph, vec, exchange).to(torch.float64).sum()
             return _edge_gradient(energy, vec, exchange)
 
+    return graph, gradient
+
+
+def test_exchange_is_freed_after_the_step_and_gradient_is_exact():
+    model = random_nequip(n_layers=2)
+    graph, gradient = _silicon_gradient(model, seed=3)
+    n = graph.n_atoms
     comm = _NoComm()
     exchange = LammpsExchange(comm, n, n)  # type: ignore[arg-type]
     g = gradient(exchange)
@@ -73,17 +80,8 @@ def test_position_free_exchange_has_no_reverse_and_the_same_gradient():
     assert model.capabilities().position_free_exchanges == 1
     for p in model.parameters():  # as the bridge loads a model
         p.requires_grad_(False)
-    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
-    atoms.rattle(0.05, seed=4)
-    graph = AtomicGraph.from_ase(atoms, model.cutoff)
+    graph, gradient = _silicon_gradient(model, seed=4)
     n = graph.n_atoms
-
-    def gradient(exchange):
-        vec = graph.edge_vectors().detach().requires_grad_(True)
-        with torch.enable_grad():
-            energy = model.atomic_energies(graph, vec, exchange).to(torch.float64).sum()
-            return _edge_gradient(energy, vec, exchange)
-
     comm = _NoComm()
     exchange = LammpsExchange(comm, n, n, position_free=1)  # type: ignore[arg-type]
     g = gradient(exchange)

@@ -25,5 +25,12 @@ def test_bench_recipe_smoke(tmp_path):
     assert report["curves"]["warmup-cosine"][0]["lr"] < report["curves"]["cosine"][0]["lr"]
     assert [r["stage"] for r in report["curves"]["plateau-stage2"]] == [1, 1, 1, 2]
     assert rows["plateau"]["reaches_plateau_final_s"] is not None
+    assert rows["plateau"]["reaches_plateau_final_epoch"] <= 4
     saved = json.loads((tmp_path / "bench_recipe.json").read_text())
     assert saved["epochs"] == 4 and (tmp_path / "bench_recipe.png").is_file()
+    # the table again from the saved curves, without training
+    again = module.main(
+        ["--table-from", str(tmp_path / "bench_recipe.json"), "--out", str(tmp_path / "again")]
+    )
+    assert again["table"] == report["table"]
+    assert (tmp_path / "again" / "bench_recipe.png").is_file()
