@@ -173,33 +173,21 @@ class _ChunkGrad(torch.autograd.Function):
         return (None, None, None, *out)
 
 
-class _PathMajor(torch.autograd.Function):
+class _PathOrder(torch.autograd.Function):
     """Node-layout radial weights ``[n_slots, weight_numel]`` (``hidden @ last`` of
-    :meth:`FusedUVUConvolution.radial_hidden` with ``nodes``) in the flat path-major
-    order of :meth:`NodeLayout.nodes_weights` (each path's ``[n_slots, u]`` contiguous):
-    a copy, whose backward (the inverse copy, :class:`_PathMinor`) is differentiable again."""
+    :meth:`FusedUVUConvolution.radial_hidden` with ``nodes``) to the flat path-major order
+    of :meth:`NodeLayout.nodes_weights` (each path's ``[n_slots, u]`` contiguous) with
+    ``major``, or back without: a copy, whose backward is the inverse copy, itself
+    differentiable again."""
 
     @staticmethod
-    def forward(ctx, conv, w2d):  # type: ignore[no-untyped-def]
-        ctx.conv = conv
-        return conv.path_major(w2d)
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[no-untyped-def]
-        return None, _PathMinor.apply(ctx.conv, grad)
-
-
-class _PathMinor(torch.autograd.Function):
-    """The inverse of :class:`_PathMajor`."""
-
-    @staticmethod
-    def forward(ctx, conv, flat):  # type: ignore[no-untyped-def]
-        ctx.conv = conv
-        return conv.path_minor(flat)
+    def forward(ctx, conv, values, major):  # type: ignore[no-untyped-def]
+        ctx.conv, ctx.major = conv, major
+        return conv.path_order(values, major)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[no-untyped-def]
-        return None, _PathMajor.apply(ctx.conv, grad)
+        return None, _PathOrder.apply(ctx.conv, grad, not ctx.major), None
 
 
 class _TriFunction(torch.autograd.Function):

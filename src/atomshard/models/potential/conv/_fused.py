@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from atomshard.models.potential.conv._autograd import (
     _ChunkFunction,
     _EdgeRows,
-    _PathMajor,
+    _PathOrder,
     _RowSink,
     _Source,
     _substituted,
@@ -431,7 +431,7 @@ class FusedUVUConvolution(EdgeLayout, NodeLayout, OverlappedForward):
                 geo, y = _EdgeRows(src, dst, n_nodes), sh
             weights = self.radial_weights(radial, edge_radial, nodes=nodes)
             if nodes:  # each path's weights one contiguous matrix (see nodes_weights)
-                weights = _PathMajor.apply(self, weights)
+                weights = _PathOrder.apply(self, weights, True)
             sums = _TriFunction.apply(self, geo, sink, h, y, weights)
         elif self.chunk_backward == "manual" and torch.is_grad_enabled():
             sums = _ChunkFunction.apply(

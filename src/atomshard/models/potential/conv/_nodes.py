@@ -144,22 +144,18 @@ class NodeLayout(ConvBase):
                 torch.mm(hidden, m[:, p * grp.mul : (p + 1) * grp.mul], out=blk[p])
         return flat
 
-    def path_major(self, w2d: torch.Tensor) -> torch.Tensor:
+    def path_order(self, values: torch.Tensor, major: bool) -> torch.Tensor:
         """``[n_slots, weight_numel]`` node-layout weights (``hidden @ last``) as the flat
-        path-major tensor of :meth:`nodes_weights` (the same values, copied)."""
-        n_slots = w2d.shape[0]
-        flat = w2d.new_empty(n_slots * self.weight_numel)
-        for blk, src in zip(self._group_weights(flat, n_slots), self._group_weights(w2d, n_slots)):
+        path-major tensor of :meth:`nodes_weights` with ``major``, or that flat tensor back
+        to ``[n_slots, weight_numel]`` without (the same values, copied)."""
+        n_slots = values.shape[0] if major else values.shape[0] // max(self.weight_numel, 1)
+        shape = (n_slots * self.weight_numel,) if major else (n_slots, self.weight_numel)
+        out = values.new_empty(shape)
+        for blk, src in zip(
+            self._group_weights(out, n_slots), self._group_weights(values, n_slots)
+        ):
             blk.copy_(src)
-        return flat
-
-    def path_minor(self, flat: torch.Tensor) -> torch.Tensor:
-        """The inverse of :meth:`path_major`."""
-        n_slots = flat.shape[0] // max(self.weight_numel, 1)
-        w2d = flat.new_empty((n_slots, self.weight_numel))
-        for blk, src in zip(self._group_weights(w2d, n_slots), self._group_weights(flat, n_slots)):
-            blk.copy_(src)
-        return w2d
+        return out
 
     def _group_weights(self, flat: torch.Tensor, n_slots: int) -> list[torch.Tensor]:
         """The ``[P_g, n_slots, u_g]`` views of a flat node-layout weight tensor, or of a
