@@ -98,11 +98,17 @@ def _train_hamiltonian(args: argparse.Namespace, data: dict[str, Any]) -> int:
         f"training on {len(train_samples)} structures, validating on "
         f"{len(val_samples) or 'the training'} structures; basis {dict(model_cfg.basis)}"
     )
-    with tqdm(total=train_cfg.epochs, desc="train", unit="epoch") as bar:
+    total = train_cfg.epochs + train_cfg.band_epochs
+    with tqdm(total=total, desc="train", unit="epoch") as bar:
 
         def progress(epoch: int, row: dict[str, float]) -> None:
             bar.n = epoch
-            bar.set_postfix(val_mae_meV=f"{row['val_mae'] * 1000:.2f}", lr=f"{row['lr']:.1e}")
+            extra = {}
+            if "val_band_mae" in row:
+                extra["val_bands_meV"] = f"{row['val_band_mae'] * 1000:.1f}"
+            bar.set_postfix(
+                val_mae_meV=f"{row['val_mae'] * 1000:.2f}", **extra, lr=f"{row['lr']:.1e}"
+            )
             bar.refresh()
 
         result = train(

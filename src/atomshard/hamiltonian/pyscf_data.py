@@ -98,6 +98,8 @@ class PyscfResult:
     energy: float
     converged: bool
     seconds: float
+    #: electrons in the calculation (all-electron, or valence with an ECP), for band edges
+    n_electrons: int = 0
 
 
 def molecule(
@@ -159,6 +161,7 @@ def run_rks(
         energy=energy * HARTREE,
         converged=bool(mf.converged),
         seconds=time.perf_counter() - t0,
+        n_electrons=int(mol.nelectron),
     )
 
 
@@ -298,6 +301,12 @@ def generate_dataset(
                         pbc=np.zeros(3, dtype=bool),
                         matrices=mats,
                         energy=res.energy,
+                        metadata={
+                            "source": "pyscf",
+                            "n_electrons": res.n_electrons,
+                            "scf_seconds": res.seconds,
+                            **config_to_dict(cfg.pyscf),
+                        },
                     )
                     report["written"].append(name)
             if progress is not None:

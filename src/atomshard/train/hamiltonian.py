@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from atomshard.errors import InputError
-from atomshard.models.checkpoint import save_checkpoint
+from atomshard.models.checkpoint import read_checkpoint, save_checkpoint
 from atomshard.models.hamiltonian.config import HamiltonianConfig
 from atomshard.models.hamiltonian.data import Sample, collate_samples
 from atomshard.models.hamiltonian.heads import (
@@ -37,6 +37,7 @@ from atomshard.models.hamiltonian.heads import (
 )
 from atomshard.models.hamiltonian.model import HamiltonianModel, HamiltonianPrediction
 from atomshard.train.ema import WeightAverage
+from atomshard.train.hamiltonian_bands import BandTarget, band_deviations, band_target
 from atomshard.train.metrics import (
     HAMILTONIAN_PANELS,
     METRICS_FILE,
@@ -78,6 +79,16 @@ class TrainingConfig:
             element-weighted mean over all of them)
         node_weight: weight of on-site (node) elements in the loss relative to edge
             elements; at a long cutoff nodes are < 1 % of the elements
+        band_epochs: epochs of an automatic second stage (0: none) that adds a loss on
+            band energies (:mod:`atomshard.train.hamiltonian_bands`): it starts from the
+            best weights of the first stage with a fresh AdamW at ``band_lr`` and a fresh
+            plateau schedule; its validation score (best.pt, plateau) is block MAE +
+            ``band_weight`` x band MAE
+        band_weight: weight of the band term (``l1 * mean|Δε| + l2 * mean Δε²``, eV)
+        band_lr: learning rate of the second stage
+        band_window: bands within this many eV below the reference VBM and above the CBM
+        band_kpoints: fractional k points of periodic structures (default Γ, X, M, R);
+            molecules use Γ
     """
 
     epochs: int = 100
@@ -95,6 +106,11 @@ class TrainingConfig:
     activation_checkpoint: bool = False
     batch_size: int = 1
     node_weight: float = 1.0
+    band_epochs: int = 0
+    band_weight: float = 1.0
+    band_lr: float = 1e-3
+    band_window: float = 2.0
+    band_kpoints: tuple[tuple[float, float, float], ...] | None = None
 
     def __post_init__(self) -> None:
         checks = {
@@ -111,6 +127,12 @@ class TrainingConfig:
             "edge_chunk": self.edge_chunk >= 0,
             "batch_size": self.batch_size >= 1,
             "node_weight": self.node_weight >= 0,
+            "band_epochs": self.band_epochs >= 0,
+            "band_weight": self.band_weight > 0,
+            "band_lr": self.band_lr > 0,
+            "band_window": self.band_window >= 0,
+            "band_kpoints": self.band_kpoints is None
+            or (len(self.band_kpoints) > 0 and all(len(k) == 3 for k in self.band_kpoints)),
         }
         for name, ok in checks.items():
             if not ok:
@@ -251,10 +273,23 @@ def evaluate(model: HamiltonianModel, samples: list[Sample]) -> dict[str, float]
     }
 
 
+def evaluate_bands(
+    model: HamiltonianModel, samples: list[Sample], targets: dict[int, BandTarget]
+) -> float:
+    """Mean |predicted - reference| band energy (eV) over the structures' band windows."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for s in samples:
+            (dev,) = band_deviations(model(s.graph), [s], [targets[id(s)]])
+            total += float(dev.abs().sum())
+            count += dev.numel()
+    return total / max(count, 1)
+
+
 #: the columns of ``metrics.csv``
 FIELDS = (
-    "epoch", "lr", "train_loss", "train_mae", "val_mae", "val_mae_node", "val_mae_edge",
-    "seconds",
+    "epoch", "stage", "lr", "train_loss", "train_mae", "val_mae", "val_mae_node",
+    "val_mae_edge", "train_band_mae", "val_band_mae", "val_score", "seconds",
 )  # fmt: skip
 
 
@@ -310,6 +345,12 @@ def train(
         state = restore_training(training, model=model, ema=ema, optimizer=opt, scheduler=sched)
         start, best, history = int(state["epoch"]), float(state["best"]), list(state["history"])
     rng = np.random.default_rng([cfg.seed, start])
+    total = cfg.epochs + cfg.band_epochs
+    targets: dict[int, BandTarget] = {}
+    if cfg.band_epochs > 0:  # fail before training if a structure cannot give bands
+        kpts = None if cfg.band_kpoints is None else np.asarray(cfg.band_kpoints, float)
+        for smp in [*train_samples, *val_samples]:
+            targets[id(smp)] = band_target(smp, window=cfg.band_window, kpoints=kpts)
 
     def save_last(epochs_done: int) -> None:
         state = {"epoch": epochs_done, "best": best, "history": history}
@@ -321,19 +362,47 @@ def train(
             extra={"training": payload},
         )  # fmt: skip
 
+    def band_term(batch: list[Sample], pred: HamiltonianPrediction) -> tuple[torch.Tensor, float]:
+        dev = torch.cat(band_deviations(pred, batch, [targets[id(x)] for x in batch]))
+        loss = cfg.l1_weight * dev.abs().mean() + cfg.l2_weight * dev.pow(2).mean()
+        return loss, float(dev.detach().abs().mean())
+
+    def start_band_stage() -> None:
+        """Stage 2: the best stage-1 weights, a fresh optimiser, schedule and best score."""
+        nonlocal opt, sched, best, ema
+        if (out / "best.pt").exists():
+            model.load_state_dict(read_checkpoint(out / "best.pt")["state_dict"])
+        ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.band_lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
+        )
+        best = math.inf
+        print(
+            f"stage 2 (band energies, weight {cfg.band_weight}, lr {cfg.band_lr}) from the "
+            f"best stage-1 weights for {cfg.band_epochs} epochs"
+        )
+
     metrics = out / METRICS_FILE
     write_metrics(metrics, history, FIELDS)  # a resumed run's table matches its last.pt
     with StopOnSigterm() as stop:
-        for epoch in range(start, cfg.epochs):
+        for epoch in range(start, total):
+            stage = 1 if epoch < cfg.epochs else 2
+            if epoch == cfg.epochs:
+                start_band_stage()
             t0 = time.perf_counter()
             model.train()
-            losses, maes = [], []
+            losses, maes, band_maes = [], [], []
             order = rng.permutation(len(train_samples))
             for b in range(0, len(order), cfg.batch_size):
                 batch = [train_samples[int(i)] for i in order[b : b + cfg.batch_size]]
                 s = collate_samples(batch)
                 pred = model(s.graph)
                 loss = block_loss(pred, s, cfg)
+                if stage == 2:
+                    extra, band_mae = band_term(batch, pred)
+                    loss = loss + cfg.band_weight * extra
+                    band_maes.append(band_mae)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -356,35 +425,44 @@ def train(
             model.eval()
             if ema is not None:
                 ema.swap(model)
-            val = evaluate(model, val_samples or train_samples)
+            val_set = val_samples or train_samples
+            val = evaluate(model, val_set)
             row = {
                 "epoch": epoch + 1,
+                "stage": stage,
                 "lr": opt.param_groups[0]["lr"],
                 "train_loss": float(np.mean(losses)),
                 "train_mae": float(np.mean(maes)),
                 "val_mae": val["mae"],
                 "val_mae_node": val["mae_node"],
                 "val_mae_edge": val["mae_edge"],
-                "seconds": time.perf_counter() - t0,
+                "val_score": val["mae"],
+                "seconds": 0.0,
             }
-            if val["mae"] < best:
-                best = val["mae"]
+            if stage == 2:
+                val_band = evaluate_bands(model, val_set, targets)
+                row["train_band_mae"] = float(np.mean(band_maes))
+                row["val_band_mae"] = val_band
+                row["val_score"] = val["mae"] + cfg.band_weight * val_band
+            if row["val_score"] < best:
+                best = row["val_score"]
                 save_checkpoint(
                     out / "best.pt",
                     model,
                     model_type="hamiltonian",
                     config=model_config,
-                    metadata={"epoch": epoch + 1, **val},
+                    metadata={"epoch": epoch + 1, "stage": stage, **val},
                 )
             if ema is not None:
                 ema.swap(model)
-            sched.step(val["mae"])
+            sched.step(row["val_score"])
+            row["seconds"] = time.perf_counter() - t0
             history.append(row)
             write_metrics(metrics, history, FIELDS)
-            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 in (cfg.epochs, total):
                 save_last(epoch + 1)
             if progress is not None:
                 progress(epoch + 1, row)
     if history:
         plot_learning_curves(history, out / "learning_curve.png", HAMILTONIAN_PANELS)
-    return HamiltonianTrainResult(epochs_run=cfg.epochs - start, best_val_mae=best, history=history)
+    return HamiltonianTrainResult(epochs_run=total - start, best_val_mae=best, history=history)

@@ -221,6 +221,11 @@ def train_distributed(
             f"training.node_weight = {cfg.node_weight} is not supported by graph-parallel "
             "training (its loss weighs all elements alike); use 1.0"
         )
+    if cfg.band_epochs:
+        raise InputError(
+            f"training.band_epochs = {cfg.band_epochs}: the band-energy stage needs the "
+            "whole H(k) of a structure on one rank; run it with the serial trainer"
+        )
     if fit_statistics and (model.node_baselines or model.edge_baselines):
         raise InputError(
             "node_baseline / edge_baseline are fitted by the serial trainer only: fit them "

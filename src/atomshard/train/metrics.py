@@ -98,6 +98,7 @@ HAMILTONIAN_PANELS = (
             Curve("val_mae", "validation (EMA)", 1000.0),
             Curve("val_mae_node", "validation, node blocks", 1000.0),
             Curve("val_mae_edge", "validation, edge blocks", 1000.0),
+            Curve("val_band_mae", "validation, band energies", 1000.0),
         ),
     ),
     Panel("learning rate", "learning rate", (Curve("lr", "lr"),)),
