@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,19 @@ def test_train_resume_and_predict(tmp_path: Path, capsys: pytest.CaptureFixture[
     text = capsys.readouterr().out
     assert "MAE meV" in text and "Γ eigenvalues" in text
     assert (out / "00000.pred.h5").exists() and (out / "00000.errors.png").exists()
+    # orbital energies with the reference S: 10 electrons (a neutral water), 5 occupied
+    assert "orbitals (reference S): HOMO" in text
+    from atomshard.hamiltonian.files import read_block_file
+    from atomshard.hamiltonian.metrics import orbital_errors
+
+    ref = read_block_file(tmp_path / "set" / "00000.h5")
+    got = read_block_file(out / "00000.pred.h5").matrices["H"]
+    want = orbital_errors(got, ref.matrices["H"], ref.matrices["S"], ref.basis, 10)
+    with (out / "band_edges.csv").open() as fh:
+        row = next(r for r in csv.DictReader(fh) if r["structure"] == "00000")
+    assert float(row["homo_error"]) == pytest.approx(want["homo_error"], rel=1e-9, abs=1e-12)
+    assert float(row["occupied_mae"]) == pytest.approx(want["occupied_mae"], rel=1e-9)
+    assert int(row["n_occupied"]) == 5 and want["occupied_mae"] > 0
     assert (
         main(
             [
@@ -211,8 +225,9 @@ def test_predict_periodic_bands(tmp_path: Path, capsys: pytest.CaptureFixture[st
         "S": BlockSet(species=species, atom_pairs=np.array(pairs), blocks=tuple(ss)),
     }
     write_block_file(
-        tmp_path / "chain.h5", basis=basis, positions=pos, cell=cell, pbc=pbc, matrices=mats
-    )
+        tmp_path / "chain.h5", basis=basis, positions=pos, cell=cell, pbc=pbc, matrices=mats,
+        metadata={"n_electrons": 2},
+    )  # fmt: skip
     model = HamiltonianModel(
         HamiltonianConfig(basis={"H": "1s"}, cutoff=2.5, channels=2, hidden=2, n_layers=1)
     )
@@ -232,4 +247,14 @@ def test_predict_periodic_bands(tmp_path: Path, capsys: pytest.CaptureFixture[st
         == 0
     )
     assert (out / "chain.bands.png").stat().st_size > 1000
-    assert "edge" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "edge" in text and "bands at Γ, X, M, R (reference S): VBM" in text
+    from atomshard.hamiltonian.files import read_block_file
+    from atomshard.hamiltonian.metrics import DEFAULT_KPOINTS, band_errors
+
+    pred = read_block_file(out / "chain.pred.h5").matrices["H"]
+    want = band_errors(pred, mats["H"], mats["S"], basis, 2, DEFAULT_KPOINTS)
+    with (out / "band_edges.csv").open() as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert float(row["vbm_error"]) == pytest.approx(want["vbm_error"], rel=1e-9, abs=1e-12)
+    assert float(row["band_mae_window"]) == pytest.approx(want["band_mae_window"], rel=1e-9)

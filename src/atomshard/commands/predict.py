@@ -111,6 +111,45 @@ def _plot_bands(path: Path, sample, blocks, model) -> None:  # type: ignore[no-u
     )
 
 
+def _edge_errors(name: str, sample, blocks, model) -> dict[str, object] | None:  # type: ignore[no-untyped-def]
+    """Band-edge errors with the reference S, printed (meV): a molecule's HOMO, LUMO, gap
+    and occupied-orbital MAE; a crystal's VBM, CBM, gap and band MAE within 2 eV of the
+    gap at Γ, X, M, R. None when the file lacks S or its electron count is unknown."""
+    from atomshard.errors import InputError
+    from atomshard.hamiltonian.metrics import (
+        DEFAULT_KPOINTS,
+        band_errors,
+        electrons_of,
+        orbital_errors,
+    )
+
+    src = sample.source
+    if "S" not in src.matrices:
+        return None
+    try:
+        n_el = electrons_of(src, name)
+        if src.pbc.any():
+            e = band_errors(blocks, src.matrices["H"], src.matrices["S"], model.basis, n_el,
+                            DEFAULT_KPOINTS)  # fmt: skip
+            print(
+                f"   bands at Γ, X, M, R (reference S): VBM {1000 * e['vbm_error']:+.1f}, CBM "
+                f"{1000 * e['cbm_error']:+.1f}, gap {1000 * e['gap_error']:+.1f} meV; band MAE "
+                f"within 2 eV of the gap {1000 * e['band_mae_window']:.1f} meV"
+            )
+        else:
+            e = orbital_errors(blocks, src.matrices["H"], src.matrices["S"], model.basis, n_el)
+            print(
+                f"   orbitals (reference S): HOMO {1000 * e['homo_error']:+.1f}, LUMO "
+                f"{1000 * e['lumo_error']:+.1f}, gap {1000 * e['gap_error']:+.1f} meV; "
+                f"occupied MAE {1000 * e['occupied_mae']:.2f} meV "
+                f"(max {1000 * e['occupied_max']:.1f})"
+            )
+    except InputError as exc:
+        print(f"   band edges skipped: {exc}")
+        return None
+    return {"structure": name, **e}
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -140,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if _parallel_requested(args):
         return _run_parallel(args, list(_inputs(args.inputs, model.basis)))
-    all_rows = []
+    all_rows, edge_rows = [], []
     for name, source in _inputs(args.inputs, model.basis):
         sample = make_sample(name, source, model.basis, model.cutoff, required=False)
         pred = predict_sample(model, sample)
@@ -176,6 +215,9 @@ def run(args: argparse.Namespace) -> int:
                 np.column_stack([e_ref, e_pred]),
                 header="reference_eV predicted_eV",
             )
+        edges = _edge_errors(name, sample, blocks, model)
+        if edges is not None:
+            edge_rows.append(edges)
         if not args.no_plots and sample.source.pbc.any() and "S" in sample.source.matrices:
             _plot_bands(out / f"{name}.bands.png", sample, blocks, model)
         if not args.no_plots:
@@ -188,6 +230,14 @@ def run(args: argparse.Namespace) -> int:
             w = csv.DictWriter(f, fieldnames=list(all_rows[0]))
             w.writeheader()
             w.writerows(all_rows)
+    if edge_rows:
+        import csv
+
+        keys = sorted({k for r in edge_rows for k in r}, key=lambda k: (k != "structure", k))
+        with (out / "band_edges.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(edge_rows)
     return 0
 
 

@@ -17,8 +17,21 @@ from atomshard.errors import InputError
 from atomshard.hamiltonian.assembly import band_structure
 from atomshard.hamiltonian.basis import OrbitalBasis
 from atomshard.hamiltonian.blocks import BlockSet
+from atomshard.hamiltonian.files import BlockFile
 
-__all__ = ["band_errors", "count_electrons", "within_cutoff"]
+__all__ = [
+    "DEFAULT_KPOINTS",
+    "band_errors",
+    "count_electrons",
+    "electrons_of",
+    "orbital_errors",
+    "within_cutoff",
+]
+
+#: Γ, X, M, R in fractional reciprocal coordinates (the band checks' default k set)
+DEFAULT_KPOINTS = np.array(
+    [[0, 0, 0], [0.5, 0, 0], [0.5, 0.5, 0], [0.5, 0.5, 0.5]], dtype=np.float64
+)
 
 
 def count_electrons(species: np.ndarray, valence: Mapping[str, int]) -> int:
@@ -29,6 +42,22 @@ def count_electrons(species: np.ndarray, valence: Mapping[str, int]) -> int:
     if missing:
         raise InputError(f"no valence electron count for {missing} (have {dict(valence)})")
     return int(sum(valence[chemical_symbols[int(z)]] for z in species))
+
+
+def electrons_of(source: BlockFile, name: str) -> int:
+    """Electrons of a block file's structure: its ``valence_electrons`` (per element) or
+    ``n_electrons`` metadata; a molecule without metadata counts all electrons of the
+    neutral molecule (an all-electron basis)."""
+    if "valence_electrons" in source.metadata:
+        return count_electrons(source.species, source.metadata["valence_electrons"])
+    if "n_electrons" in source.metadata:
+        return int(source.metadata["n_electrons"])
+    if not np.asarray(source.pbc).any():
+        return int(np.asarray(source.species).sum())
+    raise InputError(
+        f"{name}: a periodic structure without 'n_electrons' in its metadata (written by "
+        "`atomshard data pyscf-pbc`); band edges need it"
+    )
 
 
 def within_cutoff(
@@ -84,4 +113,35 @@ def band_errors(
         "band_mae_window": float(np.abs(e_pred - e_ref)[near].mean()),
         "band_max_window": float(np.abs(e_pred - e_ref)[near].max()),
         "n_bands_window": int(near.sum()),
+    }
+
+
+def orbital_errors(
+    h_pred: BlockSet,
+    h_ref: BlockSet,
+    s_ref: BlockSet,
+    basis: OrbitalBasis,
+    n_electrons: int,
+) -> dict[str, float]:
+    """A molecule's orbital-energy errors (predicted - reference, eV) with the reference
+    ``S``: HOMO, LUMO, HOMO-LUMO gap, and the MAE / max of all occupied eigenvalues."""
+    if n_electrons % 2:
+        raise InputError(f"{n_electrons} electrons: closed-shell orbitals need an even number")
+    n_occ = n_electrons // 2
+    gamma = np.zeros((1, 3))
+    e_ref = band_structure(h_ref, s_ref, basis, gamma)[0]
+    e_pred = band_structure(h_pred, s_ref, basis, gamma)[0]
+    if not 0 < n_occ < e_ref.size:
+        raise InputError(f"{n_occ} occupied orbitals of {e_ref.size}: no LUMO to look at")
+    occ = np.abs(e_pred[:n_occ] - e_ref[:n_occ])
+    return {
+        "homo_ref": float(e_ref[n_occ - 1]),
+        "lumo_ref": float(e_ref[n_occ]),
+        "gap_ref": float(e_ref[n_occ] - e_ref[n_occ - 1]),
+        "homo_error": float(e_pred[n_occ - 1] - e_ref[n_occ - 1]),
+        "lumo_error": float(e_pred[n_occ] - e_ref[n_occ]),
+        "gap_error": float((e_pred[n_occ] - e_pred[n_occ - 1]) - (e_ref[n_occ] - e_ref[n_occ - 1])),
+        "occupied_mae": float(occ.mean()),
+        "occupied_max": float(occ.max()),
+        "n_occupied": n_occ,
     }

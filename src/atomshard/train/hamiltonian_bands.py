@@ -26,7 +26,7 @@ from atomshard.errors import InputError
 from atomshard.hamiltonian.assembly import BlochAssembler, band_structure
 from atomshard.hamiltonian.basis import OrbitalBasis
 from atomshard.hamiltonian.blocks import BlockSet
-from atomshard.hamiltonian.metrics import count_electrons
+from atomshard.hamiltonian.metrics import DEFAULT_KPOINTS, electrons_of
 from atomshard.models.hamiltonian.data import Sample
 from atomshard.models.hamiltonian.model import HamiltonianPrediction
 
@@ -38,26 +38,10 @@ __all__ = [
     "n_electrons_of",
 ]
 
-#: Γ, X, M, R in fractional reciprocal coordinates (the band checks' default k set)
-DEFAULT_KPOINTS = np.array(
-    [[0, 0, 0], [0.5, 0, 0], [0.5, 0.5, 0], [0.5, 0.5, 0.5]], dtype=np.float64
-)
-
 
 def n_electrons_of(sample: Sample) -> int:
-    """Electrons of a structure: the file's ``n_electrons`` (or per-element valence)
-    metadata; for a molecule without metadata, all electrons of a neutral molecule."""
-    src = sample.source
-    if "valence_electrons" in src.metadata:
-        return count_electrons(src.species, src.metadata["valence_electrons"])
-    if "n_electrons" in src.metadata:
-        return int(src.metadata["n_electrons"])
-    if not np.asarray(src.pbc).any():
-        return int(np.asarray(src.species).sum())
-    raise InputError(
-        f"{sample.name}: a periodic structure without 'n_electrons' in its metadata "
-        "(written by `atomshard data pyscf-pbc`); the band loss needs it"
-    )
+    """Electrons of a sample's structure (:func:`~atomshard.hamiltonian.metrics.electrons_of`)."""
+    return electrons_of(sample.source, sample.name)
 
 
 @dataclass(eq=False)
