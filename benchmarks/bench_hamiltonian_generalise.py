@@ -1,12 +1,16 @@
-"""Held-out accuracy of the SO(2) Hamiltonian model on periodic PySCF data (issue 29).
+"""Held-out accuracy of the SO(2) Hamiltonian model on PySCF data (issue 29).
 
-Data: folders written by ``atomshard data pyscf-pbc`` (one structure per file). The
+Data: folders written by ``atomshard data pyscf-pbc`` or ``atomshard data pyscf``
+(molecules; one structure per file). The
 training folder is split **by structure** (``--n-val``, ``--n-test`` files held out, a
 fixed permutation); ``--extra-test`` adds structures of another phase (e.g. the 64-atom
 amorphous-like cells). For every test structure: node and edge block MAE and max error,
 and band errors from the predicted H with the reference S at Γ, X, M, R (VBM, CBM, gap,
 band-energy MAE within ±2 eV of the gap); also what the cutoff alone costs (the
-reference itself truncated at the model cutoff).
+reference itself truncated at the model cutoff). Molecules: HOMO, LUMO, gap and the MAE
+of all occupied orbital energies (Γ only). ``--band-epochs N`` adds the trainer's second
+stage with a loss on band energies; ``--continue-from RUN`` starts it from a finished
+run's stage 1 (OUT/RUN/last.pt) instead of training stage 1 again.
 
 Modes:
 
@@ -35,12 +39,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from atomshard.hamiltonian.metrics import band_errors, count_electrons, within_cutoff
+from atomshard.hamiltonian.metrics import (
+    DEFAULT_KPOINTS,
+    band_errors,
+    electrons_of,
+    orbital_errors,
+    within_cutoff,
+)
 from atomshard.models.hamiltonian import HamiltonianConfig
 from atomshard.models.hamiltonian.data import Sample, expand_paths, load_samples
 from atomshard.train.hamiltonian import TrainingConfig, block_errors, train
 
-KPOINTS = np.array([[0, 0, 0], [0.5, 0, 0], [0.5, 0.5, 0], [0.5, 0.5, 0.5]], dtype=np.float64)
+KPOINTS = DEFAULT_KPOINTS
 
 
 def split_paths(
@@ -63,21 +73,21 @@ def evaluate_structure(model: torch.nn.Module, sample: Sample, cutoff: float) ->
     err = block_errors(pred, sample)
     src = sample.source
     h_ref, s_ref = src.matrices["H"], src.matrices["S"]
-    n_el = (
-        count_electrons(src.species, src.metadata["valence_electrons"])
-        if "valence_electrons" in src.metadata
-        else int(src.metadata["n_electrons"])
-    )
+    n_el = electrons_of(src, sample.name)
     h_pred = pred.to_blockset(sample.graph)
-    bands = band_errors(h_pred, h_ref, s_ref, src.basis, n_el, KPOINTS)
-    trunc = band_errors(
-        within_cutoff(h_ref, src.positions, src.cell, cutoff),
-        h_ref,
-        s_ref,
-        src.basis,
-        n_el,
-        KPOINTS,
-    )
+    h_cut = within_cutoff(h_ref, src.positions, src.cell, cutoff)
+    if src.pbc.any():
+        bands = band_errors(h_pred, h_ref, s_ref, src.basis, n_el, KPOINTS)
+        trunc = band_errors(h_cut, h_ref, s_ref, src.basis, n_el, KPOINTS)
+    else:  # a molecule: orbital energies at Γ, named like the band edges
+        orb = orbital_errors(h_pred, h_ref, s_ref, src.basis, n_el)
+        cut = orbital_errors(h_cut, h_ref, s_ref, src.basis, n_el)
+        bands, trunc = ({
+            "vbm_ref": o["homo_ref"], "cbm_ref": o["lumo_ref"], "gap_ref": o["gap_ref"],
+            "vbm_error": o["homo_error"], "cbm_error": o["lumo_error"],
+            "gap_error": o["gap_error"], "band_mae_window": o["occupied_mae"],
+            "band_max_window": o["occupied_max"], "n_bands_window": o["n_occupied"],
+        } for o in (orb, cut))  # fmt: skip
     out: dict[str, Any] = {
         "name": sample.name,
         "atoms": len(src.species),
@@ -131,10 +141,21 @@ def run_one(
         batch_size=args.batch_size,
         node_weight=args.node_weight,
         seed=args.seed,
+        band_epochs=args.band_epochs,
+        band_weight=args.band_weight,
+        band_lr=args.band_lr,
+        band_window=args.band_window,
     )
     out = Path(args.out) / name
+    resume = False
+    if args.continue_from:  # stage 2 only: start from a finished run's stage 1
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(Path(args.out) / args.continue_from, out)
+        resume = True
     t0 = time.perf_counter()
-    result = train(mcfg, train_s, val_s, tcfg, out, resume=False)
+    result = train(mcfg, train_s, val_s, tcfg, out, resume=resume)
     seconds = time.perf_counter() - t0
     model = load_model(out / "best.pt")
     tests = [evaluate_structure(model, s, args.cutoff) for s in test_s]
@@ -149,7 +170,8 @@ def run_one(
         "epochs": epochs,
         "steps": epochs * -(-len(train_s) // args.batch_size),
         "train_seconds": seconds,
-        "best_val_mae_meV": 1000 * result.best_val_mae,
+        "best_val_mae_meV": 1000 * result.best_val_mae,  # + band term in a band stage
+        "band_epochs": args.band_epochs,
         "final_train_mae_meV": 1000 * result.history[-1]["train_mae"],
         "tests": tests,
         "machine": f"{platform.node()} ({platform.processor() or platform.machine()}), "
@@ -315,6 +337,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--node-weight", type=float, default=1.0, help="loss weight of node elements")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--band-epochs", type=int, default=0, help="second stage with a band loss")
+    p.add_argument("--band-weight", type=float, default=1.0)
+    p.add_argument("--band-lr", type=float, default=1e-3)
+    p.add_argument("--band-window", type=float, default=2.0, help="eV around the gap")
+    p.add_argument(
+        "--continue-from", default="", help="run name in OUT whose stage 1 the band stage uses"
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
         "--learning-curve",

@@ -11,7 +11,13 @@ import pytest
 from atomshard.errors import InputError
 from atomshard.hamiltonian.blocks import BlockSet
 from atomshard.hamiltonian.files import read_deeptb
-from atomshard.hamiltonian.metrics import band_errors, count_electrons, within_cutoff
+from atomshard.hamiltonian.metrics import (
+    band_errors,
+    count_electrons,
+    electrons_of,
+    orbital_errors,
+    within_cutoff,
+)
 from tests.bench_scripts import load_benchmark
 from tests.conftest import shared_data
 
@@ -52,11 +58,40 @@ def test_band_errors_of_a_rigid_shift_and_of_the_cutoff() -> None:
         count_electrons(si.species, {"O": 6})
 
 
+def test_orbital_errors_of_a_molecule() -> None:
+    """Ethanol, def2-SVP (PySCF reference in shared data): H + c S moves every orbital
+    energy by c (HOMO, LUMO and occupied MAE = c, gap 0); 26 electrons, 13 occupied."""
+    from atomshard.hamiltonian.pyscf_data import read_pyscf_npz
+
+    mol = read_pyscf_npz(shared_data("pyscf_reference", "ethanol_def2-svp.npz"))
+    h, s = mol.matrices["H"], mol.matrices["S"]
+    assert electrons_of(mol, "ethanol") == 26  # all-electron, neutral: no metadata needed
+    same = orbital_errors(h, h, s, mol.basis, 26)
+    assert same["occupied_mae"] == 0.0 and same["n_occupied"] == 13
+    assert 4.0 < same["gap_ref"] < 8.0  # a PBE HOMO-LUMO gap of ethanol, eV
+    hi, si_ = h.index(), s.index()
+    shifted = BlockSet(
+        species=h.species,
+        atom_pairs=h.atom_pairs,
+        blocks=tuple(h.blocks[hi[k]] + 0.03 * s.blocks[si_[k]] for k in hi),
+    )
+    e = orbital_errors(shifted, h, s, mol.basis, 26)
+    for key in ("homo_error", "lumo_error", "occupied_mae", "occupied_max"):
+        assert e[key] == pytest.approx(0.03, abs=1e-9), key
+    assert e["gap_error"] == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(InputError, match="need an even number"):
+        orbital_errors(h, h, s, mol.basis, 25)
+    si = read_deeptb(shared_data("deeptb_Si64", "Si64.0"))
+    with pytest.raises(InputError, match="Si64: a periodic structure without 'n_electrons'"):
+        electrons_of(si, "Si64")
+
+
 def test_bench_generalise_smoke(tmp_path: Path) -> None:
     pytest.importorskip("pyscf")
     bench = load_benchmark("bench_hamiltonian_generalise")
-    bench.main(["--smoke", "--out", str(tmp_path), "--batch-size", "2"])
+    bench.main(["--smoke", "--out", str(tmp_path), "--batch-size", "2", "--band-epochs", "1"])
     record = json.loads((tmp_path / "smoke" / "result.json").read_text())
+    assert record["band_epochs"] == 1
     (test,) = record["tests"]
     assert test["atoms"] == 2 and test["edge_mae_meV"] > 0 and "vbm_error_meV" in test
     assert (tmp_path / "smoke" / "test_errors.png").stat().st_size > 1000
