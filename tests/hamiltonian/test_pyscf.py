@@ -89,6 +89,10 @@ def test_generate_dataset_resumes_and_skips_failures(tmp_path: Path) -> None:
     assert not np.allclose(f1.positions, water.positions)
     assert f0.energy is not None and f0.energy < -2000  # eV
     assert f0.matrices["H"].n_blocks == 9
+    # what band edges need later: the electron count and the settings that made the file
+    meta = f0.metadata
+    assert meta["n_electrons"] == 10 and meta["basis"] == "sto-3g" and meta["xc"] == "pbe"
+    assert meta["source"] == "pyscf" and meta["scf_seconds"] > 0
     rep = generate_dataset([water], tmp_path, cfg, log=lambda _: None)
     assert rep["existing"] == ["00000.h5", "00001.h5"] and not rep["written"]
     # settings differ: refuse to mix data sets
