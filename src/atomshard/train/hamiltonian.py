@@ -83,7 +83,8 @@ class TrainingConfig:
             band energies (:mod:`atomshard.train.hamiltonian_bands`): it starts from the
             best weights of the first stage with a fresh AdamW at ``band_lr`` and a fresh
             plateau schedule; its validation score (best.pt, plateau) is block MAE +
-            ``band_weight`` x band MAE
+            ``band_weight`` x band MAE. With a band stage the validation band MAE is
+            logged from the first epoch on (stage 1 is still judged on blocks alone)
         band_weight: weight of the band term (``l1 * mean|Δε| + l2 * mean Δε²``, eV)
         band_lr: learning rate of the second stage
         band_window: bands within this many eV below the reference VBM and above the CBM
@@ -439,11 +440,11 @@ def train(
                 "val_score": val["mae"],
                 "seconds": 0.0,
             }
+            if targets:  # logged in stage 1 too: the band stage's starting point
+                row["val_band_mae"] = evaluate_bands(model, val_set, targets)
             if stage == 2:
-                val_band = evaluate_bands(model, val_set, targets)
                 row["train_band_mae"] = float(np.mean(band_maes))
-                row["val_band_mae"] = val_band
-                row["val_score"] = val["mae"] + cfg.band_weight * val_band
+                row["val_score"] = val["mae"] + cfg.band_weight * row["val_band_mae"]
             if row["val_score"] < best:
                 best = row["val_score"]
                 save_checkpoint(
