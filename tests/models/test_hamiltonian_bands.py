@@ -194,7 +194,7 @@ def test_band_stage_trains_resumes_and_reports(tmp_path: Path) -> None:
     assert got == pytest.approx(float(chosen["val_band_mae"]), rel=1e-9)
 
 
-def test_band_stage_bad_input(tmp_path: Path) -> None:
+def test_band_stage_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _model(0).config
     paths = _write_set(tmp_path / "nometa", _structures()[:1], metadata=False)
     samples, _ = load_samples(paths, None, CUTOFF)
@@ -209,6 +209,12 @@ def test_band_stage_bad_input(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="band-energy stage needs the whole H"):
         train_distributed(None, _model(0), None, TrainingConfig(band_epochs=2))  # type: ignore[arg-type]
+    from atomshard.hamiltonian import assembly
+
+    monkeypatch.setattr(assembly, "DENSE_MAX_ORBITALS", 10)
+    with pytest.raises(InputError, match="18 orbitals is too many for the band loss"):
+        band_target(samples[0])
+    monkeypatch.undo()
     samples[0].source.matrices.pop("S")
     with pytest.raises(InputError, match="needs reference H and S"):
         band_target(samples[0])

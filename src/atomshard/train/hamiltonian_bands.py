@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from atomshard.errors import InputError
+from atomshard.hamiltonian import assembly
 from atomshard.hamiltonian.assembly import BlochAssembler, band_structure
 from atomshard.hamiltonian.basis import OrbitalBasis
 from atomshard.hamiltonian.blocks import BlockSet
@@ -84,8 +85,9 @@ def band_target(
     """Precompute the band loss's layout and references for one structure.
 
     Raises:
-        InputError: the file has no overlap ``S``, ``S(k)`` is not positive definite, or
-            the electron count leaves no gap in the basis.
+        InputError: the file has no overlap ``S``, ``S(k)`` is not positive definite,
+            the electron count leaves no gap in the basis, or the structure has more
+            orbitals than a dense eigensolver takes.
     """
     src = sample.source
     if "S" not in src.matrices or "H" not in src.matrices:
@@ -96,6 +98,12 @@ def band_target(
     basis = src.basis
     offs = torch.as_tensor(basis.offsets(src.species), dtype=torch.int64)
     n_orb = int(offs[-1])
+    if n_orb > assembly.DENSE_MAX_ORBITALS:
+        raise InputError(
+            f"{sample.name}: {n_orb} orbitals is too many for the band loss's dense "
+            f"eigensolver (at most {assembly.DENSE_MAX_ORBITALS}); train the band stage "
+            "on smaller cells"
+        )
     graph = sample.graph
     rows, cols, shifts = [], [], []
     counts: dict[tuple[str, tuple[int, int]], int] = {}
