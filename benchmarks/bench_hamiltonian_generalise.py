@@ -239,8 +239,17 @@ def plot_learning_curve(path: Path, rows: list[dict[str, Any]]) -> None:
         if any(v is not None for v in vals):
             ax.loglog(n, [v if v is not None else np.nan for v in vals], "o-", label=lab)
     ax.axhline(2.0, color="k", ls="--", lw=0.8, label="goal 2 meV")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers, no crowded minor labels
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(n)
+    lo, hi = ax.get_ylim()
+    ax.set_yticks([t for t in (0.2, 0.5, 1, 2, 3, 5, 10, 20, 50, 100) if lo <= t <= hi])
     ax.set_xlabel("training structures")
     ax.set_ylabel("test block MAE (meV)")
+    ax.set_title("same number of optimisation steps per size", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -122,8 +122,13 @@ def _train_hamiltonian(args: argparse.Namespace, data: dict[str, Any]) -> int:
         )
     if result.interrupted:
         return 143  # SIGTERM: last.pt written (the trainer said so); 128 + 15 as a kill
+    what = (
+        f"best band-stage validation score (block MAE + {train_cfg.band_weight} x band MAE)"
+        if train_cfg.band_epochs
+        else "best validation MAE"
+    )
     print(
-        f"{result.epochs_run} epochs; best validation MAE {result.best_val_mae * 1000:.3f} meV; "
+        f"{result.epochs_run} epochs; {what} {result.best_val_mae * 1000:.3f} meV; "
         f"checkpoints in {output}/best.pt and last.pt"
     )
     return 0

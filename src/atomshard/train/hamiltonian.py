@@ -381,7 +381,7 @@ def train(
         best = math.inf
         print(
             f"stage 2 (band energies, weight {cfg.band_weight}, lr {cfg.band_lr}) from the "
-            f"best stage-1 weights for {cfg.band_epochs} epochs"
+            f"best stage-1 weights for {cfg.band_epochs} epoch(s)"
         )
 
     metrics = out / METRICS_FILE
