@@ -97,6 +97,7 @@ def evaluate_structure(model: torch.nn.Module, sample: Sample, cutoff: float) ->
         "node_max_meV": 1000 * err["max_node"],
         "edge_max_meV": 1000 * err["max_edge"],
         "beyond_cutoff_max_meV": 1000 * sample.uncovered_max,
+        "periodic": bool(src.pbc.any()),
     }
     for k, v in bands.items():
         out[f"bands_{k}" if k.endswith("ref") or k == "n_bands_window" else f"{k}_meV"] = (
@@ -191,32 +192,33 @@ def plot_tests(path: Path, tests: list[dict[str, Any]], title: str) -> None:
     labels = [Path(t["name"]).parent.name + "/" + Path(t["name"]).stem for t in tests]
     x = np.arange(len(tests))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    molecules = not any(t.get("periodic", True) for t in tests)
+
+    def ticks(ax: Any) -> None:
+        if len(tests) <= 20:
+            ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
+        else:  # too many names to read: structures by index, in the JSON's order
+            ax.set_xlabel("test structure (index in result.json)")
+
     ax = axes[0]
     ax.bar(x - 0.2, [t["node_mae_meV"] for t in tests], 0.4, label="node MAE")
     ax.bar(x + 0.2, [t["edge_mae_meV"] for t in tests], 0.4, label="edge MAE")
     ax.axhline(2.0, color="k", ls="--", lw=0.8, label="goal 2 meV")
     ax.set_ylabel("block MAE (meV)")
-    ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
+    ticks(ax)
     ax.legend(fontsize=8)
     ax.set_title(f"{title}: held-out blocks")
     ax = axes[1]
-    for key, lab in (
-        ("vbm_error_meV", "VBM"),
-        ("cbm_error_meV", "CBM"),
-        ("band_mae_window_meV", "band MAE ±2 eV"),
-    ):
-        ax.plot(x, [abs(t[key]) for t in tests], "o", label=lab)
-    ax.plot(
-        x,
-        [abs(t["cutoff_only_band_mae_window_meV"]) for t in tests],
-        "k_",
-        ms=12,
-        label="cutoff alone (band MAE)",
-    )
+    names = ("HOMO", "LUMO", "occupied MAE") if molecules else ("VBM", "CBM", "band MAE ±2 eV")
+    for key, lab in zip(("vbm_error_meV", "cbm_error_meV", "band_mae_window_meV"), names):
+        ax.plot(x, [abs(t[key]) for t in tests], "o", ms=4, label=lab)
+    cut = [abs(t["cutoff_only_band_mae_window_meV"]) for t in tests]
+    if max(cut) > 0:
+        ax.plot(x, cut, "k_", ms=12, label="cutoff alone (band MAE)")
     ax.axhline(20.0, color="k", ls="--", lw=0.8, label="goal 20 meV")
     ax.set_yscale("log")
-    ax.set_ylabel("|error| (meV), Γ X M R")
-    ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("|error| (meV), " + ("orbitals at Γ" if molecules else "Γ X M R"))
+    ticks(ax)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
