@@ -23,7 +23,7 @@ from atomshard.hamiltonian.files import write_block_file
 from atomshard.models.hamiltonian import HamiltonianConfig, HamiltonianModel
 from atomshard.models.hamiltonian.data import load_samples
 from atomshard.models.hamiltonian.model import HamiltonianPrediction
-from atomshard.train.hamiltonian import TrainingConfig, evaluate_bands, train
+from atomshard.train.hamiltonian import TrainingConfig, evaluate, train
 from atomshard.train.hamiltonian_bands import (
     DEFAULT_KPOINTS,
     _predicted_bands,
@@ -190,7 +190,7 @@ def test_band_stage_trains_resumes_and_reports(tmp_path: Path) -> None:
     model = load_model(run / "best.pt")
     chosen = min(rows[3:], key=lambda r: float(r["val_score"]))
     targets = {id(s): band_target(s) for s in val_s}
-    got = evaluate_bands(model, val_s, targets)  # type: ignore[arg-type]
+    got = evaluate(model, val_s, targets)["band_mae"]  # type: ignore[arg-type]
     assert got == pytest.approx(float(chosen["val_band_mae"]), rel=1e-9)
 
 

@@ -36,13 +36,7 @@ __all__ = [
     "BandTarget",
     "band_deviations",
     "band_target",
-    "n_electrons_of",
 ]
-
-
-def n_electrons_of(sample: Sample) -> int:
-    """Electrons of a sample's structure (:func:`~atomshard.hamiltonian.metrics.electrons_of`)."""
-    return electrons_of(sample.source, sample.name)
 
 
 @dataclass(eq=False)
@@ -132,7 +126,7 @@ def band_target(
     eye = torch.eye(n_orb, dtype=torch.complex128).expand_as(chol)
     inv_chol = torch.linalg.solve_triangular(chol, eye, upper=False)
     ref = band_structure(src.matrices["H"], src.matrices["S"], basis, k)
-    n_occ = n_electrons_of(sample) // 2
+    n_occ = electrons_of(src, sample.name) // 2
     if not 0 < n_occ < n_orb:
         raise InputError(
             f"{sample.name}: {2 * n_occ} electrons in {n_orb} orbitals leave no gap for "
