@@ -13,8 +13,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from atomshard.nn.activations import silu
+
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "silu": torch.nn.functional.silu,
+    "silu": silu,
     "tanh": torch.tanh,
     "relu": torch.relu,
     "sigmoid": torch.sigmoid,
