@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from atomshard.utils.process import configure_process
 
-    configure_process()  # passive OpenMP waits: spinning threads ruin timings on a busy CPU
+    configure_process()  # the allocator settings of every atomshard process
     import torch
 
     from atomshard.comm import LocalGroup

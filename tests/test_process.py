@@ -127,3 +127,52 @@ def test_command_options_are_read_after_an_allocator_choice(capsys):
         ["--allocator", "glibc", "md", "--steps", "3"]
     )
     assert args.command == "md" and args.steps == 3
+
+
+def test_passive_waits_sets_the_policy_for_children_and_restores_the_parent(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    with process.passive_waits():
+        assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+        child = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.environ.get('OMP_WAIT_POLICY'))"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert child.stdout.strip() == "PASSIVE"
+    assert "OMP_WAIT_POLICY" not in os.environ
+    with process.passive_waits(on=False):
+        assert "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice is kept
+    with process.passive_waits():
+        assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+# a fresh interpreter: the ranks fork from a server that starts with the first group
+_RANKS_SCRIPT = textwrap.dedent(
+    """
+    import os
+    from atomshard.comm import LocalGroup
+    from atomshard.utils.process import configure_process
+
+    def policy(comm):
+        return os.environ.get("OMP_WAIT_POLICY")
+
+    if __name__ == "__main__":
+        configure_process()
+        with LocalGroup(2, threads_per_rank=1) as group:
+            print(group.run(policy), os.environ.get("OMP_WAIT_POLICY"))
+    """
+)
+
+
+def test_ranks_of_a_local_group_wait_passively_and_a_single_process_does_not(tmp_path):
+    # ranks share the cores: their OpenMP threads sleep between parallel regions; the
+    # parent (one process) keeps the runtime's default, which the CLI no longer overrides
+    script = tmp_path / "ranks.py"
+    script.write_text(_RANKS_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=180
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "['PASSIVE', 'PASSIVE'] None"

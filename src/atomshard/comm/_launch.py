@@ -24,6 +24,7 @@ from typing import Any
 
 from atomshard.comm._group import DEFAULT_TIMEOUT_S, Communicator, init_communicator
 from atomshard.errors import AtomshardError, InputError
+from atomshard.utils.process import passive_waits
 
 #: Seconds the other ranks get to report their own errors after one rank failed.
 GRACE_S = 3.0
@@ -141,8 +142,9 @@ class LocalGroup:
             for r, q in enumerate(self._tasks)
         ]
         self._broken: str | None = None
-        for p in self._procs:
-            p.start()
+        with passive_waits(self.n_ranks > 1):
+            for p in self._procs:
+                p.start()
         try:
             self._collect("ready", deadline=time.monotonic() + self.timeout_s + 60.0)
         except BaseException:

@@ -4,10 +4,17 @@ Two traps seen in peer codes on small CPU machines:
 1. glibc maps and unmaps large per-step buffers with mmap/munmap on every step (millions
    of page faults per step); keeping them on the heap (``M_MMAP_MAX = 0``, a high trim
    threshold) removes that cost.
-2. OpenMP threads spin-wait between parallel regions; when another process uses a core,
-   the spinning threads collapse throughput. ``OMP_WAIT_POLICY=PASSIVE`` makes them sleep.
-   It only takes effect if set before the OpenMP runtime starts, i.e. before torch is
-   imported, which is why the CLI calls :func:`configure_process` first thing.
+2. OpenMP threads spin-wait between parallel regions; when several processes share the
+   cores (the ranks of a local group), the spinning threads of one rank take the core a
+   thread of another needs, and throughput collapses. ``OMP_WAIT_POLICY=PASSIVE`` makes
+   them sleep; :func:`passive_waits` sets it for the ranks that
+   :class:`atomshard.comm.LocalGroup` starts. A single process keeps the OpenMP
+   runtime's default (spin briefly, then sleep): with passive waits every one of the
+   thousands of short parallel regions of a training step starts by waking the team,
+   which cost 2-thread force training 14 % of its throughput (Si cells, 1,316 against
+   1,535 atoms/s; ``benchmarks/bench_train_speed.py``, 2026-12-07). The setting only
+   takes effect before the OpenMP runtime starts, i.e. before torch is imported in that
+   process.
 
 Keeping big blocks on the heap has a price on large systems: the heap fragments (long-lived
 tensors land between freed temporaries of different sizes), and the free holes stay
@@ -19,11 +26,13 @@ re-runs the command with gperftools' tcmalloc preloaded (:func:`exec_with_alloca
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import glob
 import os
 import sys
+from collections.abc import Iterator
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -130,10 +139,9 @@ def release_free_heap(min_growth: int | None = None) -> bool:
 
 
 def configure_process(threads: int | None = None) -> None:
-    """Apply the allocator and OpenMP settings above (idempotent); optionally set threads."""
+    """Apply the allocator settings above (idempotent); optionally set threads."""
     global _done
     if not _done:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         if os.environ.get("ATOMSHARD_KEEP_MALLOC") is None:
             # not glibc (musl, macOS): nothing to tune
             mallopt = getattr(_c_library(), "mallopt", None)
@@ -145,6 +153,22 @@ def configure_process(threads: int | None = None) -> None:
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
+
+
+@contextlib.contextmanager
+def passive_waits(on: bool = True) -> Iterator[None]:
+    """``OMP_WAIT_POLICY=PASSIVE`` in the environment of the processes started inside
+    (with ``on``, unless the user set a policy): OpenMP threads that sleep between parallel
+    regions instead of spinning, for processes that share the cores (see the module
+    docstring). The parent's own environment is restored on exit."""
+    if not on or "OMP_WAIT_POLICY" in os.environ:
+        yield
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_WAIT_POLICY", None)
 
 
 #: ``--allocator`` choices with the shared libraries that provide them (``find_library``
