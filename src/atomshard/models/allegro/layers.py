@@ -17,7 +17,11 @@ import torch
 from e3nn import o3
 from torch import nn
 
-ACTIVATION_MODULES = {"silu": nn.SiLU, "mish": nn.Mish, "gelu": nn.GELU, "tanh": nn.Tanh}
+from atomshard.nn.activations import SiLU
+
+#: ``silu`` is atomshard.nn.activations.SiLU: torch's values and first derivatives, a
+#: second derivative (force training) that keeps two tensors instead of five
+ACTIVATION_MODULES = {"silu": SiLU, "mish": nn.Mish, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
 class ScalarMLP(nn.Module):
