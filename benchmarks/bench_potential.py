@@ -7,8 +7,9 @@ step costs: neighbour list + energy + forces + stress (sevenn's calculator alway
 computes stress, so ours does too). Reported: median and spread (min, max) of the step
 time, atom·steps/s, and the worker's peak RSS (``ru_maxrss``) and RSS before the first
 step. Both implementations run with the same process settings
-(:func:`atomshard.utils.process.configure_process`: passive OpenMP waits, no mmap churn;
-``--threads`` torch threads), i.e. sevenn at its best glibc setting; the ``-tcmalloc``
+(:func:`atomshard.utils.process.configure_process`: no mmap churn, the OpenMP runtime's
+default waits; ``--threads`` torch threads), i.e. sevenn at its best glibc setting (runs
+before 2026-12-07 had passive OpenMP waits in both); the ``-tcmalloc``
 implementations run the same worker with gperftools' tcmalloc preloaded (``LD_PRELOAD``,
 as ``atomshard --allocator tcmalloc`` does), which sevenn gains from (they are in the
 default list only where tcmalloc is installed).
