@@ -24,7 +24,7 @@ from typing import Any
 
 from atomshard.comm._group import DEFAULT_TIMEOUT_S, Communicator, init_communicator
 from atomshard.errors import AtomshardError, InputError
-from atomshard.utils.process import passive_waits
+from atomshard.utils.process import configure_process, passive_waits
 
 #: Seconds the other ranks get to report their own errors after one rank failed.
 GRACE_S = 3.0
@@ -73,6 +73,10 @@ def _worker(
         MASTER_PORT=str(port),
         OMP_NUM_THREADS=str(threads),
     )
+    # the forkserver the ranks fork from is a fresh interpreter, not a fork of the
+    # launching process: the allocator settings (big blocks kept on the heap) are made
+    # here again, else every large temporary of a step is mmap'ed and unmapped anew
+    configure_process()
     import torch
 
     torch.set_num_threads(threads)

@@ -88,6 +88,13 @@ def free_heap_bytes() -> int | None:
     return None if libc is None else int(libc.mallinfo2().fordblks)
 
 
+def mapped_bytes() -> int | None:
+    """Bytes glibc's allocator holds in blocks of their own ``mmap`` (``hblkhd``; 0 once
+    :func:`configure_process` keeps big blocks on the heap), or None without glibc."""
+    libc = _libc()
+    return None if libc is None else int(libc.mallinfo2().hblkhd)
+
+
 def live_heap_bytes() -> int | None:
     """Bytes glibc's allocator has handed out (``uordblks + hblkhd``), or None without glibc
     (near 0 when another allocator is preloaded: glibc's heap is then unused)."""
