@@ -146,6 +146,8 @@ class LocalGroup:
             for r, q in enumerate(self._tasks)
         ]
         self._broken: str | None = None
+        # the ranks fork from one forkserver per launching process, which reads the wait
+        # policy when it starts: the first group started decides it for later groups too
         with passive_waits(self.n_ranks > 1):
             for p in self._procs:
                 p.start()

@@ -1,4 +1,5 @@
-"""Shared neural-network building blocks: radial bases, cutoffs, radial MLPs."""
+"""Shared neural-network building blocks: radial bases, cutoffs, radial MLPs and the SiLU
+with a lean second derivative (:mod:`atomshard.nn.activations`)."""
 
 from atomshard.nn.radial import (
     ACTIVATIONS,
