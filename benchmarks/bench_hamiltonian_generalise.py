@@ -138,6 +138,7 @@ def run_one(
         epochs=epochs,
         lr=args.lr,
         ema_decay=args.ema,
+        lr_schedule=args.lr_schedule,
         plateau_patience=args.patience,
         batch_size=args.batch_size,
         node_weight=args.node_weight,
@@ -345,6 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--ema", type=float, default=0.99)
     p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--node-weight", type=float, default=1.0, help="loss weight of node elements")
     p.add_argument("--seed", type=int, default=0)

@@ -148,3 +148,25 @@ def test_distributed_training_checkpoints_and_resumes(tmp_path):
             err = float((resumed.state_dict[k] - v).abs().max())
             assert err <= 1e-12 * max(float(v.abs().max()), 1.0), f"{k}: {err:.2e}"
     assert (run / "model.pt").exists() and (run / "learning_curve.png").exists()
+
+
+def test_cosine_schedule_steps_equal_serial(tmp_path):
+    """The full-batch trainer follows the same cosine learning rates as the serial one and
+    reaches its parameters (one structure, one step per epoch in both)."""
+    from dataclasses import replace
+
+    from atomshard.train.hamiltonian import cosine_lr
+
+    cfg = config()
+    sample = synthetic_sample(structures()["quartz"], cfg)
+    tcfg = replace(training_config(epochs=3), lr_schedule="cosine", min_lr=1e-3)
+    serial = train(cfg, [sample], [], tcfg, tmp_path, resume=False)
+    want = [cosine_lr(5e-3, 1e-3, e, 3) for e in range(3)]
+    assert [row["lr"] for row in serial.history] == pytest.approx(want, rel=1e-12)
+    one = fit_distributed(cfg, sample, tcfg, n_ranks=1)
+    assert [row["lr"] for row in one.history] == pytest.approx(want, rel=1e-12)
+    serial_state = read_checkpoint(tmp_path / "last.pt")["state_dict"]
+    for k, v in serial_state.items():
+        if v.is_floating_point():
+            err = float((one.state_dict[k] - v).abs().max()) / max(float(v.abs().max()), 1e-300)
+            assert err <= TOL, f"{k}: {err:.2e}"

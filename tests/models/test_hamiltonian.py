@@ -341,3 +341,37 @@ def test_node_weight_in_the_loss() -> None:
         TrainingConfig(node_weight=-1.0)
     with pytest.raises(InputError, match=r"node_weight = 2\.0 is not supported"):
         train_distributed(None, model, None, TrainingConfig(node_weight=2.0))  # type: ignore[arg-type]
+
+
+def test_cosine_learning_rate_schedule(tmp_path: Path) -> None:
+    """``lr_schedule: cosine``: every epoch's learning rate is the half cosine from ``lr``
+    to ``min_lr`` over the stage, whatever the validation score does; plateau stays the
+    default; a bad name is one clear error."""
+    from atomshard.models.hamiltonian.data import Sample
+    from atomshard.train.hamiltonian import TrainingConfig, cosine_lr, train
+
+    assert cosine_lr(1.0, 0.0, 0, 4) == 1.0
+    assert cosine_lr(1.0, 0.1, 2, 4) == pytest.approx(0.55, rel=1e-15)
+    assert cosine_lr(1.0, 0.1, 4, 4) == pytest.approx(0.1, rel=1e-15)
+    assert cosine_lr(1.0, 0.1, 9, 4) == pytest.approx(0.1, rel=1e-15)  # held at the end
+    assert TrainingConfig().lr_schedule == "plateau"
+    with pytest.raises(InputError, match=r"lr_schedule has an invalid value 'step' \(one of"):
+        TrainingConfig(lr_schedule="step")
+
+    model, target_model = _model(), _model(n_layers=1)
+    graph = AtomicGraph.from_ase(_water_cluster(), model.cutoff)
+    with torch.no_grad():
+        t = target_model(graph)
+    sample = Sample("w", graph, t.node, t.edge, None, 0.0)  # type: ignore[arg-type]
+    tcfg = TrainingConfig(epochs=5, lr=4e-3, min_lr=1e-4, lr_schedule="cosine", ema_decay=0.0)
+    result = train(model.config, [sample], [], tcfg, tmp_path, resume=False)
+    got = [row["lr"] for row in result.history]
+    want = [cosine_lr(4e-3, 1e-4, e, 5) for e in range(5)]
+    assert got == pytest.approx(want, rel=1e-12)
+    assert all(a > b for a, b in zip(got, got[1:], strict=False))
+    # the schedule survives a resume: three more epochs continue the same curve
+    more = TrainingConfig(epochs=8, lr=4e-3, min_lr=1e-4, lr_schedule="cosine", ema_decay=0.0)
+    resumed = train(model.config, [sample], [], more, tmp_path, resume=True)
+    assert [row["lr"] for row in resumed.history[5:]] == pytest.approx(
+        [cosine_lr(4e-3, 1e-4, e, 8) for e in range(5, 8)], rel=1e-12
+    )

@@ -36,6 +36,7 @@ from atomshard.models.hamiltonian.heads import (
     pair_sum_features,
 )
 from atomshard.models.hamiltonian.model import HamiltonianModel, HamiltonianPrediction
+from atomshard.train.config import LR_SCHEDULES
 from atomshard.train.ema import WeightAverage
 from atomshard.train.hamiltonian_bands import BandTarget, band_deviations, band_target
 from atomshard.train.metrics import (
@@ -52,6 +53,7 @@ __all__ = [
     "TrainingConfig",
     "block_errors",
     "block_loss",
+    "cosine_lr",
     "evaluate",
     "fit_output_statistics",
     "train",
@@ -67,7 +69,12 @@ class TrainingConfig:
         lr: AdamW learning rate; weight_decay: AdamW decoupled decay
         l1_weight, l2_weight: loss = l1 * mean|ΔH| + l2 * mean(ΔH²), ΔH in eV
         ema_decay: exponential moving average of weights (0 disables)
+        lr_schedule: ``plateau`` (ReduceLROnPlateau on the validation score) or ``cosine``
+            (each stage's learning rate falls from its start to ``min_lr`` along half a
+            cosine over the stage's epochs; no validation signal needed, so a noisy or
+            slowly improving validation MAE cannot hold it at the start value)
         plateau_patience, plateau_factor, min_lr: ReduceLROnPlateau on validation MAE
+            (``min_lr`` is also where the cosine ends)
         seed: initialisation and shuffling
         checkpoint_every: epochs between ``last.pt`` writes
         edge_chunk: edges per chunk in the model's layers and edge heads (0: all at once);
@@ -98,6 +105,7 @@ class TrainingConfig:
     l1_weight: float = 1.0
     l2_weight: float = 1.0
     ema_decay: float = 0.99
+    lr_schedule: str = "plateau"
     plateau_patience: int = 10
     plateau_factor: float = 0.5
     min_lr: float = 1e-5
@@ -121,6 +129,7 @@ class TrainingConfig:
             "l1_weight": self.l1_weight >= 0,
             "l2_weight": self.l2_weight >= 0 and self.l1_weight + self.l2_weight > 0,
             "ema_decay": 0 <= self.ema_decay < 1,
+            "lr_schedule": self.lr_schedule in LR_SCHEDULES,
             "plateau_patience": self.plateau_patience >= 0,
             "plateau_factor": 0 < self.plateau_factor < 1,
             "min_lr": self.min_lr >= 0,
@@ -137,7 +146,18 @@ class TrainingConfig:
         }
         for name, ok in checks.items():
             if not ok:
-                raise InputError(f"training.{name} has an invalid value {getattr(self, name)!r}")
+                extra = f" (one of {', '.join(LR_SCHEDULES)})" if name == "lr_schedule" else ""
+                raise InputError(
+                    f"training.{name} has an invalid value {getattr(self, name)!r}{extra}"
+                )
+
+
+def cosine_lr(start: float, end: float, epoch: int, epochs: int) -> float:
+    """Learning rate of epoch ``epoch`` (0-based) of a stage of ``epochs`` epochs: half a
+    cosine from ``start`` (first epoch) to ``end`` (reached after the last epoch)."""
+    low = min(end, start)
+    frac = min(max(epoch, 0) / max(epochs, 1), 1.0)
+    return low + 0.5 * (start - low) * (1.0 + math.cos(math.pi * frac))
 
 
 def fit_output_statistics(model: HamiltonianModel, samples: list[Sample]) -> None:
@@ -391,6 +411,14 @@ def train(
             stage = 1 if epoch < cfg.epochs else 2
             if epoch == cfg.epochs:
                 start_band_stage()
+            if cfg.lr_schedule == "cosine":
+                base, first, span = (
+                    (cfg.lr, 0, cfg.epochs)
+                    if stage == 1
+                    else (cfg.band_lr, cfg.epochs, cfg.band_epochs)
+                )
+                for group in opt.param_groups:
+                    group["lr"] = cosine_lr(base, cfg.min_lr, epoch - first, span)
             t0 = time.perf_counter()
             model.train()
             losses, maes, band_maes = [], [], []
@@ -456,7 +484,8 @@ def train(
                 )
             if ema is not None:
                 ema.swap(model)
-            sched.step(row["val_score"])
+            if cfg.lr_schedule == "plateau":
+                sched.step(row["val_score"])
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
             write_metrics(metrics, history, FIELDS)

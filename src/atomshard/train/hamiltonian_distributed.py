@@ -44,7 +44,7 @@ from atomshard.runtime.hamiltonian import (
     split_hamiltonian,
 )
 from atomshard.train.ema import WeightAverage
-from atomshard.train.hamiltonian import FIELDS, TrainingConfig
+from atomshard.train.hamiltonian import FIELDS, TrainingConfig, cosine_lr
 from atomshard.train.metrics import METRICS_FILE, write_metrics
 from atomshard.train.parallel import sum_gradients
 from atomshard.train.resume import read_training_checkpoint, restore_training, training_payload
@@ -314,6 +314,9 @@ def _epoch(
 ) -> dict[str, float]:
     """One full-batch step, the EMA weights' validation and the scheduler; the row."""
     t0 = time.perf_counter()
+    if cfg.lr_schedule == "cosine":
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(cfg.lr, cfg.min_lr, epoch, cfg.epochs)
     model.train()
     loss, mae = _loss_step(model, part, ex, comm, cfg, graph)
     opt.step()
@@ -325,7 +328,8 @@ def _epoch(
     val = _mae(comm, model, part, ex, graph)
     if ema is not None:
         ema.swap(model)
-    sched.step(val["mae"])
+    if cfg.lr_schedule == "plateau":
+        sched.step(val["mae"])
     return {
         "epoch": epoch + 1,
         "lr": opt.param_groups[0]["lr"],
