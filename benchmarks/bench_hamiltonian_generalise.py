@@ -106,15 +106,17 @@ def evaluate_structure(model: torch.nn.Module, sample: Sample, cutoff: float) ->
             ),
         }
     else:  # a molecule: orbital energies at Γ, named like the band edges
-        orb = orbital_errors(h_pred, h_ref, s_ref, src.basis, n_el)
-        cut = orbital_errors(h_cut, h_ref, s_ref, src.basis, n_el)
-        bands, trunc = ({
+        orbs = [
+            orbital_errors(h, h_ref, s_ref, src.basis, n_el)
+            for h in (h_pred, h_cut, with_onsite_of(h_cut, h_pred), with_onsite_of(h_pred, h_ref))
+        ]
+        bands, trunc, onsite, edges = ({
             "vbm_ref": o["homo_ref"], "cbm_ref": o["lumo_ref"], "gap_ref": o["gap_ref"],
             "vbm_error": o["homo_error"], "cbm_error": o["lumo_error"],
             "gap_error": o["gap_error"], "band_mae_window": o["occupied_mae"],
             "band_max_window": o["occupied_max"], "n_bands_window": o["n_occupied"],
-        } for o in (orb, cut))  # fmt: skip
-        parts = {}
+        } for o in orbs)  # fmt: skip
+        parts = {"onsite_only": onsite, "edges_only": edges}
     out: dict[str, Any] = {
         "name": sample.name,
         "atoms": len(src.species),
