@@ -95,3 +95,16 @@ def test_bench_generalise_smoke(tmp_path: Path) -> None:
     (test,) = record["tests"]
     assert test["atoms"] == 2 and test["edge_mae_meV"] > 0 and "vbm_error_meV" in test
     assert (tmp_path / "smoke" / "test_errors.png").stat().st_size > 1000
+    # which blocks carry the band error: both splits are reported, and the on-site split
+    # of the reference itself is zero
+    for part in ("onsite_only", "edges_only"):
+        assert f"{part}_band_mae_window_meV" in test and f"{part}_vbm_error_meV" in test
+    # a committee of one model with itself is that model
+    args = ["--evaluate-only", "--out", str(tmp_path), "--extra-test", test["name"]]
+    bench.main([*args, "--name", "smoke"])
+    bench.main([*args, "--name", "committee", "--average-of", "smoke", "smoke"])
+    one = json.loads((tmp_path / "smoke" / "extra.json").read_text())[0]
+    two = json.loads((tmp_path / "committee" / "extra.json").read_text())[0]
+    for key, value in one.items():
+        if isinstance(value, float):
+            assert two[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -368,7 +369,7 @@ def test_cosine_learning_rate_schedule(tmp_path: Path) -> None:
     got = [row["lr"] for row in result.history]
     want = [cosine_lr(4e-3, 1e-4, e, 5) for e in range(5)]
     assert got == pytest.approx(want, rel=1e-12)
-    assert all(a > b for a, b in zip(got, got[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(got))
     # the schedule survives a resume: three more epochs continue the same curve
     more = TrainingConfig(epochs=8, lr=4e-3, min_lr=1e-4, lr_schedule="cosine", ema_decay=0.0)
     resumed = train(model.config, [sample], [], more, tmp_path, resume=True)
