@@ -185,6 +185,25 @@ def test_train_resume_and_predict(tmp_path: Path, capsys: pytest.CaptureFixture[
     capsys.readouterr()
     assert main([*args, "--out", str(chunked), "--edge-chunk", "-1"]) == 2
     assert "edge_chunk must be >= 0" in capsys.readouterr().err
+    # --model twice: a committee, whose H is the mean of its members' H (best.pt holds
+    # the EMA weights of the best epoch, last.pt the raw weights of the last: they differ)
+    one = ["predict", str(tmp_path / "w.xyz"), "--no-plots"]
+    assert main([*one, "--model", str(run / "last.pt"), "--out", str(tmp_path / "p-last")]) == 0
+    capsys.readouterr()
+    both = [*one, "--model", str(run / "best.pt"), "--model", str(run / "last.pt")]
+    assert main([*both, "--out", str(tmp_path / "p-both")]) == 0
+    assert "committee of 2 models" in capsys.readouterr().out
+    c = read_block_file(tmp_path / "p-both" / "w.pred.h5").matrices["H"]
+    d = read_block_file(tmp_path / "p-last" / "w.pred.h5").matrices["H"]
+    assert (
+        np.abs(np.concatenate([(x - y).ravel() for x, y in zip(a.blocks, d.blocks)])).max() > 1e-6
+    )
+    for x, y, z in zip(a.blocks, d.blocks, c.blocks, strict=True):
+        np.testing.assert_allclose(z, 0.5 * (x + y), rtol=1e-5, atol=1e-6)
+    assert main([*both, "--out", str(tmp_path / "p-both"), "--ranks", "2"]) == 2
+    assert "--model with 2 checkpoints (a committee) predicts in one process" in (
+        capsys.readouterr().err
+    )
 
 
 def test_train_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -376,3 +376,31 @@ def test_cosine_learning_rate_schedule(tmp_path: Path) -> None:
     assert [row["lr"] for row in resumed.history[5:]] == pytest.approx(
         [cosine_lr(4e-3, 1e-4, e, 8) for e in range(5, 8)], rel=1e-12
     )
+
+
+def test_committee_is_the_mean_of_its_members() -> None:
+    """``HamiltonianCommittee``: every block the element-wise mean of the members' blocks;
+    one member is that model; members of another cutoff or basis are refused by name."""
+    from atomshard.models.hamiltonian import HamiltonianCommittee
+
+    a, b = _model(), _model(n_layers=1)
+    graph = AtomicGraph.from_ase(_water_cluster(), a.cutoff)
+    with torch.no_grad():
+        pa, pb = a(graph), b(graph)
+        pc = HamiltonianCommittee([a, b])(graph)
+        alone = HamiltonianCommittee([a])(graph)
+    for kind in ("node", "edge"):
+        assert set(getattr(pc, kind)) == set(getattr(pa, kind))
+        for key, (idx, blocks) in getattr(pc, kind).items():
+            assert torch.equal(idx, getattr(pa, kind)[key][0])
+            want = 0.5 * (getattr(pa, kind)[key][1] + getattr(pb, kind)[key][1])
+            assert torch.allclose(blocks, want, atol=1e-12, rtol=0)
+            assert not torch.allclose(blocks, getattr(pa, kind)[key][1], atol=1e-6)
+            assert torch.equal(getattr(alone, kind)[key][1], getattr(pa, kind)[key][1])
+    with pytest.raises(InputError, match=r"committee: b\.pt has cutoff 5\.0 Å, a\.pt has 4\.0 Å"):
+        HamiltonianCommittee([a, _model(cutoff=5.0)], ["a.pt", "b.pt"])
+    other = HamiltonianModel(HamiltonianConfig(basis={"O": "1s1p", "H": "1s"}, cutoff=4.0))
+    with pytest.raises(InputError, match="committee: model 1 has another orbital basis"):
+        HamiltonianCommittee([a, other])
+    with pytest.raises(InputError, match="at least one model"):
+        HamiltonianCommittee([])

@@ -19,7 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="block files (.h5; errors against their H), folders of them, DeePTB folders, or "
         "any ASE-readable structure file (prediction only)",
     )
-    parser.add_argument("--model", required=True, help="Hamiltonian checkpoint (best.pt)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="Hamiltonian checkpoint (best.pt); repeated (--model a.pt --model b.pt): a "
+        "committee, the mean of their blocks (one basis and cutoff; one process)",
+    )
     parser.add_argument("--out", "-o", required=True, help="output folder")
     parser.add_argument(
         "--format",
@@ -171,9 +177,26 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_model(args.model)
-    if not isinstance(model, HamiltonianModel):
-        raise InputError(f"{args.model} is not a Hamiltonian model")
+    paths = list(args.model) if isinstance(args.model, list) else [args.model]
+    members = []
+    for path in paths:
+        member = load_model(path)
+        if not isinstance(member, HamiltonianModel):
+            raise InputError(f"{path} is not a Hamiltonian model")
+        members.append(member)
+    if len(members) > 1 and _parallel_requested(args):
+        raise InputError(
+            f"--model with {len(members)} checkpoints (a committee) predicts in one process: "
+            "--ranks, --repeat and --eigs take one model"
+        )
+    if len(members) > 1:
+        from atomshard.models.hamiltonian.committee import HamiltonianCommittee
+
+        model: HamiltonianModel | HamiltonianCommittee = HamiltonianCommittee(members, paths)
+        print(f"committee of {len(members)} models: the mean of their blocks")
+    else:
+        model = members[0]
+        args.model = paths[0]
     model.set_memory(edge_chunk=args.edge_chunk)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,12 @@ from ase.data import chemical_symbols
 from atomshard.hamiltonian.assembly import BlochAssembler, generalized_eigenvalues
 from atomshard.hamiltonian.blocks import BlockSet
 from atomshard.hamiltonian.files import write_block_file
+from atomshard.models.hamiltonian.committee import HamiltonianCommittee
 from atomshard.models.hamiltonian.data import Sample
 from atomshard.models.hamiltonian.model import HamiltonianModel, HamiltonianPrediction
+
+#: what predicts blocks: one model or a committee of them
+Predictor = HamiltonianModel | HamiltonianCommittee
 
 __all__ = [
     "error_table",
@@ -26,13 +30,13 @@ __all__ = [
 ]
 
 
-def predict_sample(model: HamiltonianModel, sample: Sample) -> HamiltonianPrediction:
+def predict_sample(model: Predictor, sample: Sample) -> HamiltonianPrediction:
     with torch.no_grad():
         return model(sample.graph)
 
 
 def write_prediction(
-    path: Path, model: HamiltonianModel, sample: Sample, pred: HamiltonianPrediction
+    path: Path, model: Predictor, sample: Sample, pred: HamiltonianPrediction
 ) -> BlockSet:
     """Write the predicted H (and the source's S if any) as a DeepH-style block file."""
     blocks = pred.to_blockset(sample.graph)
@@ -46,7 +50,7 @@ def write_prediction(
     return blocks
 
 
-def write_csr(path: Path, blocks: BlockSet, model: HamiltonianModel) -> None:
+def write_csr(path: Path, blocks: BlockSet, model: Predictor) -> None:
     """Γ-point ``H = sum_R H(R)`` (the molecule's H) as CSR arrays in an ``.npz``.
 
     Keys: ``data``, ``indices``, ``indptr``, ``shape`` (scipy CSR), ``species``,
@@ -167,9 +171,7 @@ def plot_errors(path: Path, pred: HamiltonianPrediction, sample: Sample) -> None
     plt.close(fig)
 
 
-def gamma_eigenvalues(
-    blocks: BlockSet, sample: Sample, model: HamiltonianModel
-) -> np.ndarray | None:
+def gamma_eigenvalues(blocks: BlockSet, sample: Sample, model: Predictor) -> np.ndarray | None:
     """Γ eigenvalues of (blocks, reference S), or None without S (eV)."""
     s = sample.source.matrices.get("S")
     if s is None:
