@@ -370,7 +370,7 @@ def test_cosine_learning_rate_schedule(tmp_path: Path) -> None:
     want = [cosine_lr(4e-3, 1e-4, e, 5) for e in range(5)]
     assert got == pytest.approx(want, rel=1e-12)
     assert all(a > b for a, b in itertools.pairwise(got))
-    # the schedule survives a resume: three more epochs continue the same curve
+    # a resume with more epochs follows the longer run's curve from the epoch it stands at
     more = TrainingConfig(epochs=8, lr=4e-3, min_lr=1e-4, lr_schedule="cosine", ema_decay=0.0)
     resumed = train(model.config, [sample], [], more, tmp_path, resume=True)
     assert [row["lr"] for row in resumed.history[5:]] == pytest.approx(
