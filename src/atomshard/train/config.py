@@ -16,6 +16,7 @@ stage 25:1 at lr 0.001) except the batch size (SI: 256 on 1.6 M structures; here
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,14 @@ from atomshard.errors import InputError
 PRECISIONS = ("float32", "float64", "bfloat16")
 STRATEGIES = ("allreduce", "ddp")
 LR_SCHEDULES = ("plateau", "cosine")
+
+
+def cosine_lr(start: float, end: float, epoch: int, epochs: int) -> float:
+    """Learning rate of epoch ``epoch`` (0-based) of a stage of ``epochs`` epochs: half a
+    cosine from ``start`` (first epoch) to ``end`` (reached after the last epoch)."""
+    low = min(end, start)
+    frac = min(max(epoch, 0) / max(epochs, 1), 1.0)
+    return low + 0.5 * (start - low) * (1.0 + math.cos(math.pi * frac))
 
 
 def _bad(section: str, name: str, value: Any, why: str) -> InputError:

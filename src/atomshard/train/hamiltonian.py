@@ -36,7 +36,7 @@ from atomshard.models.hamiltonian.heads import (
     pair_sum_features,
 )
 from atomshard.models.hamiltonian.model import HamiltonianModel, HamiltonianPrediction
-from atomshard.train.config import LR_SCHEDULES
+from atomshard.train.config import LR_SCHEDULES, cosine_lr
 from atomshard.train.ema import WeightAverage
 from atomshard.train.hamiltonian_bands import BandTarget, band_deviations, band_target
 from atomshard.train.metrics import (
@@ -150,14 +150,6 @@ class TrainingConfig:
                 raise InputError(
                     f"training.{name} has an invalid value {getattr(self, name)!r}{extra}"
                 )
-
-
-def cosine_lr(start: float, end: float, epoch: int, epochs: int) -> float:
-    """Learning rate of epoch ``epoch`` (0-based) of a stage of ``epochs`` epochs: half a
-    cosine from ``start`` (first epoch) to ``end`` (reached after the last epoch)."""
-    low = min(end, start)
-    frac = min(max(epoch, 0) / max(epochs, 1), 1.0)
-    return low + 0.5 * (start - low) * (1.0 + math.cos(math.pi * frac))
 
 
 def fit_output_statistics(model: HamiltonianModel, samples: list[Sample]) -> None:

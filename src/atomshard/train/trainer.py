@@ -28,7 +28,7 @@ from atomshard.models.allegro import AllegroConfig, AllegroPotential
 from atomshard.models.checkpoint import read_checkpoint, save_checkpoint
 from atomshard.models.potential import NequIPConfig, NequIPPotential
 from atomshard.train.batch import collate, predict_batch
-from atomshard.train.config import RecipeConfig
+from atomshard.train.config import RecipeConfig, cosine_lr
 from atomshard.train.data import LabelledStructure
 from atomshard.train.ema import WeightAverage
 from atomshard.train.loss import LossWeights, error_sums, summarise
@@ -100,9 +100,7 @@ def scheduled_lr(recipe: RecipeConfig, stage: int, stage_epoch: int) -> float | 
     if recipe.lr_schedule != "cosine":
         return None
     span = (recipe.max_epochs if stage == 1 else recipe.stage2_epochs) - warm
-    frac = min((stage_epoch - warm) / max(span, 1), 1.0)
-    low = min(recipe.min_lr, base)
-    return low + 0.5 * (base - low) * (1.0 + math.cos(math.pi * frac))
+    return cosine_lr(base, recipe.min_lr, stage_epoch - warm, span)
 
 
 def data_fingerprint(samples: Sequence[LabelledStructure]) -> str:
