@@ -66,33 +66,6 @@ def split_paths(
     return train_, val, test
 
 
-class AveragedModels(torch.nn.Module):
-    """A committee: the mean of the blocks of several trained models (same basis, cutoff)."""
-
-    def __init__(self, models: list[Any]) -> None:
-        super().__init__()
-        first = models[0]
-        for m in models[1:]:
-            if m.cutoff != first.cutoff or m.basis != first.basis:
-                raise SystemExit("--average-of: the models differ in cutoff or basis")
-        self.members = torch.nn.ModuleList(models)
-        self.basis, self.cutoff = first.basis, first.cutoff
-        self.eval()
-
-    def forward(self, graph: Any) -> Any:
-        from atomshard.models.hamiltonian.model import HamiltonianPrediction
-
-        preds = [m(graph) for m in self.members]
-        mean = {
-            kind: {
-                key: (idx, torch.stack([getattr(p, kind)[key][1] for p in preds]).mean(0))
-                for key, (idx, _) in getattr(preds[0], kind).items()
-            }
-            for kind in ("node", "edge")
-        }
-        return HamiltonianPrediction(node=mean["node"], edge=mean["edge"])
-
-
 def with_onsite_of(base: Any, donor: Any) -> Any:
     """``base`` (a BlockSet) with its on-site blocks (R = 0, i = j) taken from ``donor``."""
     from dataclasses import replace
@@ -448,8 +421,12 @@ def main(argv: list[str] | None = None) -> None:
         out = Path(args.out) / args.name
         if args.average_of:  # a committee of finished runs, written to OUT/NAME
             out.mkdir(parents=True, exist_ok=True)
-            runs = [load_model(Path(args.out) / r / "best.pt") for r in args.average_of]
-            model: Any = AveragedModels(runs)
+            from atomshard.models.hamiltonian import HamiltonianCommittee
+
+            paths = [Path(args.out) / r / "best.pt" for r in args.average_of]
+            model: Any = HamiltonianCommittee(
+                [load_model(p) for p in paths], [str(p) for p in paths]
+            )
         else:
             model = load_model(out / "best.pt")
         samples, _ = load_samples(expand_paths(args.extra_test), model.basis, model.cutoff)
