@@ -9,8 +9,9 @@ and band errors from the predicted H with the reference S at Γ, X, M, R (VBM, C
 band-energy MAE within ±2 eV of the gap); also what the cutoff alone costs (the
 reference itself truncated at the model cutoff). Molecules: HOMO, LUMO, gap and the MAE
 of all occupied orbital energies (Γ only). ``--band-epochs N`` adds the trainer's second
-stage with a loss on band energies; ``--continue-from RUN`` starts it from a finished
-run's stage 1 (OUT/RUN/last.pt) instead of training stage 1 again.
+stage with a loss on band energies; ``--continue-from RUN`` starts from OUT/RUN/last.pt
+(a finished stage 1, or a run stopped by SIGTERM: ``--continue-from`` its own name
+resumes it in place) instead of training from the start.
 
 Modes:
 
@@ -181,15 +182,23 @@ def run_one(
     )
     out = Path(args.out) / name
     resume = False
-    if args.continue_from:  # stage 2 only: start from a finished run's stage 1
+    if args.continue_from:  # from another run's last.pt (its own name: resume in place)
         import shutil
 
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.copytree(Path(args.out) / args.continue_from, out)
+        source = Path(args.out) / args.continue_from
+        if source.resolve() != out.resolve():
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.copytree(source, out)
         resume = True
     t0 = time.perf_counter()
     result = train(mcfg, train_s, val_s, tcfg, out, resume=resume)
     seconds = time.perf_counter() - t0
+    if result.interrupted:  # SIGTERM: last.pt is written; no evaluation of a partial run
+        print(
+            f"interrupted: {out}/last.pt holds {len(result.history)} epochs; resume with the "
+            f"same command plus --continue-from {name}"
+        )
+        raise SystemExit(143)
     model = load_model(out / "best.pt")
     tests = [evaluate_structure(model, s, args.cutoff) for s in test_s]
     record = {
