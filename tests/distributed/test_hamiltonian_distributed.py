@@ -155,7 +155,7 @@ def test_cosine_schedule_steps_equal_serial(tmp_path):
     reaches its parameters (one structure, one step per epoch in both)."""
     from dataclasses import replace
 
-    from atomshard.train.hamiltonian import cosine_lr
+    from atomshard.train.config import cosine_lr
 
     cfg = config()
     sample = synthetic_sample(structures()["quartz"], cfg)

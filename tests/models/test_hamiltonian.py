@@ -349,7 +349,8 @@ def test_cosine_learning_rate_schedule(tmp_path: Path) -> None:
     to ``min_lr`` over the stage, whatever the validation score does; plateau stays the
     default; a bad name is one clear error."""
     from atomshard.models.hamiltonian.data import Sample
-    from atomshard.train.hamiltonian import TrainingConfig, cosine_lr, train
+    from atomshard.train.config import cosine_lr
+    from atomshard.train.hamiltonian import TrainingConfig, train
 
     assert cosine_lr(1.0, 0.0, 0, 4) == 1.0
     assert cosine_lr(1.0, 0.1, 2, 4) == pytest.approx(0.55, rel=1e-15)

@@ -196,12 +196,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"committee of {len(members)} models: the mean of their blocks")
     else:
         model = members[0]
-        args.model = paths[0]
     model.set_memory(edge_chunk=args.edge_chunk)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if _parallel_requested(args):
-        return _run_parallel(args, list(_inputs(args.inputs, model.basis)))
+        return _run_parallel(args, paths[0], list(_inputs(args.inputs, model.basis)))
     all_rows, edge_rows = [], []
     for name, source in _inputs(args.inputs, model.basis):
         sample = make_sample(name, source, model.basis, model.cutoff, required=False)
@@ -264,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_parallel(args: argparse.Namespace, inputs: list) -> int:  # type: ignore[type-arg]
+def _run_parallel(args: argparse.Namespace, model_path: str, inputs: list) -> int:  # type: ignore[type-arg]
     """Predict ``inputs`` (``(name, BlockFile)``) across ranks, print a summary per structure."""
     import json
 
@@ -282,7 +281,7 @@ def _run_parallel(args: argparse.Namespace, inputs: list) -> int:  # type: ignor
         profile=args.profile is not None,
         edge_chunk=args.edge_chunk,
     )
-    results = predict_distributed(args.model, inputs, args.out, options, n_ranks=args.ranks)
+    results = predict_distributed(model_path, inputs, args.out, options, n_ranks=args.ranks)
     if results is None:  # another rank of a torchrun job
         return 0
     for res in results:

@@ -53,7 +53,6 @@ __all__ = [
     "TrainingConfig",
     "block_errors",
     "block_loss",
-    "cosine_lr",
     "evaluate",
     "fit_output_statistics",
     "train",

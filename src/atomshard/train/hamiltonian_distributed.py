@@ -43,8 +43,9 @@ from atomshard.runtime.hamiltonian import (
     predict_part,
     split_hamiltonian,
 )
+from atomshard.train.config import cosine_lr
 from atomshard.train.ema import WeightAverage
-from atomshard.train.hamiltonian import FIELDS, TrainingConfig, cosine_lr
+from atomshard.train.hamiltonian import FIELDS, TrainingConfig
 from atomshard.train.metrics import METRICS_FILE, write_metrics
 from atomshard.train.parallel import sum_gradients
 from atomshard.train.resume import read_training_checkpoint, restore_training, training_payload

@@ -51,9 +51,6 @@ class HamiltonianCommittee(nn.Module):
         self.cutoff: float = first.cutoff
         self.eval()
 
-    def __len__(self) -> int:
-        return len(self.members)
-
     def set_memory(self, *, edge_chunk: int = 0, checkpoint: bool = False) -> None:
         for m in self.members:
             assert isinstance(m, HamiltonianModel)
