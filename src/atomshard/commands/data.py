@@ -62,6 +62,14 @@ def _add_pbc_arguments(sub) -> None:  # type: ignore[no-untyped-def]
     q.add_argument("--xc", default="pbe", help="functional (default pbe)")
     q.add_argument("--ke-cutoff", type=float, default=30.0, help="FFT grid cutoff, Hartree")
     q.add_argument(
+        "--integrals",
+        choices=("fftdf", "multigrid"),
+        default="fftdf",
+        help="Coulomb + XC on one FFT grid (fftdf, default) or PySCF's multigrid (faster; "
+        "with --ke-cutoff 200 the on-site blocks of O and other hard pseudopotentials no "
+        "longer depend on where the atom sits on the grid: use it for oxides)",
+    )
+    q.add_argument(
         "--block-cutoff", type=float, default=9.0, help="write blocks of pairs within, Å"
     )
     q.add_argument(
@@ -132,6 +140,7 @@ def _run_pbc(args: argparse.Namespace) -> int:
             pseudo=args.pseudo,
             xc=args.xc,
             ke_cutoff=args.ke_cutoff,
+            integrals=args.integrals,
             conv_tol=args.conv_tol,
             max_cycle=args.max_cycle,
             block_cutoff=args.block_cutoff,

@@ -61,6 +61,9 @@ __all__ = [
 ]
 
 
+INTEGRALS = ("fftdf", "multigrid")
+
+
 @dataclass(frozen=True, kw_only=True)
 class PbcConfig:
     """Settings of one Γ-point periodic Kohn–Sham calculation and its block extraction.
@@ -69,7 +72,13 @@ class PbcConfig:
         basis: GTH basis (``gth-szv-molopt-sr``, ``gth-szv``, ``gth-dzvp``, ...)
         pseudo: pseudopotential (``gth-pbe``)
         xc: functional (PySCF name)
-        ke_cutoff: plane-wave cutoff of the density, Hartree (FFTDF grid)
+        ke_cutoff: plane-wave cutoff of the density, Hartree (FFTDF grid; with
+            ``integrals="multigrid"`` the cutoff of the finest grid)
+        integrals: how the Coulomb and XC potentials are evaluated: ``"fftdf"`` (PySCF's
+            FFTDF, one uniform grid) or ``"multigrid"`` (PySCF's multigrid, a hierarchy of
+            grids by Gaussian exponent; faster, and at a high ``ke_cutoff`` it removes the
+            egg-box effect of a hard pseudopotential such as O's — the on-site blocks of
+            symmetry-equivalent atoms then agree; docs/hamiltonian.md, "Oxides")
         conv_tol: SCF energy tolerance, Hartree; max_cycle: SCF iteration limit
         block_cutoff: Å; blocks of atom pairs within it are written
         image_range: Å; the k grid makes a kept block's aliased images at least this far
@@ -83,6 +92,7 @@ class PbcConfig:
     pseudo: str = "gth-pbe"
     xc: str = "pbe"
     ke_cutoff: float = 30.0
+    integrals: str = "fftdf"
     conv_tol: float = 1e-8
     max_cycle: int = 100
     block_cutoff: float = 9.0
@@ -95,6 +105,7 @@ class PbcConfig:
             "basis": isinstance(self.basis, str) and bool(self.basis),
             "pseudo": isinstance(self.pseudo, str) and bool(self.pseudo),
             "ke_cutoff": self.ke_cutoff > 0,
+            "integrals": self.integrals in INTEGRALS,
             "conv_tol": self.conv_tol > 0,
             "max_cycle": self.max_cycle >= 1,
             "block_cutoff": self.block_cutoff > 0,
@@ -105,7 +116,10 @@ class PbcConfig:
         }
         for name, ok in checks.items():
             if not ok:
-                extra = " (must be >= block_cutoff)" if name == "image_range" else ""
+                extra = {
+                    "image_range": " (must be >= block_cutoff)",
+                    "integrals": f" (one of {', '.join(INTEGRALS)})",
+                }.get(name, "")
                 value = getattr(self, name)
                 raise InputError(f"pyscf-pbc {name} has an invalid value {value!r}{extra}")
 
@@ -229,6 +243,10 @@ def gamma_scf(atoms: Any, cfg: PbcConfig, *, name: str = "structure") -> Any:
     mf.xc = cfg.xc
     mf.conv_tol = cfg.conv_tol
     mf.max_cycle = cfg.max_cycle
+    if cfg.integrals == "multigrid":
+        from pyscf.pbc.dft import multigrid
+
+        mf._numint = multigrid.MultiGridNumInt(cell)
     if cfg.smearing > 0:
         from pyscf.pbc.scf.addons import smearing_
 
@@ -262,8 +280,11 @@ def run_pbc(atoms: Any, cfg: PbcConfig, *, name: str = "structure", scf: Any = N
     mesh = np.asarray(kmesh, dtype=np.int64)
     frac = (np.mod(classes + (mesh - 1) // 2, mesh) - (mesh - 1) // 2) / mesh
     kpts = cell.get_abs_kpts(frac)
+    # multigrid's potential at kpts_band keeps the density matrix's shape unless it has
+    # a k axis (PySCF 2.x), so the Γ density is given one
+    veff_dm = dm[None] if cfg.integrals == "multigrid" else dm
     fock_k = np.asarray(mf.get_hcore(cell, kpts)) + np.asarray(
-        mf.get_veff(cell, dm, kpts_band=kpts)
+        mf.get_veff(cell, veff_dm, kpts_band=kpts)
     )
     ovlp_k = np.asarray(cell.pbc_intor("int1e_ovlp", hermi=1, kpts=kpts))
     h_c = _real_space(fock_k.reshape(len(kpts), cell.nao, cell.nao), frac, classes) * HARTREE
@@ -393,6 +414,8 @@ def generate_pbc_dataset(
     mpath = out / "dataset.json"
     if mpath.exists():
         old = json.loads(mpath.read_text())
+        # data sets written before the option existed were made with FFTDF
+        old.get("config", {}).get("pbc", {}).setdefault("integrals", "fftdf")
         if old != json.loads(json.dumps(manifest)):
             raise InputError(
                 f"{out} holds a data set made with other settings ({mpath}); "
