@@ -200,10 +200,15 @@ def test_train_resume_and_predict(tmp_path: Path, capsys: pytest.CaptureFixture[
     )
     for x, y, z in zip(a.blocks, d.blocks, c.blocks, strict=True):
         np.testing.assert_allclose(z, 0.5 * (x + y), rtol=1e-5, atol=1e-6)
-    assert main([*both, "--out", str(tmp_path / "p-both"), "--ranks", "2"]) == 2
-    assert "--model with 2 checkpoints (a committee) predicts in one process" in (
-        capsys.readouterr().err
-    )
+    # the committee over 2 ranks (each member's layers exchange halos): the same blocks
+    assert main([*both, "--out", str(tmp_path / "p-both2"), "--ranks", "2"]) == 0
+    assert "on 2 rank(s)" in capsys.readouterr().out
+    e = read_block_file(tmp_path / "p-both2" / "w.pred.h5").matrices["H"]
+    got = {tuple(p): b for p, b in zip(e.atom_pairs.tolist(), e.blocks, strict=True)}
+    want = {tuple(p): b for p, b in zip(c.atom_pairs.tolist(), c.blocks, strict=True)}
+    assert got.keys() == want.keys()
+    for key, b in want.items():
+        np.testing.assert_allclose(got[key], b, rtol=0, atol=1e-10)
 
 
 def test_train_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

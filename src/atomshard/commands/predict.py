@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         action="append",
         help="Hamiltonian checkpoint (best.pt); repeated (--model a.pt --model b.pt): a "
-        "committee, the mean of their blocks (one basis and cutoff; one process)",
+        "committee, the mean of their blocks (one basis and cutoff; with --ranks too)",
     )
     parser.add_argument("--out", "-o", required=True, help="output folder")
     parser.add_argument(
@@ -184,11 +184,6 @@ def run(args: argparse.Namespace) -> int:
         if not isinstance(member, HamiltonianModel):
             raise InputError(f"{path} is not a Hamiltonian model")
         members.append(member)
-    if len(members) > 1 and _parallel_requested(args):
-        raise InputError(
-            f"--model with {len(members)} checkpoints (a committee) predicts in one process: "
-            "--ranks, --repeat and --eigs take one model"
-        )
     if len(members) > 1:
         from atomshard.models.hamiltonian.committee import HamiltonianCommittee
 
@@ -200,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if _parallel_requested(args):
-        return _run_parallel(args, paths[0], list(_inputs(args.inputs, model.basis)))
+        return _run_parallel(args, paths, list(_inputs(args.inputs, model.basis)))
     all_rows, edge_rows = [], []
     for name, source in _inputs(args.inputs, model.basis):
         sample = make_sample(name, source, model.basis, model.cutoff, required=False)
@@ -263,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_parallel(args: argparse.Namespace, model_path: str, inputs: list) -> int:  # type: ignore[type-arg]
+def _run_parallel(args: argparse.Namespace, model_paths: list[str], inputs: list) -> int:  # type: ignore[type-arg]
     """Predict ``inputs`` (``(name, BlockFile)``) across ranks, print a summary per structure."""
     import json
 
@@ -281,7 +276,8 @@ def _run_parallel(args: argparse.Namespace, model_path: str, inputs: list) -> in
         profile=args.profile is not None,
         edge_chunk=args.edge_chunk,
     )
-    results = predict_distributed(model_path, inputs, args.out, options, n_ranks=args.ranks)
+    source = model_paths[0] if len(model_paths) == 1 else model_paths
+    results = predict_distributed(source, inputs, args.out, options, n_ranks=args.ranks)
     if results is None:  # another rank of a torchrun job
         return 0
     for res in results:

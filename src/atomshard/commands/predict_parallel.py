@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from atomshard.hamiltonian.parts import (
     read_csr,
     write_part,
 )
+from atomshard.models.hamiltonian.committee import HamiltonianCommittee
 from atomshard.models.hamiltonian.data import make_sample
 from atomshard.models.hamiltonian.model import HamiltonianModel
 from atomshard.runtime import PartitionSpec
@@ -76,14 +78,26 @@ class PredictOptions:
     edge_chunk: int = 0
 
 
-def _load(model: str | HamiltonianModel, device: torch.device) -> HamiltonianModel:
-    if isinstance(model, str):
-        from atomshard.models.checkpoint import load_model
+Predictor = HamiltonianModel | HamiltonianCommittee
+ModelSource = str | Sequence[str] | HamiltonianModel | HamiltonianCommittee
 
-        model = load_model(model)  # type: ignore[assignment]
-    if not isinstance(model, HamiltonianModel):
-        raise InputError(f"{model} is not a Hamiltonian model")
-    return model.to(device).eval()
+
+def _load(model: ModelSource, device: torch.device) -> Predictor:
+    """One model, or a committee when ``model`` is several checkpoint paths."""
+    if isinstance(model, HamiltonianModel | HamiltonianCommittee):
+        return model.to(device).eval()
+    from atomshard.models.checkpoint import load_model
+
+    paths = [model] if isinstance(model, str) else list(model)
+    members = []
+    for path in paths:
+        net = load_model(path)
+        if not isinstance(net, HamiltonianModel):
+            raise InputError(f"{path} is not a Hamiltonian model")
+        members.append(net)
+    if len(members) == 1:
+        return members[0].to(device).eval()
+    return HamiltonianCommittee(members, paths).to(device).eval()
 
 
 def _errors_mev(errors: dict[str, float]) -> dict[str, float]:
@@ -92,7 +106,7 @@ def _errors_mev(errors: dict[str, float]) -> dict[str, float]:
 
 
 def _split_input(
-    model: HamiltonianModel, source: BlockFile | None, options: PredictOptions, n_ranks: int
+    model: Predictor, source: BlockFile | None, options: PredictOptions, n_ranks: int
 ) -> list[tuple[dict[str, Any] | None, HamiltonianPart]]:
     """Rank 0: tile, check and split ``source``; ``(header, part)`` per rank (header on
     rank 0 only)."""
@@ -121,7 +135,7 @@ def _split_input(
 
 def predict_rank(
     comm: Communicator,
-    model: str | HamiltonianModel,
+    model: ModelSource,
     out: str,
     options: PredictOptions,
     *,
@@ -202,7 +216,7 @@ def _merge(
     name: str,
     parts_dir: Path,
     n_ranks: int,
-    net: HamiltonianModel,
+    net: Predictor,
     header: dict[str, Any],
     options: PredictOptions,
 ) -> dict[str, Any]:
@@ -257,7 +271,7 @@ def _merge(
 
 
 def predict_distributed(
-    model: str | HamiltonianModel,
+    model: ModelSource,
     inputs: list[tuple[str, BlockFile]],
     out: str | Path,
     options: PredictOptions,
@@ -268,8 +282,9 @@ def predict_distributed(
 ) -> list[dict[str, Any]] | None:
     """Predict ``inputs`` on ``n_ranks`` local ranks, or on the torchrun/srun group.
 
-    Under torchrun every process calls this with ``n_ranks=1``; only rank 0 needs (and
-    reads) ``inputs``. Returns the summaries on rank 0, None on the other ranks.
+    ``model``: a checkpoint path, several (a committee: the mean of their blocks) or a
+    model. Under torchrun every process calls this with ``n_ranks=1``; only rank 0 needs
+    (and reads) ``inputs``. Returns the summaries on rank 0, None on the other ranks.
     """
     Path(out).mkdir(parents=True, exist_ok=True)
     return run_on_ranks(  # type: ignore[no-any-return]

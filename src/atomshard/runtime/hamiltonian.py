@@ -34,6 +34,7 @@ import torch
 
 from atomshard.comm import Communicator
 from atomshard.graph import AtomicGraph, Structure, neighbor_list
+from atomshard.models.hamiltonian.committee import HamiltonianCommittee
 from atomshard.models.hamiltonian.data import Grouped, Sample
 from atomshard.models.hamiltonian.model import HamiltonianModel, HamiltonianPrediction
 from atomshard.partition import build_halo_plans
@@ -151,13 +152,14 @@ def _owned(pred: HamiltonianPrediction, n_owned: int, n_owned_edges: int) -> Ham
 
 
 def predict_part(
-    model: HamiltonianModel,
+    model: HamiltonianModel | HamiltonianCommittee,
     part: HamiltonianPart,
     exchange: Callable[[torch.Tensor], torch.Tensor],
     *,
     graph: AtomicGraph | None = None,
 ) -> HamiltonianPrediction:
-    """This rank's owned blocks (local indices); every rank must call it together."""
+    """This rank's owned blocks (local indices); every rank must call it together (a
+    committee runs its members one after another, each with its own halo exchanges)."""
     graph = graph if graph is not None else part.graph()
     pred = model(graph, exchange)
     return _owned(pred, part.plan.n_owned, part.n_owned_edges)

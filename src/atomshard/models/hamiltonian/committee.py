@@ -3,7 +3,11 @@
 Runs that differ only in their seed (or data) scatter on held-out structures; their mean is
 more accurate than a typical member (docs/hamiltonian.md, fourth round: Si8 band MAE
 6.8 meV for three runs that alone give 6.9-13.7). Every member must share the orbital
-basis and the cutoff, so their graphs and block layouts are the same.
+basis and the cutoff, so their graphs and block layouts are the same. The committee takes
+the halo exchange of the graph-parallel runtime like one model does: every rank runs the
+members in the same order, each member's layers exchanging their halos, so
+``atomshard predict --ranks N`` with several ``--model`` gives the same blocks as one
+process.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from torch import nn
 from atomshard.errors import InputError
 from atomshard.graph import AtomicGraph
 from atomshard.hamiltonian.basis import OrbitalBasis
+from atomshard.models.base import Exchange, identity_exchange
 from atomshard.models.hamiltonian.model import HamiltonianModel, HamiltonianPrediction
 
 __all__ = ["HamiltonianCommittee"]
@@ -56,8 +61,13 @@ class HamiltonianCommittee(nn.Module):
             assert isinstance(m, HamiltonianModel)
             m.set_memory(edge_chunk=edge_chunk, checkpoint=checkpoint)
 
-    def forward(self, graph: AtomicGraph) -> HamiltonianPrediction:
-        preds = [m(graph) for m in self.members]
+    def check_species(self, species: torch.Tensor, *, name: str = "structure") -> None:
+        self.members[0].check_species(species, name=name)  # type: ignore[operator]
+
+    def forward(
+        self, graph: AtomicGraph, exchange: Exchange = identity_exchange
+    ) -> HamiltonianPrediction:
+        preds = [m(graph, exchange) for m in self.members]
         mean: dict[str, dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]] = {}
         for kind in ("node", "edge"):
             mean[kind] = {}
