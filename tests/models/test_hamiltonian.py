@@ -405,3 +405,23 @@ def test_committee_is_the_mean_of_its_members() -> None:
         HamiltonianCommittee([a, other])
     with pytest.raises(InputError, match="at least one model"):
         HamiltonianCommittee([])
+
+
+def test_load_predictor_one_model_a_committee_and_a_wrong_checkpoint(tmp_path: Path) -> None:
+    """``load_predictor``: one path gives that model, several their committee, and a
+    checkpoint of another kind of model is one error naming the file."""
+    from atomshard.models.hamiltonian import HamiltonianCommittee
+    from atomshard.models.hamiltonian.committee import load_predictor
+    from atomshard.models.pair import LennardJones
+
+    a, b = _model(), _model(n_layers=1)
+    for name, m in (("a.pt", a), ("b.pt", b)):
+        save_checkpoint(tmp_path / name, m, model_type="hamiltonian", config=m.config)
+    one = load_predictor([str(tmp_path / "a.pt")])
+    assert isinstance(one, HamiltonianModel)
+    both = load_predictor([str(tmp_path / "a.pt"), str(tmp_path / "b.pt")])
+    assert isinstance(both, HamiltonianCommittee) and len(both.members) == 2
+    lj = LennardJones(cutoff=5.0)
+    save_checkpoint(tmp_path / "lj.pt", lj, model_type="lennard-jones", config=lj.config)
+    with pytest.raises(InputError, match=r"lj\.pt is not a Hamiltonian model"):
+        load_predictor([str(tmp_path / "a.pt"), str(tmp_path / "lj.pt")])

@@ -160,9 +160,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from atomshard.errors import InputError
-    from atomshard.models.checkpoint import load_model
-    from atomshard.models.hamiltonian import HamiltonianModel
+    from atomshard.models.hamiltonian.committee import load_predictor
     from atomshard.models.hamiltonian.data import make_sample
     from atomshard.models.hamiltonian.predict import (
         error_table,
@@ -178,19 +176,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     paths = list(args.model) if isinstance(args.model, list) else [args.model]
-    members = []
-    for path in paths:
-        member = load_model(path)
-        if not isinstance(member, HamiltonianModel):
-            raise InputError(f"{path} is not a Hamiltonian model")
-        members.append(member)
-    if len(members) > 1:
-        from atomshard.models.hamiltonian.committee import HamiltonianCommittee
-
-        model: HamiltonianModel | HamiltonianCommittee = HamiltonianCommittee(members, paths)
-        print(f"committee of {len(members)} models: the mean of their blocks")
-    else:
-        model = members[0]
+    model = load_predictor(paths)
+    if len(paths) > 1:
+        print(f"committee of {len(paths)} models: the mean of their blocks")
     model.set_memory(edge_chunk=args.edge_chunk)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,7 @@ from atomshard.hamiltonian.parts import (
     read_csr,
     write_part,
 )
-from atomshard.models.hamiltonian.committee import HamiltonianCommittee
+from atomshard.models.hamiltonian.committee import HamiltonianCommittee, load_predictor
 from atomshard.models.hamiltonian.data import make_sample
 from atomshard.models.hamiltonian.model import HamiltonianModel
 from atomshard.runtime import PartitionSpec
@@ -84,20 +84,9 @@ ModelSource = str | Sequence[str] | HamiltonianModel | HamiltonianCommittee
 
 def _load(model: ModelSource, device: torch.device) -> Predictor:
     """One model, or a committee when ``model`` is several checkpoint paths."""
-    if isinstance(model, HamiltonianModel | HamiltonianCommittee):
-        return model.to(device).eval()
-    from atomshard.models.checkpoint import load_model
-
-    paths = [model] if isinstance(model, str) else list(model)
-    members = []
-    for path in paths:
-        net = load_model(path)
-        if not isinstance(net, HamiltonianModel):
-            raise InputError(f"{path} is not a Hamiltonian model")
-        members.append(net)
-    if len(members) == 1:
-        return members[0].to(device).eval()
-    return HamiltonianCommittee(members, paths).to(device).eval()
+    if not isinstance(model, HamiltonianModel | HamiltonianCommittee):
+        model = load_predictor([model] if isinstance(model, str) else list(model))
+    return model.to(device).eval()
 
 
 def _errors_mev(errors: dict[str, float]) -> dict[str, float]:

@@ -23,7 +23,7 @@ from atomshard.hamiltonian.basis import OrbitalBasis
 from atomshard.models.base import Exchange, identity_exchange
 from atomshard.models.hamiltonian.model import HamiltonianModel, HamiltonianPrediction
 
-__all__ = ["HamiltonianCommittee"]
+__all__ = ["HamiltonianCommittee", "load_predictor"]
 
 
 class HamiltonianCommittee(nn.Module):
@@ -76,3 +76,19 @@ class HamiltonianCommittee(nn.Module):
                 stack = torch.stack([b.to(torch.float64) for b in blocks])
                 mean[kind][key] = (idx, stack.mean(0).to(blocks[0].dtype))
         return HamiltonianPrediction(node=mean["node"], edge=mean["edge"])
+
+
+def load_predictor(paths: Sequence[str]) -> HamiltonianModel | HamiltonianCommittee:
+    """The model of one checkpoint, or the committee of several; a checkpoint that holds
+    no Hamiltonian model is one error naming it."""
+    from atomshard.models.checkpoint import load_model
+
+    members = []
+    for path in paths:
+        net = load_model(path)
+        if not isinstance(net, HamiltonianModel):
+            raise InputError(f"{path} is not a Hamiltonian model")
+        members.append(net)
+    if len(members) == 1:
+        return members[0]
+    return HamiltonianCommittee(members, paths)
