@@ -275,8 +275,8 @@ def plot_learning_curve(path: Path, rows: list[dict[str, Any]]) -> None:
     n = [r["n_train"] for r in rows]
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for key, lab in (
-        ("in_phase", "held-out Si8 (same phase)"),
-        ("other_phase", "Si64 other phase"),
+        ("in_phase", "held-out test structures (--data)"),
+        ("other_phase", "--extra-test structures"),
     ):
         vals = [r.get(key) for r in rows]
         if any(v is not None for v in vals):
