@@ -11,6 +11,7 @@ the rank and its message — well within the 60 s collective timeout.
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing as mp
 import os
 import pickle
@@ -64,6 +65,10 @@ def _worker(
     tasks: Any,
     results: Any,
 ) -> None:
+    # a rank that dies of a signal (a segfault in native code) prints every thread's
+    # Python stack to its stderr first, so the launcher's "died with exit code -11" has
+    # a place to look
+    faulthandler.enable()
     os.environ.update(
         RANK=str(rank),
         WORLD_SIZE=str(world_size),
