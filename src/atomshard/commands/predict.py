@@ -264,8 +264,7 @@ def _run_parallel(args: argparse.Namespace, model_paths: list[str], inputs: list
         profile=args.profile is not None,
         edge_chunk=args.edge_chunk,
     )
-    source = model_paths[0] if len(model_paths) == 1 else model_paths
-    results = predict_distributed(source, inputs, args.out, options, n_ranks=args.ranks)
+    results = predict_distributed(model_paths, inputs, args.out, options, n_ranks=args.ranks)
     if results is None:  # another rank of a torchrun job
         return 0
     for res in results:

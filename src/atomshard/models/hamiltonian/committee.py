@@ -62,7 +62,7 @@ class HamiltonianCommittee(nn.Module):
             m.set_memory(edge_chunk=edge_chunk, checkpoint=checkpoint)
 
     def check_species(self, species: torch.Tensor, *, name: str = "structure") -> None:
-        self.members[0].check_species(species, name=name)  # type: ignore[operator]
+        self.basis.check_species(species.cpu().numpy(), name=name)
 
     def forward(
         self, graph: AtomicGraph, exchange: Exchange = identity_exchange
